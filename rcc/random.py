@@ -1,0 +1,169 @@
+"""Counter-based shared randomness (DESIGN 2.1).
+
+Sender and receiver must agree on the uniform dither ``U(seed, stream, n, d)`` of
+candidate ``n`` (dimension ``d``) of batch element ``stream``.  Instead of a
+sequential generator we hash the tuple ``(domain, seed, stream, n, d)`` with a
+chain of splitmix64 finalisers (Steele, Lea & Flood 2014).  This gives
+
+* O(1) random access: the receiver computes ``U_N`` without generating
+  ``U_1 .. U_{N-1}``;
+* bit-identical values on every platform and thread count, because only 64-bit
+  integer arithmetic and one exact scaling by ``2**-53`` are involved;
+* functions small enough to be inlined in the numba race kernels.
+
+The sender's *private* randomness (the exponential arrival times of the race)
+uses the same hash under a different domain tag and a private key, so it is
+independent of the shared dither.  Nothing here touches global random state
+(Scientific Python SPEC 7).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numba
+import numpy as np
+
+__all__ = [
+    "MAX_SEED",
+    "check_seed",
+    "private_key",
+    "shared_uniform",
+    "private_exponential",
+]
+
+MAX_SEED = 2**64 - 1
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_TWO_M53 = 2.0**-53
+
+# Domain tags keep the streams of different uses apart.
+DOMAIN_SHARED = np.uint64(0x5348415245445F55)  # "SHARED_U"
+DOMAIN_PRIVATE = np.uint64(0x505249565F455850)  # "PRIV_EXP"
+DOMAIN_KEY = np.uint64(0x505249565F4B4559)  # "PRIV_KEY"
+
+
+@numba.njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> _S30)) * _MUL1
+    z = (z ^ (z >> _S27)) * _MUL2
+    return z ^ (z >> _S31)
+
+
+@numba.njit(cache=True, inline="always")
+def hash_counter(domain, key, stream, index, dim):
+    """64-bit hash of a (domain, key, stream, index, dim) tuple of uint64."""
+    h = _mix64(domain + _GAMMA)
+    h = _mix64((h ^ key) + _GAMMA)
+    h = _mix64((h ^ stream) + _GAMMA)
+    h = _mix64((h ^ index) + _GAMMA)
+    h = _mix64((h ^ dim) + _GAMMA)
+    return h
+
+
+@numba.njit(cache=True, inline="always")
+def uniform_centered(seed, stream, index, dim):
+    """Shared dither U in [-1/2, 1/2) on the grid 2**-53 (all arguments uint64)."""
+    h = hash_counter(DOMAIN_SHARED, seed, stream, index, dim)
+    return np.float64(h >> _S11) * _TWO_M53 - 0.5
+
+
+@numba.njit(cache=True, inline="always")
+def exponential(key, stream, index):
+    """Private Exp(1) variate, -log of a uniform in (0, 1] (never infinite)."""
+    h = hash_counter(DOMAIN_PRIVATE, key, stream, index, np.uint64(0))
+    return -np.log((np.float64(h >> _S11) + 1.0) * _TWO_M53)
+
+
+@numba.njit(cache=True)
+def _uniform_array(seed, stream, index, dim, out):
+    for i in range(out.size):
+        out[i] = uniform_centered(seed, stream[i], index[i], dim[i])
+
+
+@numba.njit(cache=True)
+def _exponential_array(key, stream, index, out):
+    for i in range(out.size):
+        out[i] = exponential(key, stream[i], index[i])
+
+
+@numba.njit(cache=True)
+def _derive_key(seed):
+    return hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
+
+
+def check_seed(seed, name="seed"):
+    """Return ``seed`` as ``np.uint64`` or raise a clear error.
+
+    Seeds are integers in ``[0, 2**64)``; bools, floats and negative numbers
+    are rejected rather than silently converted.
+    """
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer, got {type(seed).__name__} {seed!r}")
+    seed = int(seed)
+    if seed < 0 or seed > MAX_SEED:
+        raise ValueError(f"{name} must be in [0, 2**64), got {seed}")
+    return np.uint64(seed)
+
+
+def private_key(seed, rng=None):
+    """The sender's private key for the race's exponential arrival times.
+
+    With ``rng=None`` the key is a hash of the seed (runs reproduce exactly).
+    Otherwise ``rng`` is anything ``numpy.random.default_rng`` accepts and one
+    64-bit word is drawn from it; the decoder never needs this key.
+    """
+    seed = check_seed(seed)
+    if rng is None:
+        return np.uint64(_derive_key(seed))
+    generator = np.random.default_rng(rng)
+    return np.uint64(generator.integers(0, 2**64, dtype=np.uint64))
+
+
+def _as_uint64(values, name):
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be non-negative")
+    return arr.astype(np.uint64)
+
+
+def shared_uniform(seed, stream, index, dim=0):
+    """Shared dither ``U(seed, stream, index, dim)`` in ``[-1/2, 1/2)``.
+
+    Parameters
+    ----------
+    seed : int
+        Shared seed in ``[0, 2**64)``.
+    stream, index, dim : int or array_like of int
+        Batch element, candidate index (from 1) and event dimension; broadcast
+        against each other.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The dither values, ``float64`` on the grid ``2**-53``.
+    """
+    key = check_seed(seed)
+    s, n, d = np.broadcast_arrays(
+        _as_uint64(stream, "stream"), _as_uint64(index, "index"), _as_uint64(dim, "dim")
+    )
+    out = np.empty(s.shape, dtype=np.float64)
+    _uniform_array(key, s.ravel(), n.ravel(), d.ravel(), out.reshape(-1))
+    return float(out) if out.ndim == 0 else out
+
+
+def private_exponential(key, stream, index):
+    """Private Exp(1) variates for ``(key, stream, index)``; see :func:`private_key`."""
+    key = check_seed(key, "key")
+    s, n = np.broadcast_arrays(_as_uint64(stream, "stream"), _as_uint64(index, "index"))
+    out = np.empty(s.shape, dtype=np.float64)
+    _exponential_array(key, s.ravel(), n.ravel(), out.reshape(-1))
+    return float(out) if out.ndim == 0 else out
