@@ -1,0 +1,35 @@
+"""rcc: exact reverse channel coding.
+
+A sender holding a target distribution ``q`` sends a short message; a
+receiver sharing only a seed and a prior reproduces an exact sample of ``q``.
+See :func:`encode_sample` and :func:`decode_sample`.
+"""
+
+from .coding import (
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_TAIL_MASS,
+    METHODS,
+    EncodedSample,
+    decode_sample,
+    encode_sample,
+    gaussian_width,
+    kl_divergence_bits,
+)
+from .targets import Normal, Product, TruncatedNormal, Uniform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_CANDIDATES",
+    "DEFAULT_TAIL_MASS",
+    "METHODS",
+    "EncodedSample",
+    "Normal",
+    "Product",
+    "TruncatedNormal",
+    "Uniform",
+    "decode_sample",
+    "encode_sample",
+    "gaussian_width",
+    "kl_divergence_bits",
+]
