@@ -520,13 +520,16 @@ def encode_sample(
             raise ValueError(f"num_candidates={num_candidates} exceeds max_candidates={max_candidates}")
         counts = np.full(count, num_candidates, dtype=np.int64)
 
-    arrays = dict(
-        family=flat(spec["family"], np.int64), loc=flat(spec["loc"]), scale=flat(spec["scale"]),
-        low=flat(spec["low"]), high=flat(spec["high"]), const=flat(const),
-        prior_family=flat(prior_family, np.int64), prior_loc=flat(prior_loc),
-        prior_scale=flat(prior_scale), width=flat(widths), centre=flat(centre),
-        window_low=flat(start), window_high=flat(stop),
-    )
+    fields = {
+        kernels.F_FAMILY: spec["family"], kernels.F_LOC: spec["loc"], kernels.F_SCALE: spec["scale"],
+        kernels.F_LOW: spec["low"], kernels.F_HIGH: spec["high"], kernels.F_CONST: const,
+        kernels.F_PRIOR_FAMILY: prior_family, kernels.F_PRIOR_LOC: prior_loc,
+        kernels.F_PRIOR_SCALE: prior_scale, kernels.F_WIDTH: widths, kernels.F_CENTRE: centre,
+        kernels.F_WINDOW_LOW: start, kernels.F_WINDOW_HIGH: stop,
+    }
+    params = np.empty((count, dims, kernels.NUM_FIELDS), dtype=np.float64)
+    for field, value in fields.items():
+        params[:, :, field] = np.broadcast_to(value, shape).reshape(count, dims)
     key = private_key(seed, rng)
     index = np.zeros(count, dtype=np.int64)
     factor = np.zeros((count, dims), dtype=np.int64)
@@ -537,9 +540,9 @@ def encode_sample(
     def run(begin, end):
         part = slice(begin, end)
         kernels.encode_batch(
-            seed_u64, key, np.uint64(begin), *(arrays[name][part] for name in arrays), hybrid,
-            log_w_max_flat[part], mode, counts[part], max_candidates,
-            index[part], factor[part], sample[part], examined[part], status[part],
+            seed_u64, key, np.uint64(begin), params[part], hybrid, log_w_max_flat[part], mode,
+            counts[part], max_candidates, index[part], factor[part], sample[part], examined[part],
+            status[part],
         )
 
     with _Threads(num_threads):

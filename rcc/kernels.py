@@ -30,7 +30,9 @@ __all__ = [
     "ndtri_lower",
     "prior_ppf_scaled",
     "log_weight",
+    "select_one",
     "encode_batch",
+    "NUM_FIELDS",
     "decode_batch",
     "RACE",
     "ORC",
@@ -45,19 +47,38 @@ STATUS_OK, STATUS_MAX_CANDIDATES, STATUS_BAD_FACTOR = 0, 1, 2
 
 NORMAL, UNIFORM = 0, 1  # family codes, as in rcc.targets
 
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
-# Acklam's rational approximation of the normal quantile (relative error
-# 1.15e-9), refined below with one Halley step to double precision.
-_A0, _A1, _A2 = -3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02
-_A3, _A4, _A5 = 1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00
-_B0, _B1, _B2 = -5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02
-_B3, _B4 = 6.680131188771972e01, -1.328068155288572e01
-_C0, _C1, _C2 = -7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00
-_C3, _C4, _C5 = -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00
-_D0, _D1, _D2, _D3 = 7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00
-_P_LOW = 0.02425
+# Wichura's AS 241 (PPND16) rational approximations of the normal quantile,
+# accurate to about 1 part in 1e16 (Applied Statistics 37(3), 1988).
+_A = (3.3871328727963666080e00, 1.3314166789178437745e02, 1.9715909503065514427e03,
+      1.3731693765509461125e04, 4.5921953931549871457e04, 6.7265770927008700853e04,
+      3.3430575583588128105e04, 2.5090809287301226727e03)
+_B = (1.0, 4.2313330701600911252e01, 6.8718700749205790830e02, 5.3941960214247511077e03,
+      2.1213794301586595867e04, 3.9307895800092710610e04, 2.8729085735721942674e04,
+      5.2264952788528545610e03)
+_C = (1.42343711074968357734e00, 4.63033784615654529590e00, 5.76949722146069140550e00,
+      3.64784832476320460504e00, 1.27045825245236838258e00, 2.41780725177450611770e-01,
+      2.27238449892691845833e-02, 7.74545014278341407640e-04)
+_D = (1.0, 2.05319162663775882187e00, 1.67638483018380384940e00, 6.89767334985100004550e-01,
+      1.48103976427480074590e-01, 1.51986665636164571966e-02, 5.47593808499534494600e-04,
+      1.05075007164441684324e-09)
+_E = (6.65790464350110377720e00, 5.46378491116411436990e00, 1.78482653991729133580e00,
+      2.96560571828504891230e-01, 2.65321895265761230930e-02, 1.24266094738807843860e-03,
+      2.71155556874348757815e-05, 2.01033439929228813265e-07)
+_F = (1.0, 5.99832206555887937690e-01, 1.36929880922735805310e-01, 1.48753612908506148525e-02,
+      7.86869131145613259100e-04, 1.84631831751005468180e-05, 1.42151175831644588870e-07,
+      2.04426310338993978564e-15)
+
+
+@numba.njit(cache=True, inline="always")
+def _ratio(num, den, x):
+    """Horner evaluation of num(x) / den(x), coefficients from degree 0 up."""
+    top = num[7]
+    bottom = den[7]
+    for m in range(6, -1, -1):
+        top = top * x + num[m]
+        bottom = bottom * x + den[m]
+    return top / bottom
 
 
 @numba.njit(cache=True, inline="always")
@@ -65,21 +86,13 @@ def ndtri_lower(p):
     """Standard normal quantile for ``0 <= p <= 1/2`` (callers use symmetry above)."""
     if p <= 0.0:
         return -np.inf
-    if p < _P_LOW:
-        q = math.sqrt(-2.0 * math.log(p))
-        x = (((((_C0 * q + _C1) * q + _C2) * q + _C3) * q + _C4) * q + _C5) / (
-            (((_D0 * q + _D1) * q + _D2) * q + _D3) * q + 1.0
-        )
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (((((_A0 * r + _A1) * r + _A2) * r + _A3) * r + _A4) * r + _A5) * q / (
-            ((((_B0 * r + _B1) * r + _B2) * r + _B3) * r + _B4) * r + 1.0
-        )
-    # One Halley step on Phi(x) - p; Phi via erfc is accurate in the lower tail.
-    e = 0.5 * math.erfc(-x * _INV_SQRT2) - p
-    u = e * _SQRT_2PI * math.exp(0.5 * x * x)
-    return x - u / (1.0 + 0.5 * x * u)
+    q = p - 0.5
+    if q >= -0.425:
+        return q * _ratio(_A, _B, 0.180625 - q * q)
+    r = math.sqrt(-math.log(p))
+    if r <= 5.0:
+        return -_ratio(_C, _D, r - 1.6)
+    return -_ratio(_E, _F, r - 5.0)
 
 
 @numba.njit(cache=True, inline="always")
@@ -130,39 +143,56 @@ def _candidate_factor(centre, u):
     return k
 
 
-@numba.njit(cache=True)
-def _candidate_log_weight(seed, stream, n, family, loc, scale, low, high, const,
-                          prior_family, prior_loc, prior_scale, width, centre,
-                          window_low, window_high, hybrid):
+@numba.njit(cache=True, inline="always")
+def _candidate_position(seed, stream, n, j, centre, hybrid):
+    """The dither of candidate ``n`` in dimension ``j`` as (factor, offset) with ``z' = factor + offset``."""
+    u = uniform_centered(seed, stream, np.uint64(n), np.uint64(j))
+    if hybrid:
+        return _candidate_factor(centre, u), u
+    return 0.0, u + 0.5
+
+
+# Field layout of the packed per-(element, dimension) parameters: one float64
+# array of shape (B, d, NUM_FIELDS) keeps the kernels' argument lists short.
+(F_FAMILY, F_LOC, F_SCALE, F_LOW, F_HIGH, F_CONST, F_PRIOR_FAMILY, F_PRIOR_LOC, F_PRIOR_SCALE,
+ F_WIDTH, F_CENTRE, F_WINDOW_LOW, F_WINDOW_HIGH) = range(13)
+NUM_FIELDS = 13
+
+
+@numba.njit(cache=True, inline="always")
+def _candidate_log_weight(seed, stream, n, params, hybrid):
+    """Log weight of candidate ``n`` for one element (``params``: (d, NUM_FIELDS))."""
     lw = 0.0
-    for j in range(family.shape[0]):
-        u = uniform_centered(seed, stream, np.uint64(n), np.uint64(j))
-        if hybrid:
-            k = _candidate_factor(centre[j], u)
-            offset = u
-        else:
-            k = 0.0
-            offset = u + 0.5
+    for j in range(params.shape[0]):
+        row = params[j]
+        k, offset = _candidate_position(seed, stream, n, j, row[F_CENTRE], hybrid)
         position = k + offset
         # Cheap rejection before the inverse CDF: outside the transformed support.
-        if position < window_low[j] or position > window_high[j]:
+        if position < row[F_WINDOW_LOW] or position > row[F_WINDOW_HIGH]:
             return -np.inf
-        z = prior_ppf_scaled(k, offset, width[j], prior_family[j], prior_loc[j], prior_scale[j])
-        lw += log_weight(z, family[j], loc[j], scale[j], low[j], high[j], const[j],
-                         prior_family[j], prior_loc[j], prior_scale[j])
+        z = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
+        lw += log_weight(z, row[F_FAMILY], row[F_LOC], row[F_SCALE], row[F_LOW], row[F_HIGH], row[F_CONST],
+                         row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
         if lw == -np.inf:
             return lw
     return lw
 
 
 @numba.njit(cache=True)
-def _select_one(seed, key, stream, family, loc, scale, low, high, const,
-                prior_family, prior_loc, prior_scale, width, centre, window_low, window_high,
-                hybrid, log_w_max, mode, num_candidates, max_candidates):
-    """Run one selection; return (index, examined, status). DESIGN 2.2 and 2.3."""
+def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
+    """Run one selection; return (index, examined, status).
+
+    The race (DESIGN 2.2) keeps the best score ``log T_n - log w_n`` and stops
+    once ``T_n >= exp(best + log w_max)``: no later candidate can win.  ORC
+    uses sorted arrival times and MRC i.i.d. ones over a fixed count
+    (DESIGN 2.3).  Scores are compared in the log domain but the stopping
+    threshold is kept as an arrival time, so candidates that cannot win cost
+    no logarithm.
+    """
     best = np.inf
     best_n = 0
     arrival = 0.0
+    stop_arrival = np.inf
     examined = 0
     n = 0
     while True:
@@ -179,56 +209,44 @@ def _select_one(seed, key, stream, family, loc, scale, low, high, const,
                 arrival += exponential(key, stream, np.uint64(n)) * (num_candidates / (num_candidates - n + 1.0))
             else:
                 arrival = exponential(key, stream, np.uint64(n))
-        log_arrival = math.log(arrival)
-        # Stopping rule: no later candidate can beat the best score.
-        if mode != MRC and log_arrival - log_w_max >= best:
+        if arrival >= stop_arrival:
             break
         examined += 1
-        lw = _candidate_log_weight(seed, stream, n, family, loc, scale, low, high, const,
-                                   prior_family, prior_loc, prior_scale, width, centre,
-                                   window_low, window_high, hybrid)
-        score = log_arrival - lw
+        lw = _candidate_log_weight(seed, stream, n, params, hybrid)
+        if lw == -np.inf:
+            continue
+        score = math.log(arrival) - lw
         if score < best:
             best = score
             best_n = n
+            if mode != MRC:
+                stop_arrival = math.exp(best + log_w_max)
     return best_n, examined, STATUS_OK
 
 
-@numba.njit(cache=True)
-def _reconstruct(seed, stream, n, width, centre, prior_family, prior_loc, prior_scale, hybrid,
-                 factor_out, sample_out):
-    for j in range(width.shape[0]):
-        u = uniform_centered(seed, stream, np.uint64(n), np.uint64(j))
-        if hybrid:
-            k = _candidate_factor(centre[j], u)
-            offset = u
-        else:
-            k = 0.0
-            offset = u + 0.5
-        factor_out[j] = np.int64(k)
-        sample_out[j] = prior_ppf_scaled(k, offset, width[j], prior_family[j], prior_loc[j], prior_scale[j])
-
-
 @numba.njit(cache=True, parallel=True)
-def encode_batch(seed, key, stream_offset, family, loc, scale, low, high, const, prior_family, prior_loc,
-                 prior_scale, width, centre, window_low, window_high, hybrid, log_w_max, mode,
-                 num_candidates, max_candidates, index_out, factor_out, sample_out, examined_out,
-                 status_out):
-    """Encode a batch of (B, d) targets; element ``i`` uses stream ``stream_offset + i``."""
-    for i in numba.prange(family.shape[0]):
+def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+                 max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
+    """Encode a batch; element ``i`` uses stream ``stream_offset + i``.
+
+    ``params`` has shape (B, d, NUM_FIELDS); outputs are written in place.
+    """
+    for i in numba.prange(params.shape[0]):
         stream = stream_offset + np.uint64(i)
-        n, examined, status = _select_one(
-            seed, key, stream, family[i], loc[i], scale[i], low[i], high[i], const[i],
-            prior_family[i], prior_loc[i], prior_scale[i], width[i], centre[i],
-            window_low[i], window_high[i], hybrid, log_w_max[i], mode, num_candidates[i],
-            max_candidates,
-        )
+        element = params[i]
+        n, examined, status = select_one(seed, key, stream, element, hybrid, log_w_max[i], mode,
+                                         num_candidates[i], max_candidates)
         index_out[i] = n
         examined_out[i] = examined
         status_out[i] = status
-        if status == STATUS_OK:
-            _reconstruct(seed, stream, n, width[i], centre[i], prior_family[i], prior_loc[i],
-                         prior_scale[i], hybrid, factor_out[i], sample_out[i])
+        if status != STATUS_OK:
+            continue
+        for j in range(element.shape[0]):
+            row = element[j]
+            k, offset = _candidate_position(seed, stream, n, j, row[F_CENTRE], hybrid)
+            factor_out[i, j] = np.int64(k)
+            sample_out[i, j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY],
+                                                row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
 
 
 @numba.njit(cache=True, parallel=True)
