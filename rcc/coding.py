@@ -468,7 +468,12 @@ def encode_sample(
         raise ValueError(f"width must be an integer, an array of integers, 'adaptive' or None, got {width!r}")
     else:
         widths = _check_width_array(width, shape).copy()
-    start, stop, _ = _transformed_support(spec["low"], spec["high"], widths, prior_family, prior_loc, prior_scale)
+    start, stop, length = _transformed_support(spec["low"], spec["high"], widths, prior_family, prior_loc, prior_scale)
+    if not (length > 0).all():
+        raise ValueError(
+            "the target's support carries no mass under the prior in double precision "
+            "(it lies too far in the prior's tail); use a wider prior"
+        )
     too_wide = stop - start > 1.0
     if too_wide.any():
         where = np.argwhere(too_wide)[0]

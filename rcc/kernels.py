@@ -221,6 +221,10 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
             best_n = n
             if mode != MRC:
                 stop_arrival = math.exp(best + log_w_max)
+    if best_n == 0:
+        # ORC/MRC with every candidate outside the support: the importance
+        # weights are all zero, and the approximate methods fall back to n = 1.
+        best_n = 1
     return best_n, examined, STATUS_OK
 
 

@@ -1,0 +1,259 @@
+"""encode_sample / decode_sample: the public API, round trips and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import integrate, special
+
+import rcc
+import rcc.coding
+
+
+def test_public_api_as_documented():
+    prior = rcc.Normal(0.0, 1.0)
+    enc = rcc.encode_sample(rcc.Normal(0.3, 0.01), seed=7, prior=prior)
+    assert isinstance(enc.index, int) and enc.index >= 1
+    assert isinstance(enc.factor, int) and isinstance(enc.width, int)
+    assert isinstance(enc.sample, float) and isinstance(enc.candidates, int)
+    z = rcc.decode_sample(enc.index, enc.factor, seed=7, prior=prior, width=enc.width)
+    assert z == enc.sample
+    rng = np.random.default_rng(0)
+    means, stds = rng.normal(0, 0.9, 100), rng.uniform(0.01, 0.03, 100)
+    batch = rcc.encode_sample(rcc.Normal(means, stds), seed=7, prior=prior, width=8)
+    zs = rcc.decode_sample(batch.index, batch.factor, seed=7, prior=prior, width=8)
+    assert zs.shape == (100,) and np.array_equal(zs, batch.sample)
+
+
+def test_batch_elements_use_independent_streams():
+    # Element i of a batch equals... its own stream: re-encoding a sub-batch
+    # changes nothing for the elements that keep their position.
+    means = np.linspace(-1, 1, 50)
+    full = rcc.encode_sample(rcc.Normal(means, 0.05), seed=3)
+    head = rcc.encode_sample(rcc.Normal(means[:20], 0.05), seed=3)
+    assert np.array_equal(full.sample[:20], head.sample)
+    assert len(np.unique(full.sample)) == 50
+
+
+def test_result_reproducible_and_rng_changes_only_private_randomness():
+    target = rcc.Normal(np.linspace(-1, 1, 200), 0.02)
+    a = rcc.encode_sample(target, seed=1)
+    b = rcc.encode_sample(target, seed=1)
+    c = rcc.encode_sample(target, seed=1, rng=123)
+    assert np.array_equal(a.sample, b.sample) and np.array_equal(a.index, b.index)
+    assert not np.array_equal(a.index, c.index)
+    # Still decodable: the receiver never needs the private randomness.
+    assert np.array_equal(rcc.decode_sample(c.index, c.factor, seed=1, width=c.width), c.sample)
+
+
+def test_thread_count_does_not_change_results():
+    target = rcc.Normal(np.random.default_rng(1).normal(0, 1, 5000), 0.01)
+    one = rcc.encode_sample(target, seed=4, num_threads=1)
+    two = rcc.encode_sample(target, seed=4, num_threads=2)
+    assert np.array_equal(one.index, two.index) and np.array_equal(one.sample, two.sample)
+
+
+def test_progress_chunks_give_identical_results():
+    target = rcc.Normal(np.random.default_rng(1).normal(0, 1, 70_000), 0.05)
+    plain = rcc.encode_sample(target, seed=4)
+    chunked = rcc.encode_sample(target, seed=4, progress=True)
+    assert np.array_equal(plain.sample, chunked.sample)
+
+
+def test_factor_takes_one_of_width_values_given_the_dither():
+    # DESIGN 2.6: K + U_N lies in [0, M), so K is in {0..M-1} or {1..M}.
+    from rcc.random import shared_uniform
+
+    enc = rcc.encode_sample(rcc.Normal(np.linspace(-2, 2, 3000), 0.01), seed=9, width=16)
+    u = shared_uniform(9, np.arange(3000), enc.index, 0)
+    position = enc.factor + u
+    assert (position >= 0).all() and (position < 16).all()
+
+
+def test_decoding_is_constant_time_in_the_index():
+    # A large index decodes directly from U_N (no candidate regeneration).
+    z = rcc.decode_sample(2**60, 3, seed=5, width=8)
+    assert np.isfinite(z)
+
+
+def test_gaussian_width_is_the_largest_that_fits_at_the_prior_mode():
+    for std in [0.3, 0.05, 0.01, 1e-3]:
+        m = rcc.gaussian_width(std)
+        half = -special.ndtri(0.5e-4) * std
+        length = special.ndtr(half) - special.ndtr(-half)
+        assert m * length <= 1.0 < (m + 1) * length
+        rcc.encode_sample(rcc.Normal(0.0, std), seed=1, width=m)
+        with pytest.raises(ValueError, match="does not fit width"):
+            rcc.encode_sample(rcc.Normal(0.0, std), seed=1, width=m + 1)
+
+
+def test_kl_closed_form_matches_numerical_integration():
+    prior = rcc.Normal(0.2, 1.3)
+    for target in [rcc.Normal(0.5, 0.3), rcc.TruncatedNormal(-0.2, 0.5, -0.5, 0.7), rcc.Uniform(0.1, 0.9)]:
+        truncated = target.truncate(1e-4)
+        lo, hi = (truncated.low, truncated.high)
+        integrand = lambda z: math.exp(truncated.logpdf(z)) * (truncated.logpdf(z) - prior.logpdf(z))
+        numeric = integrate.quad(integrand, float(lo), float(hi), limit=200)[0] / math.log(2)
+        assert rcc.kl_divergence_bits(target, prior) == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_reported_kl_and_width_relation():
+    # The index carries about KL - log2 M bits (DESIGN 2.6).
+    enc = rcc.encode_sample(rcc.Normal(np.zeros(5000), 0.01), seed=2)
+    assert np.allclose(enc.kl_bits, rcc.kl_divergence_bits(rcc.Normal(0.0, 0.01)))
+    assert np.mean(np.log2(enc.index)) < np.mean(enc.kl_bits) - np.log2(enc.width[0]) + 1.5
+
+
+def test_w_max_is_an_upper_bound_of_observed_weights():
+    prior = rcc.Normal(0.0, 1.0)
+    for target in [rcc.Normal(0.5, 1.2), rcc.Normal(-2.0, 0.01), rcc.Uniform(-0.3, 0.2),
+                   rcc.TruncatedNormal(1.0, 2.0, 0.0, 1.5)]:
+        spec = target._spec(1e-4)
+        shape = target.shape
+        pf, pl, ps = rcc.coding._prior_arrays(prior, shape)
+        const = (np.where(spec["family"] == 0, -np.log(spec["scale"]) - 0.5 * np.log(2 * np.pi), 0.0)
+                 - spec["log_normalizer"] + np.log(ps) + 0.5 * np.log(2 * np.pi))
+        bound = rcc.coding._log_weight_max(spec, pf, pl, ps, const)
+        z = np.linspace(spec["low"], spec["high"], 100_001)
+        observed = target.truncate(1e-4).logpdf(z) - prior.logpdf(z)
+        assert observed.max() <= bound
+        assert observed.max() > bound - 1e-6
+
+
+METHOD = st.sampled_from(["hybrid", "pfr", "orc", "mrc"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mean=st.floats(-3, 3),
+    log_std=st.floats(math.log(1e-4), math.log(0.9)),
+    seed=st.integers(0, 2**64 - 1),
+    method=METHOD,
+    batch=st.sampled_from([(), (3,), (2, 2)]),
+)
+def test_round_trip_bit_exact(mean, log_std, seed, method, batch):
+    std = math.exp(log_std)
+    if method != "hybrid" and std < 0.02:
+        std = 0.02  # keep the prior-proposal races short
+    target = rcc.Normal(np.full(batch, mean), std)
+    enc = rcc.encode_sample(target, seed=seed, method=method, num_candidates=64)
+    z = rcc.decode_sample(enc.index, enc.factor, seed=seed, width=enc.width, method=method)
+    assert np.array_equal(np.asarray(z), np.asarray(enc.sample))
+    assert np.shape(z) == batch
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    means=st.lists(st.floats(-2, 2), min_size=1, max_size=4),
+    std=st.floats(0.001, 0.3),
+    width_fraction=st.floats(0.5, 1.0),
+    seed=st.integers(0, 2**32),
+)
+def test_round_trip_product_targets_and_explicit_widths(means, std, width_fraction, seed):
+    d = len(means)
+    target = rcc.Product(rcc.Normal(np.array([means, means]), std))
+    width = max(1, int(rcc.gaussian_width(std) * width_fraction))
+    enc = rcc.encode_sample(target, seed=seed, width=width)
+    assert enc.factor.shape == (2, d) and enc.index.shape == (2,)
+    z = rcc.decode_sample(enc.index, enc.factor, seed=seed, width=width)
+    assert np.array_equal(z, enc.sample)
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: rcc.Normal(0.0, 0.0), ValueError, "std"),
+        (lambda: rcc.Normal(0.0, -1.0), ValueError, "std"),
+        (lambda: rcc.Normal(np.nan, 1.0), ValueError, "mean"),
+        (lambda: rcc.Normal(np.inf, 1.0), ValueError, "mean"),
+        (lambda: rcc.Normal(0.0, np.inf), ValueError, "std"),
+        (lambda: rcc.Uniform(1.0, 1.0), ValueError, "low"),
+        (lambda: rcc.TruncatedNormal(0.0, 1.0, 2.0, 1.0), ValueError, "low"),
+        (lambda: rcc.Normal([0.0, 1.0], [1.0, 1.0, 1.0]), ValueError, "broadcast"),
+        (lambda: rcc.Normal("a", 1.0), (TypeError, ValueError), "mean|could not convert"),
+        (lambda: rcc.Product(rcc.Normal(0.0, 1.0)), ValueError, "axis"),
+    ],
+)
+def test_bad_targets(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+T = rcc.Normal(0.3, 0.01)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"width": 0}, ValueError, "width"),
+        ({"width": 2.5}, TypeError, "width"),
+        ({"width": "wide"}, ValueError, "width"),
+        ({"width": 1000}, ValueError, "does not fit width"),
+        ({"method": "magic"}, ValueError, "method"),
+        ({"tail_mass": 1.0}, ValueError, "tail_mass"),
+        ({"tail_mass": -0.1}, ValueError, "tail_mass"),
+        ({"max_candidates": 0}, ValueError, "max_candidates"),
+        ({"method": "pfr", "max_candidates": 10}, ValueError, "max_candidates"),
+        ({"method": "pfr", "width": 8}, ValueError, "width"),
+        ({"prior": "normal"}, TypeError, "prior"),
+        ({"num_threads": 0}, ValueError, "num_threads"),
+    ],
+)
+def test_bad_encode_arguments(kwargs, error, match):
+    kwargs = {"seed": 1, **kwargs}
+    with pytest.raises(error, match=match):
+        rcc.encode_sample(T, **kwargs)
+
+
+def test_bad_encode_targets_and_priors():
+    with pytest.raises(TypeError, match="target"):
+        rcc.encode_sample(0.5, seed=1)
+    with pytest.raises(ValueError, match="unbounded"):
+        rcc.encode_sample(rcc.Normal(0.0, 2.0), seed=1, width=1, tail_mass=0.0)
+    with pytest.raises(ValueError, match="Uniform prior"):
+        rcc.encode_sample(rcc.Normal(0.0, 0.1), seed=1, prior=rcc.Uniform(0.0, 1.0))
+    with pytest.raises(ValueError, match="broadcast"):
+        rcc.encode_sample(rcc.Normal([0.1, 0.2], 0.1), seed=1, width=[4, 4, 4])
+    with pytest.raises(ValueError, match="no mass"):
+        rcc.encode_sample(rcc.TruncatedNormal(0.0, 1.0, 40.0, 41.0), seed=1)
+
+
+def test_race_exceeding_max_candidates_says_what_to_change():
+    with pytest.raises(ValueError, match="max_candidates.*width"):
+        rcc.encode_sample(rcc.Normal(0.0, 1e-3), seed=1, method="pfr", max_candidates=100)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((0, 3), {"width": 8}, ValueError, "index"),
+        ((1, 9), {"width": 8}, ValueError, "factor"),
+        ((1, -1), {"width": 8}, ValueError, "factor"),
+        ((1, 3), {}, ValueError, "width"),
+        ((1, 3), {"width": 0}, ValueError, "width"),
+        ((1.5, 3), {"width": 8}, TypeError, "index"),
+        (([1, 2], [3]), {"width": 8}, ValueError, "shape"),
+        ((1, 1), {"method": "pfr"}, ValueError, "factor"),
+        ((1, 0), {"method": "nope"}, ValueError, "method"),
+    ],
+)
+def test_bad_decode_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        rcc.decode_sample(*args, seed=1, **kwargs)
+
+
+def test_decode_rejects_factor_inconsistent_with_dither():
+    from rcc.random import shared_uniform
+
+    u = shared_uniform(1, 0, 1, 0)
+    # K = 0 with U < 0, or K = M with U >= 0, puts K + U outside [0, M).
+    bad_factor = 0 if u < 0 else 8
+    with pytest.raises(ValueError, match="inconsistent"):
+        rcc.decode_sample(1, bad_factor, seed=1, width=8)
