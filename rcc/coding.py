@@ -139,28 +139,6 @@ def _prior_arrays(prior, shape):
     return np.full(shape, family, dtype=np.int64), loc, scale
 
 
-def _prior_cdf_pair(x, family, loc, scale):
-    """``(F(x), 1 - F(x))`` computed without cancellation in either tail."""
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        t = (x - loc) / scale
-    normal = family == NORMAL_FAMILY
-    lower = np.where(normal, special.ndtr(t), np.clip(t, 0.0, 1.0))
-    upper = np.where(normal, special.ndtr(-t), np.clip(1.0 - t, 0.0, 1.0))
-    return lower, upper
-
-
-def _transformed_support(low, high, width, prior_family, prior_loc, prior_scale):
-    """``[M F(low), M F(high)]`` and its length, accurate in both tails."""
-    f_low, fc_low = _prior_cdf_pair(low, prior_family, prior_loc, prior_scale)
-    f_high, fc_high = _prior_cdf_pair(high, prior_family, prior_loc, prior_scale)
-    upper_half = f_low > 0.5
-    length = np.where(upper_half, fc_low - fc_high, f_high - f_low)
-    start = np.where(upper_half, width - width * fc_low, width * f_low)
-    stop = np.where(f_high > 0.5, width - width * fc_high, width * f_high)
-    return start, stop, length
-
-
 def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS):
     """Largest width ``M`` such that every ``Normal(mean, std)`` target fits.
 
@@ -182,19 +160,18 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS):
     int or ndarray of int64
     """
     prior = _check_prior(prior)
-    tail_mass = _check_tail_mass(tail_mass)
+    half_width = _half_width(_check_tail_mass(tail_mass))
     std = Normal(0.0, std).std
-    if tail_mass == 0.0:
-        return _scalar_or_array(np.ones(std.shape, dtype=np.int64))
-    half_width = -special.ndtri(0.5 * tail_mass) * std
-    family, loc, scale = _prior_arrays(prior, std.shape)
-    if isinstance(prior, Normal):
-        length = special.erf(half_width / (scale * math.sqrt(2.0)))
-    else:
-        length = 2.0 * half_width / scale
-    with np.errstate(divide="ignore"):
-        width = np.floor(np.minimum(1.0 / length, 2.0**52) * (1.0 - 1e-12))
-    return _scalar_or_array(np.maximum(width, 1).astype(np.int64))
+    family, _, scale = _prior_arrays(prior, std.shape)
+    widths = np.empty(std.shape, dtype=np.int64)
+    for position in np.ndindex(std.shape):
+        widths[position] = kernels.gaussian_width_one(std[position], half_width, family[position], scale[position])
+    return _scalar_or_array(widths)
+
+
+def _half_width(tail_mass):
+    """Half-width in stds of the central interval of a Normal with this tail mass."""
+    return math.inf if tail_mass == 0.0 else float(-special.ndtri(0.5 * tail_mass))
 
 
 def _check_tail_mass(tail_mass):
@@ -232,85 +209,11 @@ def _check_width_array(width, shape):
         raise ValueError(f"width of shape {arr.shape} does not broadcast to {shape}") from exc
 
 
-def _log_weight_max(spec, prior_family, prior_loc, prior_scale, const):
-    """Closed-form ``max log w`` over the support of each (element, dimension).
-
-    The log density ratio of a (truncated) Normal or Uniform target to a
-    Normal or Uniform prior is a quadratic in ``z`` (DESIGN 2.7), so its
-    maximum on ``[low, high]`` is at the stationary point or an endpoint.
-    """
-    family, loc, scale = spec["family"], spec["loc"], spec["scale"]
-    low, high = spec["low"], spec["high"]
-    normal_target = family == NORMAL_FAMILY
-    normal_prior = prior_family == NORMAL_FAMILY
-    # g(z) = const + a z^2 + b z + c0, written from the kernel's formula.
-    a = np.where(normal_target, -0.5 / scale**2, 0.0) + np.where(normal_prior, 0.5 / prior_scale**2, 0.0)
-    b = np.where(normal_target, loc / scale**2, 0.0) - np.where(normal_prior, prior_loc / prior_scale**2, 0.0)
-
-    def g(z):
-        with np.errstate(invalid="ignore", over="ignore"):
-            value = const.copy()
-            t = (z - loc) / scale
-            s = (z - prior_loc) / prior_scale
-            value = value - np.where(normal_target, 0.5 * t * t, 0.0) + np.where(normal_prior, 0.5 * s * s, 0.0)
-        return value
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        stationary = np.where(a < 0, -b / (2.0 * a), low)
-    stationary = np.clip(np.nan_to_num(stationary, nan=0.0), low, high)
-    candidates = [g(stationary)]
-    for end in (low, high):
-        value = g(end)
-        # An infinite endpoint matters only where g grows without bound (a >= 0).
-        unbounded = ~np.isfinite(end) & ((a > 0) | ((a == 0) & (b != 0)))
-        value = np.where(np.isfinite(end), value, np.where(unbounded, np.inf, -np.inf))
-        candidates.append(value)
-    values = np.stack(candidates)
-    best = np.max(np.where(np.isnan(values), -np.inf, values), axis=0)
-    # A tiny relative margin keeps the bound valid under floating-point rounding.
-    margin = 1e-9 * (1.0 + np.abs(np.where(np.isfinite(best), best, 0.0)) + np.abs(const))
-    return best + margin
-
-
-def _kl_nats(spec, prior_family, prior_loc, prior_scale):
-    """``D_KL[target || prior]`` per (element, dimension) in nats, closed form."""
-    family, loc, scale = spec["family"], spec["loc"], spec["scale"]
-    low, high, log_norm = spec["low"], spec["high"], spec["log_normalizer"]
-    normal_target = family == NORMAL_FAMILY
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        alpha, beta = (low - loc) / scale, (high - loc) / scale
-        pdf_a = np.where(np.isfinite(alpha), np.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi), 0.0)
-        pdf_b = np.where(np.isfinite(beta), np.exp(-0.5 * beta**2) / math.sqrt(2 * math.pi), 0.0)
-        z_norm = np.exp(log_norm)
-        m1 = (pdf_a - pdf_b) / z_norm
-        a_term = np.where(np.isfinite(alpha), alpha * pdf_a, 0.0)
-        b_term = np.where(np.isfinite(beta), beta * pdf_b, 0.0)
-        m2 = 1.0 + (a_term - b_term) / z_norm
-        normal_mean = loc + scale * m1
-        normal_var = scale**2 * (m2 - m1**2)
-        mean = np.where(normal_target, normal_mean, loc)
-        var = np.where(normal_target, normal_var, (high - low) ** 2 / 12.0)
-        neg_entropy = np.where(
-            normal_target, -np.log(scale) - _HALF_LOG_2PI - log_norm - 0.5 * m2, -log_norm
-        )
-        second = var + (mean - prior_loc) ** 2
-        cross = np.where(
-            prior_family == NORMAL_FAMILY,
-            -np.log(prior_scale) - _HALF_LOG_2PI - 0.5 * second / prior_scale**2,
-            -np.log(prior_scale),
-        )
-    return neg_entropy - cross
-
-
 def kl_divergence_bits(target, prior=None, tail_mass=DEFAULT_TAIL_MASS):
     """``D_KL[target.truncate(tail_mass) || prior]`` in bits (summed over the event)."""
-    prior = _check_prior(prior)
-    target = _check_target(target)
-    spec = target._spec(_check_tail_mass(tail_mass))
-    kl = _kl_nats(spec, *_prior_arrays(prior, target.shape)) / math.log(2.0)
-    if target.event_shape:
-        kl = kl.sum(axis=-1)
-    return _scalar_or_array(kl)
+    prepared = _prepare(_check_target(target), _check_prior(prior), _check_tail_mass(tail_mass),
+                        hybrid=False, width=None)
+    return _scalar_or_array(prepared.kl_bits.reshape(target.batch_shape))
 
 
 def _is_unit_width(width):
@@ -359,6 +262,80 @@ class _Threads:
 
     def __exit__(self, *exc):
         numba.set_num_threads(self.previous)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    params: np.ndarray  # (B, d, kernels.NUM_FIELDS)
+    log_w_max: np.ndarray  # (B,)
+    kl_bits: np.ndarray  # (B,)
+
+
+def _prepare(target, prior, tail_mass, hybrid, width, num_threads=None):
+    """Validate the width and compute the race's per-element parameters (in numba)."""
+    shape = target.shape
+    spec = target._spec(tail_mass)
+    prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
+    if isinstance(prior, Uniform):
+        outside = (spec["low"] < prior_loc) | (spec["high"] > prior_loc + prior_scale)
+        if outside.any():
+            raise ValueError(
+                "the target's support must lie inside the Uniform prior's support [low, high]; "
+                f"{int(outside.sum())} element(s) do not"
+            )
+    normal_base = target.base if isinstance(target, Product) else target
+    width_given = np.ones(shape, dtype=np.int64)
+    if not hybrid or width is None and isinstance(normal_base, Normal):
+        width_mode = kernels.WIDTH_GAUSSIAN
+    elif width is None or isinstance(width, str) and width == "adaptive":
+        width_mode = kernels.WIDTH_SUPPORT
+    elif isinstance(width, str):
+        raise ValueError(f"width must be an integer, an array of integers, 'adaptive' or None, got {width!r}")
+    else:
+        width_mode = kernels.WIDTH_GIVEN
+        width_given = _check_width_array(width, shape)
+
+    count = int(np.prod(target.batch_shape, dtype=np.int64))
+    dims = int(shape[-1]) if target.event_shape else 1
+
+    def flat(arr, dtype=np.float64):
+        return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
+
+    params = np.empty((count, dims, kernels.NUM_FIELDS), dtype=np.float64)
+    log_w_max = np.empty(count, dtype=np.float64)
+    kl_nats = np.empty(count, dtype=np.float64)
+    status = np.empty(count, dtype=np.int64)
+    with _Threads(num_threads):
+        kernels.prepare_batch(
+            flat(spec["family"], np.int64), flat(spec["loc"]), flat(spec["scale"]), flat(spec["low"]),
+            flat(spec["high"]), flat(spec["log_normalizer"]), flat(prior_family, np.int64),
+            flat(prior_loc), flat(prior_scale), width_mode, flat(width_given, np.int64),
+            _half_width(tail_mass), hybrid, params, log_w_max, kl_nats, status,
+        )
+    failed = np.flatnonzero(status)
+    if failed.size:
+        first = int(failed[0])
+        where = f" (first: flat index {first})" if target.batch_shape else ""
+        problem = int(status[first])
+        if problem == kernels.PREP_NO_MASS:
+            raise ValueError(
+                f"the target's support carries no mass under the prior in double precision{where}: "
+                "it lies too far in the prior's tail; use a wider prior"
+            )
+        if problem == kernels.PREP_TOO_WIDE:
+            row = params[first]
+            lengths = row[:, kernels.F_WINDOW_HIGH] - row[:, kernels.F_WINDOW_LOW]
+            j = int(np.argmax(lengths))
+            raise ValueError(
+                f"target does not fit width {int(row[j, kernels.F_WIDTH])}{where}: its transformed support "
+                f"has length {lengths[j]:.4g} > 1. Use a smaller width (width=None derives one), or a "
+                "larger tail_mass for Gaussian targets"
+            )
+        raise ValueError(
+            f"the target's density ratio to the proposal is unbounded{where} (a target wider than the "
+            "prior over an infinite support); use tail_mass > 0"
+        )
+    return _Prepared(params, log_w_max, kl_nats / math.log(2.0))
 
 
 def encode_sample(
@@ -435,82 +412,11 @@ def encode_sample(
     if not hybrid and not _is_unit_width(width):
         raise ValueError(f"width applies to method='hybrid' only; {method!r} uses the prior (width 1)")
 
-    shape = target.shape
-    spec = target._spec(tail_mass)
-    prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
-    if isinstance(prior, Uniform):
-        outside = (spec["low"] < prior_loc) | (spec["high"] > prior_loc + prior_scale)
-        if outside.any():
-            raise ValueError(
-                "the target's support must lie inside the Uniform prior's support [low, high]; "
-                f"{int(outside.sum())} element(s) do not"
-            )
-
-    # Width of the CDF transform and the transformed support (DESIGN 2.6).
-    if not hybrid:
-        widths = np.ones(shape, dtype=np.int64)
-    elif width is None or (isinstance(width, str) and width == "adaptive"):
-        if width is None and isinstance(target, Normal) or (
-            isinstance(target, Product) and isinstance(target.base, Normal) and width is None
-        ):
-            std = target.base.std if isinstance(target, Product) else target.std
-            widths = np.asarray(gaussian_width(std, prior, tail_mass), dtype=np.int64)
-            widths = np.broadcast_to(widths, shape).copy()
-        else:
-            _, _, length = _transformed_support(spec["low"], spec["high"], 1, prior_family, prior_loc, prior_scale)
-            with np.errstate(divide="ignore"):
-                widths = np.floor(np.minimum(1.0 / length, 2.0**52)).astype(np.int64)
-            widths = np.maximum(widths, 1)
-        start, stop, _ = _transformed_support(spec["low"], spec["high"], widths, prior_family, prior_loc, prior_scale)
-        # Guard against floating-point rounding in the derivation.
-        widths = np.where(stop - start > 1.0, np.maximum(widths - 1, 1), widths)
-    elif isinstance(width, str):
-        raise ValueError(f"width must be an integer, an array of integers, 'adaptive' or None, got {width!r}")
-    else:
-        widths = _check_width_array(width, shape).copy()
-    start, stop, length = _transformed_support(spec["low"], spec["high"], widths, prior_family, prior_loc, prior_scale)
-    if not (length > 0).all():
-        raise ValueError(
-            "the target's support carries no mass under the prior in double precision "
-            "(it lies too far in the prior's tail); use a wider prior"
-        )
-    too_wide = stop - start > 1.0
-    if too_wide.any():
-        where = np.argwhere(too_wide)[0]
-        where_str = f" at position {tuple(int(w) for w in where)}" if too_wide.ndim else ""
-        raise ValueError(
-            f"target does not fit width {int(np.asarray(widths)[tuple(where)])}{where_str}: its transformed "
-            f"support has length {float(np.asarray(stop - start)[tuple(where)]):.4g} > 1. Use a smaller "
-            "width (width=None derives one), or a larger tail_mass for Gaussian targets"
-        )
-    centre = np.clip(0.5 * (start + stop), 0.5, widths - 0.5)
-
-    # Log weights: const holds every z-independent term (kernels.log_weight).
-    normal_target = spec["family"] == NORMAL_FAMILY
-    const = np.where(normal_target, -np.log(spec["scale"]) - _HALF_LOG_2PI, 0.0) - spec["log_normalizer"]
-    const = const + np.where(prior_family == NORMAL_FAMILY, np.log(prior_scale) + _HALF_LOG_2PI, np.log(prior_scale))
-    const = const - np.log(widths)
-    log_w_max = _log_weight_max(spec, prior_family, prior_loc, prior_scale, const)
-    kl_bits = _kl_nats(spec, prior_family, prior_loc, prior_scale) / math.log(2.0)
-
-    event = bool(target.event_shape)
-    batch_shape = target.batch_shape
-    count = int(np.prod(batch_shape, dtype=np.int64))
-    dims = int(shape[-1]) if event else 1
-
-    def flat(arr, dtype=np.float64):
-        return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
-
-    log_w_max_flat = flat(log_w_max).sum(axis=1)
-    kl_flat = flat(kl_bits).sum(axis=1)
-    if not np.isfinite(log_w_max_flat).all():
-        raise ValueError(
-            "the target's density ratio to the proposal is unbounded (a target wider than the prior "
-            "over an infinite support); use tail_mass > 0"
-        )
+    prepared = _prepare(target, prior, tail_mass, hybrid, width, num_threads)
+    count = prepared.params.shape[0]
     mode = _MODES[method]
     if mode == kernels.RACE:
-        expected = float(np.max(log_w_max_flat)) / math.log(2.0)
+        expected = float(np.max(prepared.log_w_max, initial=-np.inf)) / math.log(2.0)
         if expected > math.log2(max_candidates):
             raise ValueError(
                 f"the race would examine about 2**{expected:.1f} candidates for some element, more than "
@@ -519,23 +425,14 @@ def encode_sample(
             )
         counts = np.zeros(count, dtype=np.int64)
     elif num_candidates is None:
-        counts = np.minimum(np.exp2(np.ceil(kl_flat + 4.0)), max_candidates).astype(np.int64)
+        counts = np.minimum(np.exp2(np.ceil(prepared.kl_bits + 4.0)), max_candidates).astype(np.int64)
     else:
         if num_candidates > max_candidates:
             raise ValueError(f"num_candidates={num_candidates} exceeds max_candidates={max_candidates}")
         counts = np.full(count, num_candidates, dtype=np.int64)
 
-    fields = {
-        kernels.F_FAMILY: spec["family"], kernels.F_LOC: spec["loc"], kernels.F_SCALE: spec["scale"],
-        kernels.F_LOW: spec["low"], kernels.F_HIGH: spec["high"], kernels.F_CONST: const,
-        kernels.F_PRIOR_FAMILY: prior_family, kernels.F_PRIOR_LOC: prior_loc,
-        kernels.F_PRIOR_SCALE: prior_scale, kernels.F_WIDTH: widths, kernels.F_CENTRE: centre,
-        kernels.F_WINDOW_LOW: start, kernels.F_WINDOW_HIGH: stop,
-    }
-    params = np.empty((count, dims, kernels.NUM_FIELDS), dtype=np.float64)
-    for field, value in fields.items():
-        params[:, :, field] = np.broadcast_to(value, shape).reshape(count, dims)
     key = private_key(seed, rng)
+    dims = prepared.params.shape[1]
     index = np.zeros(count, dtype=np.int64)
     factor = np.zeros((count, dims), dtype=np.int64)
     sample = np.zeros((count, dims), dtype=np.float64)
@@ -545,9 +442,9 @@ def encode_sample(
     def run(begin, end):
         part = slice(begin, end)
         kernels.encode_batch(
-            seed_u64, key, np.uint64(begin), params[part], hybrid, log_w_max_flat[part], mode,
-            counts[part], max_candidates, index[part], factor[part], sample[part], examined[part],
-            status[part],
+            seed_u64, key, np.uint64(begin), prepared.params[part], hybrid, prepared.log_w_max[part],
+            mode, counts[part], max_candidates, index[part], factor[part], sample[part],
+            examined[part], status[part],
         )
 
     with _Threads(num_threads):
@@ -559,15 +456,15 @@ def encode_sample(
             f"(first: flat index {failed[0]}); increase max_candidates or use a larger width"
         )
 
-    out_shape = shape
+    batch_shape, shape = target.batch_shape, target.shape
     return EncodedSample(
         index=_scalar_or_array(index.reshape(batch_shape)),
-        factor=_scalar_or_array(factor.reshape(out_shape)),
-        sample=_scalar_or_array(sample.reshape(out_shape)),
+        factor=_scalar_or_array(factor.reshape(shape)),
+        sample=_scalar_or_array(sample.reshape(shape)),
         candidates=_scalar_or_array(examined.reshape(batch_shape)),
-        width=_scalar_or_array(widths.reshape(out_shape)),
+        width=_scalar_or_array(prepared.params[:, :, kernels.F_WIDTH].astype(np.int64).reshape(shape)),
         tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), batch_shape)),
-        kl_bits=_scalar_or_array(kl_flat.reshape(batch_shape)),
+        kl_bits=_scalar_or_array(prepared.kl_bits.reshape(batch_shape)),
         method=method,
         num_candidates=None if mode == kernels.RACE else _scalar_or_array(counts.reshape(batch_shape)),
     )

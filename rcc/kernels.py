@@ -70,7 +70,7 @@ _F = (1.0, 5.99832206555887937690e-01, 1.36929880922735805310e-01, 1.48753612908
       2.04426310338993978564e-15)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _ratio(num, den, x):
     """Horner evaluation of num(x) / den(x), coefficients from degree 0 up."""
     top = num[7]
@@ -81,7 +81,7 @@ def _ratio(num, den, x):
     return top / bottom
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def ndtri_lower(p):
     """Standard normal quantile for ``0 <= p <= 1/2`` (callers use symmetry above)."""
     if p <= 0.0:
@@ -95,7 +95,7 @@ def ndtri_lower(p):
     return -_ratio(_E, _F, r - 5.0)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def prior_ppf_scaled(factor, offset, width, prior_family, prior_loc, prior_scale):
     """``F_p^{-1}(z' / M)`` with ``z' = factor + offset`` (DESIGN 2.6).
 
@@ -113,15 +113,8 @@ def prior_ppf_scaled(factor, offset, width, prior_family, prior_loc, prior_scale
     return prior_loc + prior_scale * x
 
 
-@numba.njit(cache=True, inline="always")
-def log_weight(z, family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale):
-    """``log q(z) - log p(z) - log M`` up to the precomputed constant ``const``.
-
-    ``const`` holds every term that does not depend on ``z`` (normalisers and
-    ``-log M``); outside ``[low, high]`` the weight is zero.
-    """
-    if not (z >= low and z <= high) or not math.isfinite(z):
-        return -np.inf
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _quadratic_log_ratio(z, family, loc, scale, const, prior_family, prior_loc, prior_scale):
     value = const
     if family == NORMAL:
         t = (z - loc) / scale
@@ -132,7 +125,18 @@ def log_weight(z, family, loc, scale, low, high, const, prior_family, prior_loc,
     return value
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def log_weight(z, family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale):
+    """``log q(z) - log p(z) - log M``; ``const`` holds every z-independent term.
+
+    Outside ``[low, high]`` (or for a non-finite ``z``) the weight is zero.
+    """
+    if not (z >= low and z <= high) or not math.isfinite(z):
+        return -np.inf
+    return _quadratic_log_ratio(z, family, loc, scale, const, prior_family, prior_loc, prior_scale)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _candidate_factor(centre, u):
     """Decoding factor ``K = round(c - U)``, kept so that ``K + U`` lies in the window."""
     k = math.floor(centre - u + 0.5)
@@ -143,7 +147,7 @@ def _candidate_factor(centre, u):
     return k
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _candidate_position(seed, stream, n, j, centre, hybrid):
     """The dither of candidate ``n`` in dimension ``j`` as (factor, offset) with ``z' = factor + offset``."""
     u = uniform_centered(seed, stream, np.uint64(n), np.uint64(j))
@@ -159,7 +163,7 @@ def _candidate_position(seed, stream, n, j, centre, hybrid):
 NUM_FIELDS = 13
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _candidate_log_weight(seed, stream, n, params, hybrid):
     """Log weight of candidate ``n`` for one element (``params``: (d, NUM_FIELDS))."""
     lw = 0.0
@@ -178,7 +182,7 @@ def _candidate_log_weight(seed, stream, n, params, hybrid):
     return lw
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
     """Run one selection; return (index, examined, status).
 
@@ -228,7 +232,7 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
     return best_n, examined, STATUS_OK
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
                  max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
     """Encode a batch; element ``i`` uses stream ``stream_offset + i``.
@@ -253,7 +257,7 @@ def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_
                                                 row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def decode_batch(seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale, hybrid,
                  sample_out, status_out):
     """Decode a batch in O(1) per sample: one dither per dimension, one inverse CDF."""
@@ -279,3 +283,178 @@ def decode_batch(seed, stream_offset, index, factor, width, prior_family, prior_
                     continue
             sample_out[i, j] = prior_ppf_scaled(k, offset, width[i, j], prior_family[i, j],
                                                 prior_loc[i, j], prior_scale[i, j])
+
+
+# --- per-element preparation (DESIGN 2.6, 2.7) ------------------------------------------
+
+WIDTH_GIVEN, WIDTH_GAUSSIAN, WIDTH_SUPPORT = 0, 1, 2
+PREP_OK, PREP_NO_MASS, PREP_TOO_WIDE, PREP_UNBOUNDED = 0, 1, 2, 3
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def prior_cdf_pair(x, prior_family, prior_loc, prior_scale):
+    """``(F_p(x), 1 - F_p(x))``, each accurate in its own tail."""
+    t = (x - prior_loc) / prior_scale
+    if prior_family == UNIFORM:
+        return min(max(t, 0.0), 1.0), min(max(1.0 - t, 0.0), 1.0)
+    return 0.5 * math.erfc(-t * _INV_SQRT2), 0.5 * math.erfc(t * _INV_SQRT2)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def transformed_support(low, high, width, prior_family, prior_loc, prior_scale):
+    """``(M F_p(low), M F_p(high), F_p(high) - F_p(low))`` without cancellation."""
+    f_low, fc_low = prior_cdf_pair(low, prior_family, prior_loc, prior_scale)
+    f_high, fc_high = prior_cdf_pair(high, prior_family, prior_loc, prior_scale)
+    length = fc_low - fc_high if f_low > 0.5 else f_high - f_low
+    start = width - width * fc_low if f_low > 0.5 else width * f_low
+    stop = width - width * fc_high if f_high > 0.5 else width * f_high
+    return start, stop, length
+
+
+@numba.njit(cache=True, error_model="numpy")
+def gaussian_width_one(std, half_width, prior_family, prior_scale):
+    """Largest M such that ``[mu - h std, mu + h std]`` fits for every ``mu``.
+
+    The transformed length ``F_p(mu + h s) - F_p(mu - h s)`` is largest at the
+    prior's mode, where it is ``erf(h s / (sqrt(2) s_p))`` (Normal prior) or
+    ``2 h s / (high - low)`` (Uniform prior).
+    """
+    if not math.isfinite(half_width):
+        return 1
+    if prior_family == UNIFORM:
+        length = 2.0 * half_width * std / prior_scale
+    else:
+        length = math.erf(half_width * std * _INV_SQRT2 / prior_scale)
+    if length <= 0.0:
+        return 1 << 52
+    width = math.floor(min(1.0 / length, 2.0**52) * (1.0 - 1e-12))
+    return max(int(width), 1)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale):
+    """Closed-form ``max log w`` on ``[low, high]`` (DESIGN 2.7).
+
+    ``log q - log p`` is a quadratic ``a z^2 + b z + c`` for (truncated) Normal
+    or Uniform targets and priors; its maximum is at the clipped stationary
+    point or at an endpoint.  A tiny relative margin keeps the bound valid
+    under rounding.  Returns ``inf`` where the ratio is unbounded.
+    """
+    a = 0.0
+    b = 0.0
+    if family == NORMAL:
+        a -= 0.5 / (scale * scale)
+        b += loc / (scale * scale)
+    if prior_family == NORMAL:
+        a += 0.5 / (prior_scale * prior_scale)
+        b -= prior_loc / (prior_scale * prior_scale)
+    inner = -b / (2.0 * a) if a < 0.0 else 0.0
+    inner = min(max(inner, low), high)
+    best = _quadratic_log_ratio(inner, family, loc, scale, const, prior_family, prior_loc, prior_scale)
+    for end, direction in ((low, -1.0), (high, 1.0)):
+        if math.isfinite(end):
+            value = _quadratic_log_ratio(end, family, loc, scale, const, prior_family, prior_loc, prior_scale)
+            best = max(best, value)
+        elif a > 0.0 or (a == 0.0 and b * direction > 0.0):
+            return np.inf
+    return best + 1e-9 * (1.0 + abs(best) + abs(const))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale):
+    """``D_KL[target || prior]`` in nats for one dimension, in closed form."""
+    if family == NORMAL:
+        alpha = (low - loc) / scale
+        beta = (high - loc) / scale
+        pdf_a = math.exp(-0.5 * alpha * alpha) * _INV_SQRT_2PI if math.isfinite(alpha) else 0.0
+        pdf_b = math.exp(-0.5 * beta * beta) * _INV_SQRT_2PI if math.isfinite(beta) else 0.0
+        mass = math.exp(log_normalizer)
+        m1 = (pdf_a - pdf_b) / mass
+        a_term = alpha * pdf_a if math.isfinite(alpha) else 0.0
+        b_term = beta * pdf_b if math.isfinite(beta) else 0.0
+        m2 = 1.0 + (a_term - b_term) / mass
+        mean = loc + scale * m1
+        var = scale * scale * (m2 - m1 * m1)
+        neg_entropy = -math.log(scale) - _HALF_LOG_2PI - log_normalizer - 0.5 * m2
+    else:
+        mean = 0.5 * (low + high)
+        var = (high - low) ** 2 / 12.0
+        neg_entropy = -log_normalizer
+    if prior_family == NORMAL:
+        second = var + (mean - prior_loc) ** 2
+        cross = -math.log(prior_scale) - _HALF_LOG_2PI - 0.5 * second / (prior_scale * prior_scale)
+    else:
+        cross = -math.log(prior_scale)
+    return neg_entropy - cross
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                  width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
+                  status_out):
+    """Fill the packed race parameters of every (element, dimension).
+
+    Inputs have shape (B, d).  Computes the width M (given, derived from the
+    std for Gaussian targets, or the largest the support fits), the
+    transformed support and window centre (DESIGN 2.6), the constant of the
+    log weight, its closed-form maximum (summed over the event) and the KL.
+    ``status_out[i]`` reports the first problem of element ``i``.
+    """
+    for i in numba.prange(family.shape[0]):
+        status = PREP_OK
+        total_log_w_max = 0.0
+        total_kl = 0.0
+        for j in range(family.shape[1]):
+            fam, pfam = family[i, j], prior_family[i, j]
+            ploc, pscale = prior_loc[i, j], prior_scale[i, j]
+            lo, hi = low[i, j], high[i, j]
+            if not hybrid:
+                width = 1
+            elif width_mode == WIDTH_GIVEN:
+                width = width_given[i, j]
+            else:
+                if width_mode == WIDTH_GAUSSIAN:
+                    width = gaussian_width_one(scale[i, j], half_width, pfam, pscale)
+                else:
+                    length = transformed_support(lo, hi, 1.0, pfam, ploc, pscale)[2]
+                    width = max(int(math.floor(min(1.0 / length, 2.0**52))), 1) if length > 0 else 1
+                start, stop, length = transformed_support(lo, hi, float(width), pfam, ploc, pscale)
+                if stop - start > 1.0 and width > 1:
+                    width -= 1  # floating-point guard on the derivation
+            start, stop, length = transformed_support(lo, hi, float(width), pfam, ploc, pscale)
+            if not length > 0.0:
+                status = PREP_NO_MASS
+            elif stop - start > 1.0:
+                status = PREP_TOO_WIDE
+            const = -log_normalizer[i, j] - math.log(width)
+            if fam == NORMAL:
+                const -= math.log(scale[i, j]) + _HALF_LOG_2PI
+            if pfam == NORMAL:
+                const += math.log(pscale) + _HALF_LOG_2PI
+            else:
+                const += math.log(pscale)
+            bound = log_weight_max(fam, loc[i, j], scale[i, j], lo, hi, const, pfam, ploc, pscale)
+            if not math.isfinite(bound) and status == PREP_OK:
+                status = PREP_UNBOUNDED
+            total_log_w_max += bound
+            total_kl += kl_nats(fam, loc[i, j], scale[i, j], lo, hi, log_normalizer[i, j], pfam, ploc, pscale)
+            row = params_out[i, j]
+            row[F_FAMILY] = fam
+            row[F_LOC] = loc[i, j]
+            row[F_SCALE] = scale[i, j]
+            row[F_LOW] = lo
+            row[F_HIGH] = hi
+            row[F_CONST] = const
+            row[F_PRIOR_FAMILY] = pfam
+            row[F_PRIOR_LOC] = ploc
+            row[F_PRIOR_SCALE] = pscale
+            row[F_WIDTH] = width
+            row[F_CENTRE] = min(max(0.5 * (start + stop), 0.5), width - 0.5)
+            row[F_WINDOW_LOW] = start
+            row[F_WINDOW_HIGH] = stop
+        log_w_max_out[i] = total_log_w_max
+        kl_out[i] = total_kl
+        status_out[i] = status

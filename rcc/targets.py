@@ -155,7 +155,17 @@ class Normal(Distribution):
         return np.full(self.shape, float(tail_mass))
 
     def _spec(self, tail_mass):
-        return self.truncate(tail_mass)._spec(0.0)
+        # The central interval: bounds mean -/+ h std and normaliser 1 - tail_mass.
+        if tail_mass == 0:
+            low, high, log_normalizer = -np.inf, np.inf, 0.0
+        else:
+            half_width = -special.ndtri(0.5 * tail_mass)
+            low, high = self.mean - half_width * self.std, self.mean + half_width * self.std
+            log_normalizer = math.log1p(-tail_mass)
+        return {
+            "family": NORMAL_FAMILY, "loc": self.mean, "scale": self.std, "low": low, "high": high,
+            "log_normalizer": log_normalizer,
+        }
 
 
 class TruncatedNormal(Distribution):
@@ -214,8 +224,7 @@ class TruncatedNormal(Distribution):
 
     def _spec(self, tail_mass):
         return {
-            "family": np.full(self.shape, NORMAL_FAMILY, dtype=np.int64),
-            "loc": self.mean, "scale": self.std, "low": self.low, "high": self.high,
+            "family": NORMAL_FAMILY, "loc": self.mean, "scale": self.std, "low": self.low, "high": self.high,
             "log_normalizer": self.log_normalizer,
         }
 
@@ -251,7 +260,7 @@ class Uniform(Distribution):
     def _spec(self, tail_mass):
         width = self.high - self.low
         return {
-            "family": np.full(self.shape, UNIFORM_FAMILY, dtype=np.int64),
+            "family": UNIFORM_FAMILY,
             "loc": 0.5 * (self.low + self.high), "scale": width, "low": self.low, "high": self.high,
             "log_normalizer": np.log(width),
         }

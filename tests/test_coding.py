@@ -107,17 +107,20 @@ def test_reported_kl_and_width_relation():
 
 
 def test_w_max_is_an_upper_bound_of_observed_weights():
-    prior = rcc.Normal(0.0, 1.0)
+    from rcc import kernels
+
+    prior = rcc.Normal(0.3, 1.1)
     for target in [rcc.Normal(0.5, 1.2), rcc.Normal(-2.0, 0.01), rcc.Uniform(-0.3, 0.2),
-                   rcc.TruncatedNormal(1.0, 2.0, 0.0, 1.5)]:
+                   rcc.TruncatedNormal(1.0, 2.0, 0.0, 1.5), rcc.Normal(0.1, 0.3)]:
+        truncated = target.truncate(1e-4)
         spec = target._spec(1e-4)
-        shape = target.shape
-        pf, pl, ps = rcc.coding._prior_arrays(prior, shape)
-        const = (np.where(spec["family"] == 0, -np.log(spec["scale"]) - 0.5 * np.log(2 * np.pi), 0.0)
-                 - spec["log_normalizer"] + np.log(ps) + 0.5 * np.log(2 * np.pi))
-        bound = rcc.coding._log_weight_max(spec, pf, pl, ps, const)
-        z = np.linspace(spec["low"], spec["high"], 100_001)
-        observed = target.truncate(1e-4).logpdf(z) - prior.logpdf(z)
+        const = 0.0 - float(spec["log_normalizer"]) + math.log(1.1) + 0.5 * math.log(2 * math.pi)
+        if spec["family"] == 0:
+            const -= math.log(float(spec["scale"])) + 0.5 * math.log(2 * math.pi)
+        bound = kernels.log_weight_max(spec["family"], float(spec["loc"]), float(spec["scale"]),
+                                       float(spec["low"]), float(spec["high"]), const, 0, 0.3, 1.1)
+        z = np.linspace(float(spec["low"]), float(spec["high"]), 100_001)
+        observed = truncated.logpdf(z) - prior.logpdf(z)
         assert observed.max() <= bound
         assert observed.max() > bound - 1e-6
 

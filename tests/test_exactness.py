@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import rcc
-import rcc.coding
 from rcc import testing
 
 N = 20_000
@@ -104,8 +103,15 @@ def test_exact_over_distinct_seeds():
 
 
 def test_halved_w_max_is_detected(monkeypatch):
-    original = rcc.coding._log_weight_max
-    monkeypatch.setattr(rcc.coding, "_log_weight_max", lambda *a: original(*a) - math.log(2.0))
+    from rcc import kernels
+
+    original = kernels.prepare_batch
+
+    def halved(*args):
+        original(*args)
+        args[-3][:] -= math.log(2.0)  # the log_w_max output
+
+    monkeypatch.setattr(kernels, "prepare_batch", halved)
     target = rcc.Normal(0.0, 0.5)
     samples, _ = coded_samples(target, seed=5)
     result = testing.ks_check(samples, reference(target).cdf)
