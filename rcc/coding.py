@@ -63,6 +63,7 @@ DEFAULT_MAX_CANDIDATES = 2**24
 _MODES = {"hybrid": kernels.RACE, "pfr": kernels.RACE, "orc": kernels.ORC, "mrc": kernels.MRC}
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _CHUNK = 1 << 16
+_SERIAL_BELOW = 2048
 
 
 @dataclass(frozen=True)
@@ -256,12 +257,29 @@ class _Threads:
         self.num_threads = _check_positive_int(num_threads, "num_threads", allow_none=True)
 
     def __enter__(self):
-        self.previous = numba.get_num_threads()
         if self.num_threads is not None:
+            self.previous = numba.get_num_threads()
             numba.set_num_threads(min(self.num_threads, numba.config.NUMBA_NUM_THREADS))
+        return self
 
     def __exit__(self, *exc):
-        numba.set_num_threads(self.previous)
+        if self.num_threads is not None:
+            numba.set_num_threads(self.previous)
+
+    def kernel(self, name, count):
+        """The threaded kernel ``name``, or its serial twin for small batches or one thread."""
+        serial = count < _SERIAL_BELOW or self.num_threads == 1
+        return getattr(kernels, name + "_serial" if serial else name)
+
+
+def _flat(value, shape, count, dims, dtype=np.float64):
+    """``value`` broadcast to ``shape`` as a C-contiguous (count, dims) array."""
+    arr = np.asarray(value)
+    if arr.shape == shape:
+        return np.ascontiguousarray(arr, dtype=dtype).reshape(count, dims)
+    if arr.ndim == 0:
+        return np.full((count, dims), arr, dtype=dtype)
+    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
 
 
 @dataclass(frozen=True)
@@ -299,14 +317,14 @@ def _prepare(target, prior, tail_mass, hybrid, width, num_threads=None):
     dims = int(shape[-1]) if target.event_shape else 1
 
     def flat(arr, dtype=np.float64):
-        return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
+        return _flat(arr, shape, count, dims, dtype)
 
     params = np.empty((count, dims, kernels.NUM_FIELDS), dtype=np.float64)
     log_w_max = np.empty(count, dtype=np.float64)
     kl_nats = np.empty(count, dtype=np.float64)
     status = np.empty(count, dtype=np.int64)
-    with _Threads(num_threads):
-        kernels.prepare_batch(
+    with _Threads(num_threads) as threads:
+        threads.kernel("prepare_batch", count)(
             flat(spec["family"], np.int64), flat(spec["loc"]), flat(spec["scale"]), flat(spec["low"]),
             flat(spec["high"]), flat(spec["log_normalizer"]), flat(prior_family, np.int64),
             flat(prior_loc), flat(prior_scale), width_mode, flat(width_given, np.int64),
@@ -439,15 +457,18 @@ def encode_sample(
     examined = np.zeros(count, dtype=np.int64)
     status = np.zeros(count, dtype=np.int64)
 
+    threads = _Threads(num_threads)
+    encode_kernel = threads.kernel("encode_batch", count)
+
     def run(begin, end):
         part = slice(begin, end)
-        kernels.encode_batch(
+        encode_kernel(
             seed_u64, key, np.uint64(begin), prepared.params[part], hybrid, prepared.log_w_max[part],
             mode, counts[part], max_candidates, index[part], factor[part], sample[part],
             examined[part], status[part],
         )
 
-    with _Threads(num_threads):
+    with threads:
         _run_chunks(run, count, progress, f"encode ({method})")
     failed = np.flatnonzero(status != kernels.STATUS_OK)
     if failed.size:
@@ -539,12 +560,12 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     dims = int(shape[-1]) if factor.ndim > index.ndim else 1
 
     def flat(arr, dtype):
-        return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
+        return _flat(arr, shape, count, dims, dtype)
 
     sample = np.empty((count, dims), dtype=np.float64)
     status = np.zeros(count, dtype=np.int64)
-    with _Threads(num_threads):
-        kernels.decode_batch(
+    with _Threads(num_threads) as threads:
+        threads.kernel("decode_batch", count)(
             seed_u64, np.uint64(0), index.reshape(count), flat(factor, np.int64), flat(widths, np.int64),
             flat(prior_family, np.int64), flat(prior_loc, np.float64), flat(prior_scale, np.float64),
             hybrid, sample, status,

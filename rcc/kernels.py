@@ -32,6 +32,9 @@ __all__ = [
     "log_weight",
     "select_one",
     "encode_batch",
+    "encode_batch_serial",
+    "decode_batch_serial",
+    "prepare_batch_serial",
     "NUM_FIELDS",
     "decode_batch",
     "RACE",
@@ -232,8 +235,7 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
     return best_n, examined, STATUS_OK
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True)
-def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+def _encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
                  max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
     """Encode a batch; element ``i`` uses stream ``stream_offset + i``.
 
@@ -257,8 +259,7 @@ def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_
                                                 row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True)
-def decode_batch(seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale, hybrid,
+def _decode_batch(seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale, hybrid,
                  sample_out, status_out):
     """Decode a batch in O(1) per sample: one dither per dimension, one inverse CDF."""
     for i in numba.prange(index.shape[0]):
@@ -391,8 +392,7 @@ def kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_l
     return neg_entropy - cross
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True)
-def prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+def _prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
                   width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
                   status_out):
     """Fill the packed race parameters of every (element, dimension).
@@ -458,3 +458,13 @@ def prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, p
         log_w_max_out[i] = total_log_w_max
         kl_out[i] = total_kl
         status_out[i] = status
+
+
+# Each batch kernel exists twice: threaded for large batches, and serial,
+# because waking the thread pool costs more than a few-element batch.
+encode_batch = numba.njit(cache=True, error_model="numpy", parallel=True)(_encode_batch)
+encode_batch_serial = numba.njit(cache=True, error_model="numpy")(_encode_batch)
+decode_batch = numba.njit(cache=True, error_model="numpy", parallel=True)(_decode_batch)
+decode_batch_serial = numba.njit(cache=True, error_model="numpy")(_decode_batch)
+prepare_batch = numba.njit(cache=True, error_model="numpy", parallel=True)(_prepare_batch)
+prepare_batch_serial = numba.njit(cache=True, error_model="numpy")(_prepare_batch)

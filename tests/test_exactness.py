@@ -105,13 +105,14 @@ def test_exact_over_distinct_seeds():
 def test_halved_w_max_is_detected(monkeypatch):
     from rcc import kernels
 
-    original = kernels.prepare_batch
+    for name in ("prepare_batch", "prepare_batch_serial"):
+        original = getattr(kernels, name)
 
-    def halved(*args):
-        original(*args)
-        args[-3][:] -= math.log(2.0)  # the log_w_max output
+        def halved(*args, original=original):
+            original(*args)
+            args[-3][:] -= math.log(2.0)  # the log_w_max output
 
-    monkeypatch.setattr(kernels, "prepare_batch", halved)
+        monkeypatch.setattr(kernels, name, halved)
     target = rcc.Normal(0.0, 0.5)
     samples, _ = coded_samples(target, seed=5)
     result = testing.ks_check(samples, reference(target).cdf)
