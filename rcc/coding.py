@@ -117,9 +117,12 @@ def _check_method(method):
     return method
 
 
+_STANDARD_NORMAL = Normal(0.0, 1.0)
+
+
 def _check_prior(prior):
     if prior is None:
-        return Normal(0.0, 1.0)
+        return _STANDARD_NORMAL
     if not isinstance(prior, (Normal, Uniform)):
         raise TypeError(f"prior must be rcc.Normal or rcc.Uniform, got {type(prior).__name__}")
     return prior

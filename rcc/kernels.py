@@ -24,7 +24,7 @@ import math
 import numba
 import numpy as np
 
-from .random import exponential, uniform_centered
+from .random import exponential, private_uniform, uniform_centered
 
 __all__ = [
     "ndtri_lower",
@@ -185,39 +185,68 @@ def _candidate_log_weight(seed, stream, n, params, hybrid):
     return lw
 
 
-@numba.njit(cache=True, error_model="numpy")
-def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
-    """Run one selection; return (index, examined, status).
+_RESCALE = 2.0**600
+_LOG_RESCALE = 600.0 * math.log(2.0)
 
-    The race (DESIGN 2.2) keeps the best score ``log T_n - log w_n`` and stops
-    once ``T_n >= exp(best + log w_max)``: no later candidate can win.  ORC
-    uses sorted arrival times and MRC i.i.d. ones over a fixed count
-    (DESIGN 2.3).  Scores are compared in the log domain but the stopping
-    threshold is kept as an arrival time, so candidates that cannot win cost
-    no logarithm.
+
+@numba.njit(cache=True, error_model="numpy")
+def _race(seed, key, stream, params, hybrid, log_w_max, max_candidates):
+    """The exponential race with the w_max stopping rule (DESIGN 2.2).
+
+    Arrival times ``T_n = E_1 + ... + E_n`` with ``E_i = -log V_i`` are kept
+    as the product ``prod V_i = exp(-T_n)`` (rescaled by ``2**600`` before it
+    underflows), so a candidate costs no logarithm unless its weight is
+    evaluated.  The race keeps the best score ``log T_n - log w_n`` and stops
+    once ``T_n >= exp(best + log w_max)``: no later candidate can win.
     """
+    best = np.inf
+    best_n = 0
+    product = 1.0
+    rescaled = 0.0  # log of the rescaling applied to ``product``
+    stop_arrival = np.inf
+    stop_product = 0.0  # product <= stop_product  <=>  T_n >= stop_arrival
+    examined = 0
+    n = 0
+    while True:
+        n += 1
+        if n > max_candidates:
+            return best_n, examined, STATUS_MAX_CANDIDATES
+        product *= private_uniform(key, stream, np.uint64(n))
+        if product < 1.0 / _RESCALE:
+            product *= _RESCALE
+            rescaled += _LOG_RESCALE
+            stop_product = math.exp(rescaled - stop_arrival)
+        if product <= stop_product:
+            break
+        examined += 1
+        lw = _candidate_log_weight(seed, stream, n, params, hybrid)
+        if lw == -np.inf:
+            continue
+        score = math.log(rescaled - math.log(product)) - lw
+        if score < best:
+            best = score
+            best_n = n
+            stop_arrival = math.exp(best + log_w_max)
+            stop_product = math.exp(rescaled - stop_arrival)
+    return best_n, examined, STATUS_OK
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates):
+    """ORC (sorted arrivals, stopping rule) or MRC (i.i.d. arrivals) over a fixed count (DESIGN 2.3)."""
     best = np.inf
     best_n = 0
     arrival = 0.0
     stop_arrival = np.inf
     examined = 0
-    n = 0
-    while True:
-        n += 1
-        if mode == RACE:
-            if n > max_candidates:
-                return best_n, examined, STATUS_MAX_CANDIDATES
-            arrival += exponential(key, stream, np.uint64(n))
-        else:
-            if n > num_candidates:
+    for n in range(1, num_candidates + 1):
+        if mode == ORC:
+            # The n-th order statistic of num_candidates Exp(1) variates, times num_candidates.
+            arrival += exponential(key, stream, np.uint64(n)) * (num_candidates / (num_candidates - n + 1.0))
+            if arrival >= stop_arrival:
                 break
-            if mode == ORC:
-                # Sorted exponentials: the n-th order statistic of num_candidates Exp(1), times num_candidates.
-                arrival += exponential(key, stream, np.uint64(n)) * (num_candidates / (num_candidates - n + 1.0))
-            else:
-                arrival = exponential(key, stream, np.uint64(n))
-        if arrival >= stop_arrival:
-            break
+        else:
+            arrival = exponential(key, stream, np.uint64(n))
         examined += 1
         lw = _candidate_log_weight(seed, stream, n, params, hybrid)
         if lw == -np.inf:
@@ -226,13 +255,20 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
         if score < best:
             best = score
             best_n = n
-            if mode != MRC:
-                stop_arrival = math.exp(best + log_w_max)
+            stop_arrival = math.exp(best + log_w_max)
     if best_n == 0:
-        # ORC/MRC with every candidate outside the support: the importance
-        # weights are all zero, and the approximate methods fall back to n = 1.
+        # Every candidate outside the support: the importance weights are all
+        # zero, and the approximate methods fall back to n = 1.
         best_n = 1
     return best_n, examined, STATUS_OK
+
+
+@numba.njit(cache=True, error_model="numpy")
+def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
+    """Run one selection; return (index, examined, status)."""
+    if mode == RACE:
+        return _race(seed, key, stream, params, hybrid, log_w_max, max_candidates)
+    return _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates)
 
 
 def _encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,

@@ -75,10 +75,16 @@ def uniform_centered(seed, stream, index, dim):
 
 
 @numba.njit(cache=True, inline="always")
-def exponential(key, stream, index):
-    """Private Exp(1) variate, -log of a uniform in (0, 1] (never infinite)."""
+def private_uniform(key, stream, index):
+    """Private uniform in (0, 1] on the grid 2**-53 (never zero)."""
     h = hash_counter(DOMAIN_PRIVATE, key, stream, index, np.uint64(0))
-    return -np.log((np.float64(h >> _S11) + 1.0) * _TWO_M53)
+    return (np.float64(h >> _S11) + 1.0) * _TWO_M53
+
+
+@numba.njit(cache=True, inline="always")
+def exponential(key, stream, index):
+    """Private Exp(1) variate ``-log V`` with ``V = private_uniform(...)`` (never infinite)."""
+    return -np.log(private_uniform(key, stream, index))
 
 
 @numba.njit(cache=True)
