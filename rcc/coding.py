@@ -38,6 +38,7 @@ from . import kernels
 from .random import check_seed, private_key
 from .targets import (
     NORMAL_FAMILY,
+    normal_half_width,
     UNIFORM_FAMILY,
     Distribution,
     Normal,
@@ -175,7 +176,7 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS):
 
 def _half_width(tail_mass):
     """Half-width in stds of the central interval of a Normal with this tail mass."""
-    return math.inf if tail_mass == 0.0 else float(-special.ndtri(0.5 * tail_mass))
+    return normal_half_width(tail_mass)
 
 
 def _check_tail_mass(tail_mass):
@@ -292,30 +293,60 @@ class _Prepared:
     kl_bits: np.ndarray  # (B,)
 
 
+def _check_prior_support(prior, spec, prior_loc, prior_scale):
+    if isinstance(prior, Uniform):
+        outside = (spec["low"] < prior_loc) | (spec["high"] > prior_loc + prior_scale)
+        if np.any(outside):
+            raise ValueError(
+                "the target's support must lie inside the Uniform prior's support [low, high]; "
+                f"{int(np.sum(outside))} element(s) do not"
+            )
+
+
+def _width_mode(target, width, hybrid, shape):
+    """How the kernels choose the width, and the given widths (DESIGN 2.6)."""
+    normal_base = target.base if isinstance(target, Product) else target
+    if not hybrid or width is None and isinstance(normal_base, Normal):
+        return kernels.WIDTH_GAUSSIAN, 1
+    if width is None or isinstance(width, str) and width == "adaptive":
+        return kernels.WIDTH_SUPPORT, 1
+    if isinstance(width, str):
+        raise ValueError(f"width must be an integer, an array of integers, 'adaptive' or None, got {width!r}")
+    return kernels.WIDTH_GIVEN, _check_width_array(width, shape)
+
+
+def _raise_prepare_error(problem, where, width=None, length=None):
+    if problem == kernels.PREP_NO_MASS:
+        raise ValueError(
+            f"the target's support carries no mass under the prior in double precision{where}: "
+            "it lies too far in the prior's tail; use a wider prior"
+        )
+    if problem == kernels.PREP_TOO_WIDE:
+        raise ValueError(
+            f"target does not fit width {width}{where}: its transformed support has length {length:.4g} > 1. "
+            "Use a smaller width (width=None derives one), or a larger tail_mass for Gaussian targets"
+        )
+    raise ValueError(
+        f"the target's density ratio to the proposal is unbounded{where} (a target wider than the "
+        "prior over an infinite support); use tail_mass > 0"
+    )
+
+
+def _raise_too_many_candidates(log_w_max, max_candidates):
+    raise ValueError(
+        f"the race would examine about 2**{log_w_max / math.log(2.0):.1f} candidates for some element, more "
+        f"than max_candidates={max_candidates}; increase max_candidates, or use method='hybrid' with a "
+        "larger width (fewer candidates per sample)"
+    )
+
+
 def _prepare(target, prior, tail_mass, hybrid, width, num_threads=None):
     """Validate the width and compute the race's per-element parameters (in numba)."""
     shape = target.shape
     spec = target._spec(tail_mass)
     prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
-    if isinstance(prior, Uniform):
-        outside = (spec["low"] < prior_loc) | (spec["high"] > prior_loc + prior_scale)
-        if outside.any():
-            raise ValueError(
-                "the target's support must lie inside the Uniform prior's support [low, high]; "
-                f"{int(outside.sum())} element(s) do not"
-            )
-    normal_base = target.base if isinstance(target, Product) else target
-    width_given = np.ones(shape, dtype=np.int64)
-    if not hybrid or width is None and isinstance(normal_base, Normal):
-        width_mode = kernels.WIDTH_GAUSSIAN
-    elif width is None or isinstance(width, str) and width == "adaptive":
-        width_mode = kernels.WIDTH_SUPPORT
-    elif isinstance(width, str):
-        raise ValueError(f"width must be an integer, an array of integers, 'adaptive' or None, got {width!r}")
-    else:
-        width_mode = kernels.WIDTH_GIVEN
-        width_given = _check_width_array(width, shape)
-
+    _check_prior_support(prior, spec, prior_loc, prior_scale)
+    width_mode, width_given = _width_mode(target, width, hybrid, shape)
     count = int(np.prod(target.batch_shape, dtype=np.int64))
     dims = int(shape[-1]) if target.event_shape else 1
 
@@ -336,27 +367,47 @@ def _prepare(target, prior, tail_mass, hybrid, width, num_threads=None):
     failed = np.flatnonzero(status)
     if failed.size:
         first = int(failed[0])
-        where = f" (first: flat index {first})" if target.batch_shape else ""
-        problem = int(status[first])
-        if problem == kernels.PREP_NO_MASS:
-            raise ValueError(
-                f"the target's support carries no mass under the prior in double precision{where}: "
-                "it lies too far in the prior's tail; use a wider prior"
-            )
-        if problem == kernels.PREP_TOO_WIDE:
-            row = params[first]
-            lengths = row[:, kernels.F_WINDOW_HIGH] - row[:, kernels.F_WINDOW_LOW]
-            j = int(np.argmax(lengths))
-            raise ValueError(
-                f"target does not fit width {int(row[j, kernels.F_WIDTH])}{where}: its transformed support "
-                f"has length {lengths[j]:.4g} > 1. Use a smaller width (width=None derives one), or a "
-                "larger tail_mass for Gaussian targets"
-            )
-        raise ValueError(
-            f"the target's density ratio to the proposal is unbounded{where} (a target wider than the "
-            "prior over an infinite support); use tail_mass > 0"
-        )
+        row = params[first]
+        lengths = row[:, kernels.F_WINDOW_HIGH] - row[:, kernels.F_WINDOW_LOW]
+        j = int(np.argmax(lengths))
+        _raise_prepare_error(int(status[first]), f" (first: flat index {first})" if target.batch_shape else "",
+                             int(row[j, kernels.F_WIDTH]), lengths[j])
     return _Prepared(params, log_w_max, kl_nats / math.log(2.0))
+
+
+def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_candidates, width, rng):
+    """The low-latency path of :func:`encode_sample` for one scalar target (same result as a batch of one)."""
+    hybrid = method == "hybrid"
+    spec = target._spec(tail_mass)
+    if isinstance(prior, Normal):
+        prior_family, prior_loc, prior_scale = NORMAL_FAMILY, float(prior.mean), float(prior.std)
+    else:
+        prior_family, prior_loc, prior_scale = UNIFORM_FAMILY, float(prior.low), float(prior.high - prior.low)
+    _check_prior_support(prior, spec, prior_loc, prior_scale)
+    width_mode, width_given = _width_mode(target, width, hybrid, ())
+    mode = _MODES[method]
+    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
+        seed, private_key(seed, rng), int(spec["family"]), float(spec["loc"]), float(spec["scale"]),
+        float(spec["low"]), float(spec["high"]), float(spec["log_normalizer"]), int(prior_family),
+        float(prior_loc), float(prior_scale), width_mode, int(width_given), _half_width(tail_mass), hybrid,
+        mode, 0 if num_candidates is None else num_candidates, max_candidates,
+    )
+    if prep_status != kernels.PREP_OK:
+        start, stop, _ = kernels.transformed_support(float(spec["low"]), float(spec["high"]), float(width_used),
+                                                      int(prior_family), float(prior_loc), float(prior_scale))
+        _raise_prepare_error(prep_status, "", width_used, stop - start)
+    if mode == kernels.RACE and log_w_max > math.log(max_candidates):
+        _raise_too_many_candidates(log_w_max, max_candidates)
+    if race_status != kernels.STATUS_OK:
+        raise RuntimeError(f"the race exceeded max_candidates={max_candidates}; increase it or use a larger width")
+    kl_bits = kl / math.log(2.0)
+    if mode != kernels.RACE and num_candidates is None:
+        num_candidates = int(min(2.0 ** math.ceil(kl_bits + 4.0), max_candidates))
+    return EncodedSample(
+        index=int(index), factor=int(factor), sample=float(sample), candidates=int(examined), width=int(width_used),
+        tail_mass=float(target.tail_mass_of(tail_mass)), kl_bits=kl_bits, method=method,
+        num_candidates=None if mode == kernels.RACE else num_candidates,
+    )
 
 
 def encode_sample(
@@ -429,27 +480,27 @@ def encode_sample(
     tail_mass = _check_tail_mass(tail_mass)
     max_candidates = _check_positive_int(max_candidates, "max_candidates")
     num_candidates = _check_positive_int(num_candidates, "num_candidates", allow_none=True)
+    _check_positive_int(num_threads, "num_threads", allow_none=True)
     hybrid = method == "hybrid"
     if not hybrid and not _is_unit_width(width):
         raise ValueError(f"width applies to method='hybrid' only; {method!r} uses the prior (width 1)")
 
+    if num_candidates is not None and num_candidates > max_candidates:
+        raise ValueError(f"num_candidates={num_candidates} exceeds max_candidates={max_candidates}")
+    if not target.shape and not prior.batch_shape and not isinstance(width, np.ndarray):
+        return _encode_scalar(target, seed_u64, prior, method, tail_mass, max_candidates, num_candidates,
+                              width, rng)
     prepared = _prepare(target, prior, tail_mass, hybrid, width, num_threads)
     count = prepared.params.shape[0]
     mode = _MODES[method]
     if mode == kernels.RACE:
-        expected = float(np.max(prepared.log_w_max, initial=-np.inf)) / math.log(2.0)
-        if expected > math.log2(max_candidates):
-            raise ValueError(
-                f"the race would examine about 2**{expected:.1f} candidates for some element, more than "
-                f"max_candidates={max_candidates}; increase max_candidates, or use method='hybrid' "
-                "with a larger width (fewer candidates per sample)"
-            )
+        largest = float(np.max(prepared.log_w_max, initial=-np.inf))
+        if largest > math.log(max_candidates):
+            _raise_too_many_candidates(largest, max_candidates)
         counts = np.zeros(count, dtype=np.int64)
     elif num_candidates is None:
         counts = np.minimum(np.exp2(np.ceil(prepared.kl_bits + 4.0)), max_candidates).astype(np.int64)
     else:
-        if num_candidates > max_candidates:
-            raise ValueError(f"num_candidates={num_candidates} exceeds max_candidates={max_candidates}")
         counts = np.full(count, num_candidates, dtype=np.int64)
 
     key = private_key(seed, rng)

@@ -428,72 +428,118 @@ def kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_l
     return neg_entropy - cross
 
 
-def _prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                  width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
-                  status_out):
-    """Fill the packed race parameters of every (element, dimension).
+@numba.njit(cache=True, error_model="numpy")
+def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                width_mode, width_given, half_width, hybrid, row):
+    """Fill the packed race parameters of one (element, dimension); return (bound, kl, status).
 
-    Inputs have shape (B, d).  Computes the width M (given, derived from the
-    std for Gaussian targets, or the largest the support fits), the
-    transformed support and window centre (DESIGN 2.6), the constant of the
-    log weight, its closed-form maximum (summed over the event) and the KL.
-    ``status_out[i]`` reports the first problem of element ``i``.
+    Computes the width M (given, derived from the std for Gaussian targets, or
+    the largest the support fits), the transformed support and window centre
+    (DESIGN 2.6), the constant of the log weight, its closed-form maximum and
+    the KL in nats.
+    """
+    if not hybrid:
+        width = 1
+    elif width_mode == WIDTH_GIVEN:
+        width = width_given
+    else:
+        if width_mode == WIDTH_GAUSSIAN:
+            width = gaussian_width_one(scale, half_width, prior_family, prior_scale)
+        else:
+            length = transformed_support(low, high, 1.0, prior_family, prior_loc, prior_scale)[2]
+            width = max(int(math.floor(min(1.0 / length, 2.0**52))), 1) if length > 0 else 1
+        start, stop, length = transformed_support(low, high, float(width), prior_family, prior_loc, prior_scale)
+        if stop - start > 1.0 and width > 1:
+            width -= 1  # floating-point guard on the derivation
+    start, stop, length = transformed_support(low, high, float(width), prior_family, prior_loc, prior_scale)
+    status = PREP_OK
+    if not length > 0.0:
+        status = PREP_NO_MASS
+    elif stop - start > 1.0:
+        status = PREP_TOO_WIDE
+    const = -log_normalizer - math.log(width)
+    if family == NORMAL:
+        const -= math.log(scale) + _HALF_LOG_2PI
+    if prior_family == NORMAL:
+        const += math.log(prior_scale) + _HALF_LOG_2PI
+    else:
+        const += math.log(prior_scale)
+    bound = log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale)
+    if not math.isfinite(bound) and status == PREP_OK:
+        status = PREP_UNBOUNDED
+    kl = kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale)
+    row[F_FAMILY] = family
+    row[F_LOC] = loc
+    row[F_SCALE] = scale
+    row[F_LOW] = low
+    row[F_HIGH] = high
+    row[F_CONST] = const
+    row[F_PRIOR_FAMILY] = prior_family
+    row[F_PRIOR_LOC] = prior_loc
+    row[F_PRIOR_SCALE] = prior_scale
+    row[F_WIDTH] = width
+    row[F_CENTRE] = min(max(0.5 * (start + stop), 0.5), width - 0.5)
+    row[F_WINDOW_LOW] = start
+    row[F_WINDOW_HIGH] = stop
+    return bound, kl, status
+
+
+def _prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                   width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
+                   status_out):
+    """:func:`prepare_row` for every (element, dimension) of (B, d) inputs.
+
+    Sums the bound and the KL over the event; ``status_out[i]`` reports the
+    first problem of element ``i``.
     """
     for i in numba.prange(family.shape[0]):
         status = PREP_OK
         total_log_w_max = 0.0
         total_kl = 0.0
         for j in range(family.shape[1]):
-            fam, pfam = family[i, j], prior_family[i, j]
-            ploc, pscale = prior_loc[i, j], prior_scale[i, j]
-            lo, hi = low[i, j], high[i, j]
-            if not hybrid:
-                width = 1
-            elif width_mode == WIDTH_GIVEN:
-                width = width_given[i, j]
-            else:
-                if width_mode == WIDTH_GAUSSIAN:
-                    width = gaussian_width_one(scale[i, j], half_width, pfam, pscale)
-                else:
-                    length = transformed_support(lo, hi, 1.0, pfam, ploc, pscale)[2]
-                    width = max(int(math.floor(min(1.0 / length, 2.0**52))), 1) if length > 0 else 1
-                start, stop, length = transformed_support(lo, hi, float(width), pfam, ploc, pscale)
-                if stop - start > 1.0 and width > 1:
-                    width -= 1  # floating-point guard on the derivation
-            start, stop, length = transformed_support(lo, hi, float(width), pfam, ploc, pscale)
-            if not length > 0.0:
-                status = PREP_NO_MASS
-            elif stop - start > 1.0:
-                status = PREP_TOO_WIDE
-            const = -log_normalizer[i, j] - math.log(width)
-            if fam == NORMAL:
-                const -= math.log(scale[i, j]) + _HALF_LOG_2PI
-            if pfam == NORMAL:
-                const += math.log(pscale) + _HALF_LOG_2PI
-            else:
-                const += math.log(pscale)
-            bound = log_weight_max(fam, loc[i, j], scale[i, j], lo, hi, const, pfam, ploc, pscale)
-            if not math.isfinite(bound) and status == PREP_OK:
-                status = PREP_UNBOUNDED
+            bound, kl, problem = prepare_row(
+                family[i, j], loc[i, j], scale[i, j], low[i, j], high[i, j], log_normalizer[i, j],
+                prior_family[i, j], prior_loc[i, j], prior_scale[i, j], width_mode, width_given[i, j],
+                half_width, hybrid, params_out[i, j],
+            )
+            if status == PREP_OK:
+                status = problem
             total_log_w_max += bound
-            total_kl += kl_nats(fam, loc[i, j], scale[i, j], lo, hi, log_normalizer[i, j], pfam, ploc, pscale)
-            row = params_out[i, j]
-            row[F_FAMILY] = fam
-            row[F_LOC] = loc[i, j]
-            row[F_SCALE] = scale[i, j]
-            row[F_LOW] = lo
-            row[F_HIGH] = hi
-            row[F_CONST] = const
-            row[F_PRIOR_FAMILY] = pfam
-            row[F_PRIOR_LOC] = ploc
-            row[F_PRIOR_SCALE] = pscale
-            row[F_WIDTH] = width
-            row[F_CENTRE] = min(max(0.5 * (start + stop), 0.5), width - 0.5)
-            row[F_WINDOW_LOW] = start
-            row[F_WINDOW_HIGH] = stop
+            total_kl += kl
         log_w_max_out[i] = total_log_w_max
         kl_out[i] = total_kl
         status_out[i] = status
+
+
+@numba.njit(cache=True, error_model="numpy")
+def encode_one(seed, key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+               prior_scale, width_mode, width_given, half_width, hybrid, mode, num_candidates,
+               max_candidates):
+    """One scalar target in one call (the low-latency path of ``encode_sample``).
+
+    Returns (prep_status, race_status, index, factor, sample, examined, width,
+    log_w_max, kl_nats); identical to a one-element batch.  With
+    ``num_candidates <= 0`` ORC/MRC use ``2**ceil(KL_bits + 4)``, capped at
+    ``max_candidates``.
+    """
+    params = np.empty((1, NUM_FIELDS))
+    row = params[0]
+    bound, kl, prep_status = prepare_row(family, loc, scale, low, high, log_normalizer, prior_family,
+                                         prior_loc, prior_scale, width_mode, width_given, half_width,
+                                         hybrid, row)
+    width = int(row[F_WIDTH])
+    if prep_status != PREP_OK or (mode == RACE and bound > math.log(max_candidates)):
+        return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
+    if num_candidates <= 0:
+        num_candidates = int(min(2.0 ** math.ceil(kl / math.log(2.0) + 4.0), max_candidates))
+    stream = np.uint64(0)
+    n, examined, status = select_one(seed, key, stream, params, hybrid, bound, mode, num_candidates,
+                                     max_candidates)
+    if status != STATUS_OK:
+        return prep_status, status, n, 0, np.nan, examined, width, bound, kl
+    k, offset = _candidate_position(seed, stream, n, 0, row[F_CENTRE], hybrid)
+    sample = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
+    return prep_status, status, n, int(k), sample, examined, width, bound, kl
 
 
 # Each batch kernel exists twice: threaded for large batches, and serial,

@@ -16,6 +16,7 @@ to the untruncated Normal is exactly ``tail_mass``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "Product",
     "NORMAL_FAMILY",
     "UNIFORM_FAMILY",
+    "normal_half_width",
 ]
 
 #: Integer codes of the families understood by the numba kernels.
@@ -72,6 +74,12 @@ def _log_ndtr_diff(alpha, beta):
     log_lo = special.log_ndtr(lo)
     with np.errstate(divide="ignore"):
         return log_hi + np.log1p(-np.exp(log_lo - log_hi))
+
+
+@functools.lru_cache(maxsize=64)
+def normal_half_width(tail_mass):
+    """Half-width, in stds, of a Normal's central interval of total tail mass ``tail_mass``."""
+    return math.inf if tail_mass == 0 else float(-special.ndtri(0.5 * tail_mass))
 
 
 class Distribution:
@@ -146,7 +154,7 @@ class Normal(Distribution):
         """The central interval of total tail mass ``tail_mass`` (DESIGN 2.7)."""
         if tail_mass == 0:
             return TruncatedNormal(self.mean, self.std, -np.inf, np.inf)
-        half_width = -special.ndtri(0.5 * tail_mass)
+        half_width = normal_half_width(tail_mass)
         return TruncatedNormal(
             self.mean, self.std, self.mean - half_width * self.std, self.mean + half_width * self.std
         )
@@ -159,7 +167,7 @@ class Normal(Distribution):
         if tail_mass == 0:
             low, high, log_normalizer = -np.inf, np.inf, 0.0
         else:
-            half_width = -special.ndtri(0.5 * tail_mass)
+            half_width = normal_half_width(tail_mass)
             low, high = self.mean - half_width * self.std, self.mean + half_width * self.std
             log_normalizer = math.log1p(-tail_mass)
         return {

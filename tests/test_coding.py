@@ -260,3 +260,17 @@ def test_decode_rejects_factor_inconsistent_with_dither():
     bad_factor = 0 if u < 0 else 8
     with pytest.raises(ValueError, match="inconsistent"):
         rcc.decode_sample(1, bad_factor, seed=1, width=8)
+
+
+@pytest.mark.parametrize("method", ["hybrid", "pfr", "orc", "mrc"])
+@pytest.mark.parametrize("target", [rcc.Normal(0.7, 0.02), rcc.Uniform(-0.2, -0.1), rcc.TruncatedNormal(0.0, 1.0, 0.5, 0.9)])
+def test_scalar_fast_path_equals_a_batch_of_one(method, target):
+    kwargs = {"method": method, "num_candidates": 256 if method in ("orc", "mrc") else None}
+    if method != "hybrid" and isinstance(target, rcc.Normal):
+        target = rcc.Normal(0.7, 0.2)
+    single = rcc.encode_sample(target, seed=12, **kwargs)
+    batch_target = type(target)(**{k: np.full(1, float(v)) for k, v in target._params().items()})
+    batch = rcc.encode_sample(batch_target, seed=12, **kwargs)
+    assert single.index == batch.index[0] and single.factor == batch.factor[0]
+    assert single.sample == batch.sample[0] and single.candidates == batch.candidates[0]
+    assert single.width == batch.width[0] and single.kl_bits == pytest.approx(batch.kl_bits[0], rel=1e-15)
