@@ -57,8 +57,11 @@ def _finite(arr, name):
 
 
 def _broadcast(names, *arrays):
+    """Broadcast parameters to one shape; each result is a contiguous array of its own."""
     try:
-        return np.broadcast_arrays(*arrays)
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        return [a if a.shape == shape and a.flags.c_contiguous else np.broadcast_to(a, shape).copy()
+                for a in arrays]
     except ValueError as exc:
         shapes = ", ".join(f"{n}{a.shape}" for n, a in zip(names, arrays))
         raise ValueError(f"parameter shapes do not broadcast: {shapes}") from exc

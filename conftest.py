@@ -1,0 +1,7 @@
+"""pytest configuration: documentation examples are tests (``--doctest-modules``)."""
+
+import importlib.util
+
+collect_ignore = []
+if importlib.util.find_spec("torch") is None:
+    collect_ignore.append("rcc/torch.py")
