@@ -1,0 +1,223 @@
+"""Measured bits of real bitstreams against the information I (DESIGN 2.8, 2.9).
+
+Gaussian channel: prior N(0, 1), target N(mu, s^2) with s = 2^-I and
+mu ~ N(0, 1 - s^2), so I(X; Z) = I bits.  Every target is hybrid coded with
+the std-based width ``M = rcc.gaussian_width(s)`` (which the receiver can
+recompute), the messages are written to bytes with
+:func:`rcc.entropy.encode_messages`, decoded back and checked, and we report
+the mean KL, the ideal information content of index and factor, and the
+measured bits ``8 * len(bytes) / count`` (header included) for these index codes:
+
+* ``zipf``: Li & El Gamal's Zipf code with ``D = I - log2 M``, the KL the
+  index carries on average (known to the receiver: no training);
+* ``zipf_fitted``: a Zipf law with the maximum-likelihood exponent;
+* ``empirical``: the histogram + power-law-tail code;
+* ``empirical_given_K``: the factor coded first, then the index with an
+  empirical code per bin of the position K points to (only for widths with
+  ``1/M <= 1/16``; smaller widths fall back to ``empirical``).
+
+Fitted codes are fitted on targets and seeds disjoint from those they are
+evaluated on.  The second part codes d-dimensional product targets with one
+index per block (d = 1, 2, 4) and reports bits per dimension.
+
+Writes ``bits_vs_kl.csv``/``.png`` and ``bits_blocks.csv``/``.png``.
+Run ``python -m experiments.bits_vs_kl [--quick]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+import rcc
+from rcc import entropy
+
+from .common import new_figure, output_dir, progress_bar, run_script, save_figure, write_csv
+
+__all__ = ["CODES", "grid", "sweep", "blocks", "throughput", "plot_sweep", "plot_blocks", "main"]
+
+CODES = ("zipf", "zipf_fitted", "empirical", "empirical_given_K")
+_TRAIN_SEED = 90_001
+_EVAL_SEED = 7
+_MAX_CANDIDATES = 2**32
+#: The issue's targets for ``measured - I`` (bits per sample).
+TARGET_OVERHEAD = {"zipf": 2.3, "empirical": 1.8}
+
+
+def grid(quick=False, tiny=False):
+    """Grids of the sweep and of the block experiment."""
+    if tiny:
+        return dict(info_bits=[1.0, 8.0], count=500, block_info_bits=[1.0], block_sizes=(1, 2), block_count=300,
+                    throughput_count=10_000)
+    if quick:
+        return dict(info_bits=[1.0, 2.0, 4.0, 8.0, 12.0, 16.0], count=5_000, block_info_bits=[0.5, 2.0, 8.0],
+                    block_sizes=(1, 2, 4), block_count=3_000, throughput_count=200_000)
+    return dict(info_bits=[float(i) for i in range(1, 17)], count=20_000,
+                block_info_bits=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0], block_sizes=(1, 2, 4), block_count=20_000,
+                throughput_count=1_000_000)
+
+
+def _encode(info_bits, count, seed, rng, block_size=1):
+    targets = entropy.gaussian_channel_targets(info_bits, count, rng=rng, block_size=block_size)
+    return rcc.encode_sample(targets, seed, max_candidates=_MAX_CANDIDATES)
+
+
+def _codes(train, info_bits, block_size=1):
+    width = int(rcc.gaussian_width(2.0**-info_bits))
+    zipf = entropy.ZipfIndexCode(max(0.0, block_size * (info_bits - math.log2(width))))
+    codes = {
+        "zipf": zipf,
+        "zipf_fitted": entropy.ZipfIndexCode.fit(train.index),
+        "empirical": entropy.EmpiricalIndexCode.fit(train.index),
+    }
+    if block_size == 1:
+        codes["empirical_given_K"] = entropy.ConditionedIndexCode.fit(train.index, train.factor, train.width,
+                                                                     num_bins=8)
+    return codes, width
+
+
+def _row(report, **fields):
+    return {
+        **fields,
+        "count": report.count,
+        "mean_kl_bits": report.mean_kl_bits,
+        "mean_index_bits": report.mean_index_bits,
+        "mean_factor_bits": report.mean_factor_bits,
+        "mean_ideal_bits": report.mean_ideal_bits,
+        "mean_measured_bits": report.mean_measured_bits,
+        "mean_payload_bits": report.mean_payload_bits,
+        "messages_per_second": report.messages_per_second,
+    }
+
+
+def sweep(info_bits, count, progress=True):
+    """Rows of ``bits_vs_kl.csv``: one per (I, code)."""
+    rows = []
+    for point, info in enumerate(progress_bar(info_bits, enabled=progress, desc="bits vs KL", unit="I")):
+        train = _encode(info, count, _TRAIN_SEED + point, rng=(1, point))
+        enc = _encode(info, count, _EVAL_SEED, rng=(2, point))
+        codes, width = _codes(train, info)
+        for name, code in codes.items():
+            report = entropy.measure_bits(enc, _EVAL_SEED, index_code=code, info_bits=info)
+            rows.append(_row(report, info_bits=info, width=width, code=name,
+                             overhead_bits=report.overhead_bits,
+                             measured_minus_kl_bits=report.mean_measured_bits - report.mean_kl_bits,
+                             li_el_gamal_bound=info + math.log2(info + 1.0) + 4.0))
+    return rows
+
+
+def blocks(info_bits, block_sizes, count, progress=True):
+    """Rows of ``bits_blocks.csv``: one per (I per dimension, d, code)."""
+    rows = []
+    points = [(i, d) for i in info_bits for d in block_sizes]
+    for point, (info, d) in enumerate(progress_bar(points, enabled=progress, desc="blocks", unit="point")):
+        train = _encode(info, count, _TRAIN_SEED + 1000 + point, rng=(3, point), block_size=d)
+        enc = _encode(info, count, _EVAL_SEED, rng=(4, point), block_size=d)
+        codes, width = _codes(train, info, block_size=d)
+        for name in ("zipf", "empirical"):
+            report = entropy.measure_bits(enc, _EVAL_SEED, index_code=codes[name], info_bits=info, block_size=d)
+            rows.append(_row(report, info_bits_per_dim=info, block_size=d, width=width, code=name,
+                             measured_bits_per_dim=report.measured_bits_per_dim,
+                             overhead_bits_per_dim=report.overhead_bits_per_dim))
+    return rows
+
+
+def throughput(count, info_bits=8.0):
+    """Messages per second of :func:`encode_messages` and :func:`decode_messages` on one large batch."""
+    enc = _encode(info_bits, count, _EVAL_SEED, rng=(5, 0))
+    train = _encode(info_bits, 20_000, _TRAIN_SEED, rng=(6, 0))
+    out = {}
+    for name, code in (("zipf", entropy.ZipfIndexCode(1.63)), ("empirical", entropy.EmpiricalIndexCode.fit(train.index)),
+                       ("empirical_given_K", entropy.ConditionedIndexCode.fit(train.index, train.factor,
+                                                                              train.width, num_bins=8))):
+        start = time.perf_counter()
+        data = entropy.encode_messages(enc, _EVAL_SEED, index_code=code)
+        middle = time.perf_counter()
+        index, factor = entropy.decode_messages(data, count, _EVAL_SEED, index_code=code, width=enc.width)
+        stop = time.perf_counter()
+        if not (np.array_equal(index, enc.index) and np.array_equal(factor, enc.factor)):
+            raise RuntimeError("throughput run: decoded messages differ")
+        out[name] = (count / (middle - start), count / (stop - middle))
+    return out
+
+
+def plot_sweep(rows, path):
+    """Measured bits and overhead against I."""
+    fig, (left, right) = new_figure(ncols=2, width=4.6)
+    info = sorted({r["info_bits"] for r in rows})
+    grid_i = np.linspace(min(info), max(info), 200)
+    left.plot(grid_i, grid_i, color="black", lw=1, label="I")
+    left.plot(grid_i, grid_i + np.log2(grid_i + 1) + 4, color="grey", ls="--", lw=1,
+              label="I + log2(I + 1) + 4 (Li & El Gamal)")
+    styles = {"zipf": "o-", "zipf_fitted": "s-", "empirical": "^-", "empirical_given_K": "v-"}
+    for name in CODES:
+        sel = [r for r in rows if r["code"] == name]
+        if not sel:
+            continue
+        x = [r["info_bits"] for r in sel]
+        left.plot(x, [r["mean_measured_bits"] for r in sel], styles[name], ms=3, lw=1, label=f"measured, {name}")
+        right.plot(x, [r["mean_measured_bits"] - r["info_bits"] for r in sel], styles[name], ms=3, lw=1, label=name)
+    for name, level in TARGET_OVERHEAD.items():
+        right.axhline(level, color="red", lw=0.6, ls="-.")
+        right.annotate(f"target, {name}: {level}", (min(info), level), fontsize=7, ha="left", va="bottom",
+                       color="red")
+    left.set_xlabel("mutual information I (bits)")
+    left.set_ylabel("bits per sample (measured bytes)")
+    left.legend(loc="upper left")
+    right.set_xlabel("mutual information I (bits)")
+    right.set_ylabel("measured bits - I (bits per sample)")
+    right.set_ylim(0.0, 3.5)  # the Li-El Gamal excess log2(I + 1) + 4 is 5 to 8 bits: off this scale
+    right.legend(loc="upper left", ncol=2)
+    gap = max(r["mean_measured_bits"] - r["mean_ideal_bits"] for r in rows)
+    right.set_title(f"measured - ideal content <= {gap:.3f} bits per sample")
+    return save_figure(fig, path)
+
+
+def plot_blocks(rows, path):
+    """Overhead per dimension against I per dimension, one line per block size."""
+    fig, axes = new_figure(ncols=1, width=6.4, height=3.8)
+    for d, colour in zip(sorted({r["block_size"] for r in rows}), ("C0", "C1", "C2", "C3")):
+        for name, style in (("empirical", "o-"), ("zipf", "s--")):
+            sel = [r for r in rows if r["block_size"] == d and r["code"] == name]
+            axes.plot([r["info_bits_per_dim"] for r in sel], [r["overhead_bits_per_dim"] for r in sel], style,
+                      color=colour, ms=3, lw=1, label=f"d = {d}, {name}")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("I per dimension (bits)")
+    axes.set_ylabel("measured bits / dim - I / dim\n(bits per dimension)")
+    axes.set_ylim(bottom=0.0)
+    axes.set_title("Gaussian channel, one index per block of d dimensions")
+    axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save_figure(fig, path)
+
+
+def main(quick=False, *, out_dir=None, tiny=False, progress=True):
+    """Run both parts, write the CSVs and figures, and return a summary dict."""
+    settings = grid(quick=quick, tiny=tiny)
+    folder = output_dir(out_dir)
+    rows = sweep(settings["info_bits"], settings["count"], progress=progress)
+    write_csv(folder / "bits_vs_kl.csv", rows)
+    plot_sweep(rows, folder / "bits_vs_kl.png")
+    block_rows = blocks(settings["block_info_bits"], settings["block_sizes"], settings["block_count"],
+                        progress=progress)
+    write_csv(folder / "bits_blocks.csv", block_rows)
+    plot_blocks(block_rows, folder / "bits_blocks.png")
+    speed = throughput(settings["throughput_count"])
+    summary = {}
+    for name in CODES:
+        sel = [r for r in rows if r["code"] == name]
+        worst = max(sel, key=lambda r: r["overhead_bits"])
+        summary[f"max measured - I, {name}"] = f"{worst['overhead_bits']:.3f} bits (at I = {worst['info_bits']:g})"
+    for d in settings["block_sizes"]:
+        sel = [r for r in block_rows if r["block_size"] == d and r["code"] == "empirical"]
+        summary[f"blocks d={d}: measured/dim - I/dim (empirical)"] = ", ".join(
+            f"I={r['info_bits_per_dim']:g}: {r['overhead_bits_per_dim']:.3f}" for r in sel)
+    for name, (enc_rate, dec_rate) in speed.items():
+        summary[f"throughput {name} ({settings['throughput_count']} messages)"] = (
+            f"encode {enc_rate:,.0f} msg/s, decode {dec_rate:,.0f} msg/s")
+    return summary
+
+
+if __name__ == "__main__":
+    run_script(main, __doc__.splitlines()[0])
