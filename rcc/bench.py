@@ -1,0 +1,257 @@
+"""Benchmarks: ``python -m rcc.bench [--quick] [--csv PATH]``.
+
+Every number is a median over repeats measured in this process, and speeds are
+also given as ratios against a plain-numpy reference of the same hybrid race run
+in the same process, so results from different machines compare as ratios.
+Nothing here is a unit test: the test suite never times anything.
+
+Cases (Gaussian channel: prior N(0, 1), target N(mu, s^2), mu ~ N(0, 1 - s^2)):
+
+* batched 1-D hybrid encode and decode for std in {0.1, 0.01, 1e-4}, with the
+  std-derived width and with ``width="adaptive"``, on one thread and on all;
+* the plain-numpy reference race (vectorised over candidates, one target at a
+  time; it uses the same shared randomness, so it also cross-checks indices);
+* single-call ``encode_sample`` latency on one scalar target;
+* d-dimensional product targets, d in {1, 2, 4, 8}, one index per block;
+* bitstream encode/decode throughput (messages/s);
+* time per sample against I for hybrid and pfr;
+* peak resident memory of one large encode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import resource
+import sys
+import time
+
+import numba
+import numpy as np
+from scipy import special
+
+import rcc
+from rcc.random import private_exponential, private_key, shared_uniform
+
+__all__ = ["main", "reference_hybrid_encode", "gaussian_channel"]
+
+
+def gaussian_channel(count, std, seed=0):
+    """Targets of the Gaussian channel: ``N(mu, std^2)``, ``mu ~ N(0, 1 - std^2)``."""
+    rng = np.random.default_rng(seed)
+    return rcc.Normal(rng.normal(0.0, math.sqrt(1.0 - std * std), count), std)
+
+
+def reference_hybrid_encode(means, std, width, seed, tail_mass=rcc.DEFAULT_TAIL_MASS, chunk=64):
+    """Plain-numpy hybrid race with a Normal(0, 1) prior: indices of the winners.
+
+    Straightforward and vectorised over ``chunk`` candidates of one target at
+    a time, using scipy's ``ndtr``/``ndtri`` and the library's shared
+    randomness, so its indices can be compared with the numba kernels'.
+    """
+    key = private_key(seed)
+    half = -special.ndtri(0.5 * tail_mass)
+    log_norm = math.log1p(-tail_mass)
+    indices = np.empty(len(means), dtype=np.int64)
+    for i, mean in enumerate(means):
+        low, high = mean - half * std, mean + half * std
+        start, stop = width * special.ndtr(low), width * special.ndtr(high)
+        centre = min(max(0.5 * (start + stop), 0.5), width - 0.5)
+        const = -math.log(std) - log_norm - math.log(width)
+        # Closed-form maximum of the quadratic log ratio on [low, high].
+        stationary = min(max(mean / (1.0 - std * std), low), high)
+        log_ratio = lambda z: const - 0.5 * ((z - mean) / std) ** 2 + 0.5 * z * z  # noqa: E731
+        log_w_max = max(log_ratio(stationary), log_ratio(low), log_ratio(high)) + 1e-9
+        best, best_n, arrival, first = np.inf, 0, 0.0, 1
+        while True:
+            n = np.arange(first, first + chunk)
+            u = shared_uniform(seed, i, n, 0)
+            k = np.floor(centre - u + 0.5)
+            z = special.ndtri((k + u) / width)
+            with np.errstate(invalid="ignore"):
+                lw = np.where((z >= low) & (z <= high), log_ratio(z), -np.inf)
+            arrivals = arrival + np.cumsum(private_exponential(key, i, n))
+            stop_here = np.log(arrivals) - log_w_max >= np.minimum.accumulate(
+                np.concatenate([[best], np.log(arrivals) - lw])
+            )[:-1]
+            scores = np.log(arrivals) - lw
+            if stop_here.any():
+                last = int(np.argmax(stop_here))
+                scores = scores[:last]
+            if scores.size and scores.min() < best:
+                best, best_n = float(scores.min()), int(first + np.argmin(scores))
+            if stop_here.any():
+                break
+            arrival, first = arrivals[-1], first + chunk
+        indices[i] = best_n
+    return indices
+
+
+def _median_seconds(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, case, value, unit, ratio="", note=""):
+        self.rows.append({"case": case, "value": value, "unit": unit, "ratio": ratio, "note": note})
+        ratio_text = f"{ratio:8.1f}x" if ratio != "" else " " * 9
+        print(f"{case:58s} {value:14,.1f} {unit:11s} {ratio_text} {note}", flush=True)
+
+    def write(self, path):
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["case", "value", "unit", "ratio", "note"])
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="rcc benchmarks (ratios against a numpy reference)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--csv", default=None, help="write the table to this CSV file")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    repeats = 3 if quick else 5
+    sizes = [10**5] if quick else [10**5, 10**6]
+    threads_all = numba.get_num_threads()
+    table = _Table()
+    print(f"rcc {rcc.__version__}, numba {numba.__version__}, {threads_all} thread(s), Python {sys.version.split()[0]}")
+    print(f"{'case':58s} {'value':>14s} {'unit':11s} {'vs numpy':>9s}")
+
+    # Warm up (compile or load every kernel used below).
+    warm = gaussian_channel(4096, 0.01)
+    for method in ("hybrid", "pfr"):
+        enc = rcc.encode_sample(warm, seed=1, method=method, num_threads=1)
+        enc = rcc.encode_sample(warm, seed=1, method=method)
+        rcc.decode_sample(enc.index, enc.factor, seed=1, width=enc.width, method=method)
+        rcc.decode_sample(enc.index, enc.factor, seed=1, width=enc.width, method=method, num_threads=1)
+    rcc.encode_sample(rcc.Normal(0.3, 0.01), seed=1)
+
+    # The plain-numpy reference, on a few targets.
+    reference_count = 300 if quick else 2000
+    ref_target = gaussian_channel(reference_count, 0.01, seed=5)
+    width = rcc.gaussian_width(0.01)
+    start = time.perf_counter()
+    ref_index = reference_hybrid_encode(ref_target.mean, 0.01, width, seed=3)
+    reference_rate = reference_count / (time.perf_counter() - start)
+    ours = rcc.encode_sample(ref_target, seed=3, width=width, num_threads=1)
+    agreement = float(np.mean(ref_index == ours.index))
+    table.add("numpy reference hybrid encode, std 0.01 (1 thread)", reference_rate, "samples/s", 1.0,
+              f"indices agree with the kernel for {agreement:.2%}")
+
+    for count in sizes:
+        for std in (0.1, 0.01, 1e-4):
+            target = gaussian_channel(count, std, seed=count)
+            for width_name, width_arg in (("std width", None), ("adaptive", "adaptive")):
+                for threads in sorted({1, threads_all}):
+                    holder = {}
+
+                    def encode():
+                        holder["enc"] = rcc.encode_sample(target, seed=2, width=width_arg, num_threads=threads)
+
+                    seconds = _median_seconds(encode, repeats)
+                    enc = holder["enc"]
+                    rate = count / seconds
+                    table.add(f"hybrid encode {count:.0e} targets, std {std:g}, {width_name}, {threads} thr",
+                              rate, "samples/s", rate / reference_rate,
+                              f"mean candidates {np.mean(enc.candidates):.2f}")
+                    if width_name == "std width":
+                        seconds = _median_seconds(
+                            lambda: rcc.decode_sample(enc.index, enc.factor, seed=2, width=enc.width,
+                                                      num_threads=threads), repeats)
+                        table.add(f"hybrid decode {count:.0e} targets, std {std:g}, {threads} thr",
+                                  count / seconds, "samples/s")
+
+    # Single-call latency.
+    scalar = rcc.Normal(0.3, 0.01)
+    calls = 2000 if quick else 20000
+    latencies = []
+    for seed in range(calls):
+        start = time.perf_counter()
+        rcc.encode_sample(scalar, seed=seed)
+        latencies.append(time.perf_counter() - start)
+    table.add("single-call encode_sample, scalar target (median)", np.median(latencies) * 1e6, "us")
+    latencies = []
+    for seed in range(calls):
+        start = time.perf_counter()
+        rcc.decode_sample(3, 17, seed=seed, width=32)
+        latencies.append(time.perf_counter() - start)
+    table.add("single-call decode_sample (median)", np.median(latencies) * 1e6, "us")
+
+    # Product targets: one index per block of d dimensions.  The race's
+    # candidate count is the product of the per-dimension w_max (about 3 each
+    # with adaptive widths), so blocks trade candidates for index overhead.
+    for d in (1, 2, 4, 8):
+        blocks = (40_000 if quick else 200_000) // d
+        rng = np.random.default_rng(d)
+        std = 0.1
+        means = rng.normal(0.0, math.sqrt(1 - std * std), (blocks, d))
+        target = rcc.Product(rcc.Normal(means, std))
+        holder = {}
+        seconds = _median_seconds(
+            lambda: holder.update(enc=rcc.encode_sample(target, seed=4, width="adaptive")), repeats)
+        enc = holder["enc"]
+        table.add(f"product target d={d}, std {std}, adaptive, one index per block", blocks * d / seconds,
+                  "dims/s", note=f"mean candidates per block {np.mean(enc.candidates):.1f}")
+
+    # Bitstreams.
+    from rcc.entropy import ZipfIndexCode, decode_messages, encode_messages
+
+    count = 10**5
+    std = 0.01
+    target = gaussian_channel(count, std, seed=9)
+    width = rcc.gaussian_width(std)
+    enc = rcc.encode_sample(target, seed=6, width=width)
+    code = ZipfIndexCode(float(np.mean(enc.kl_bits)) - math.log2(width))
+    holder = {}
+    seconds = _median_seconds(lambda: holder.update(data=encode_messages(enc, seed=6, index_code=code, width=width)),
+                              repeats)
+    data = holder["data"]
+    table.add("bitstream encode (Zipf index + uniform factor)", count / seconds, "messages/s",
+              note=f"{8 * len(data) / count:.3f} bits/message, I = {-math.log2(std):.3f}")
+    seconds = _median_seconds(lambda: decode_messages(data, count=count, seed=6, index_code=code, width=width),
+                              repeats)
+    table.add("bitstream decode", count / seconds, "messages/s")
+
+    # Time per sample against I: hybrid flat, pfr growing like 2^I.
+    for information in (1, 4, 8, 12, 16):
+        std = 2.0 ** -information
+        count = 20_000
+        target = gaussian_channel(count, std, seed=information)
+        for width_name, width_arg in (("std width", None), ("adaptive", "adaptive")):
+            seconds = _median_seconds(lambda: rcc.encode_sample(target, seed=1, width=width_arg), repeats)
+            table.add(f"hybrid ({width_name}) time per sample at I = {information} bits", seconds / count * 1e9, "ns")
+        if information <= 8:
+            small = gaussian_channel(2000, std, seed=information)
+            seconds = _median_seconds(
+                lambda: rcc.encode_sample(small, seed=1, method="pfr", max_candidates=2**30), 1)
+            table.add(f"pfr time per sample at I = {information} bits", seconds / 2000 * 1e9, "ns")
+
+    # Peak memory of one large call.
+    big = 10**6 if quick else 10**7
+    before = _peak_rss_mb()
+    target = gaussian_channel(big, 0.01, seed=11)
+    start = time.perf_counter()
+    enc = rcc.encode_sample(target, seed=1, progress=not quick)
+    seconds = time.perf_counter() - start
+    table.add(f"encode {big:.0e} targets in one call", big / seconds, "samples/s",
+              note=f"peak RSS {_peak_rss_mb():.0f} MB (was {before:.0f} MB before the targets)")
+    if args.csv:
+        table.write(args.csv)
+        print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
