@@ -216,9 +216,10 @@ def _check_width_array(width, shape):
 
 def kl_divergence_bits(target, prior=None, tail_mass=DEFAULT_TAIL_MASS):
     """``D_KL[target.truncate(tail_mass) || prior]`` in bits (summed over the event)."""
-    prepared = _prepare(_check_target(target), _check_prior(prior), _check_tail_mass(tail_mass),
-                        hybrid=False, width=None)
-    return _scalar_or_array(prepared.kl_bits.reshape(target.batch_shape))
+    inputs = _BatchInputs(_check_target(target), _check_prior(prior), _check_tail_mass(tail_mass),
+                          hybrid=False, width=None)
+    kl_bits = inputs.prepare(0, inputs.count, _Threads(None))[2]
+    return _scalar_or_array(kl_bits.reshape(target.batch_shape))
 
 
 def _is_unit_width(width):
@@ -241,17 +242,24 @@ def _check_target(target):
 
 
 def _run_chunks(function, count, progress, description):
-    """Call ``function(start, stop)`` over chunks, with an optional progress bar."""
-    if not progress or count <= _CHUNK:
-        function(0, count)
-        return
-    from tqdm.auto import tqdm
+    """Call ``function(start, stop)`` over chunks of the batch, with an optional progress bar.
 
-    with tqdm(total=count, desc=description, unit="sample") as bar:
-        for start in range(0, count, _CHUNK):
+    Chunking bounds the memory of the per-element race parameters.
+    """
+    bar = None
+    if progress and count > _CHUNK:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=count, desc=description, unit="sample")
+    try:
+        for start in range(0, max(count, 1), _CHUNK):
             stop = min(count, start + _CHUNK)
             function(start, stop)
-            bar.update(stop - start)
+            if bar is not None:
+                bar.update(stop - start)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 class _Threads:
@@ -284,13 +292,6 @@ def _flat(value, shape, count, dims, dtype=np.float64):
     if arr.ndim == 0:
         return np.full((count, dims), arr, dtype=dtype)
     return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    params: np.ndarray  # (B, d, kernels.NUM_FIELDS)
-    log_w_max: np.ndarray  # (B,)
-    kl_bits: np.ndarray  # (B,)
 
 
 def _check_prior_support(prior, spec, prior_loc, prior_scale):
@@ -340,39 +341,67 @@ def _raise_too_many_candidates(log_w_max, max_candidates):
     )
 
 
-def _prepare(target, prior, tail_mass, hybrid, width, num_threads=None):
-    """Validate the width and compute the race's per-element parameters (in numba)."""
-    shape = target.shape
-    spec = target._spec(tail_mass)
-    prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
-    _check_prior_support(prior, spec, prior_loc, prior_scale)
-    width_mode, width_given = _width_mode(target, width, hybrid, shape)
-    count = int(np.prod(target.batch_shape, dtype=np.int64))
-    dims = int(shape[-1]) if target.event_shape else 1
+class _BatchInputs:
+    """A batch's target, prior and width columns, flattened to (count, dims) once.
 
-    def flat(arr, dtype=np.float64):
-        return _flat(arr, shape, count, dims, dtype)
+    Scalars (and zero-stride broadcasts) stay scalars and full-shape arrays
+    stay views, so preparing the race parameters chunk by chunk keeps memory
+    at O(chunk) beyond the caller's own arrays.
+    """
 
-    params = np.empty((count, dims, kernels.NUM_FIELDS), dtype=np.float64)
-    log_w_max = np.empty(count, dtype=np.float64)
-    kl_nats = np.empty(count, dtype=np.float64)
-    status = np.empty(count, dtype=np.int64)
-    with _Threads(num_threads) as threads:
-        threads.kernel("prepare_batch", count)(
-            flat(spec["family"], np.int64), flat(spec["loc"]), flat(spec["scale"]), flat(spec["low"]),
-            flat(spec["high"]), flat(spec["log_normalizer"]), flat(prior_family, np.int64),
-            flat(prior_loc), flat(prior_scale), width_mode, flat(width_given, np.int64),
-            _half_width(tail_mass), hybrid, params, log_w_max, kl_nats, status,
+    def __init__(self, target, prior, tail_mass, hybrid, width):
+        shape = target.shape
+        spec = target._spec(tail_mass)
+        prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
+        _check_prior_support(prior, spec, prior_loc, prior_scale)
+        self.width_mode, width_given = _width_mode(target, width, hybrid, shape)
+        self.hybrid = hybrid
+        self.half_width = _half_width(tail_mass)
+        self.has_batch = bool(target.batch_shape)
+        self.count = int(np.prod(target.batch_shape, dtype=np.int64))
+        self.dims = int(shape[-1]) if target.event_shape else 1
+        columns = [
+            (spec["family"], np.int64), (spec["loc"], np.float64), (spec["scale"], np.float64),
+            (spec["low"], np.float64), (spec["high"], np.float64), (spec["log_normalizer"], np.float64),
+            (prior_family, np.int64), (prior_loc, np.float64), (prior_scale, np.float64),
+        ]
+        self.columns = [self._flatten(value, shape, dtype) for value, dtype in columns]
+        self.width_given = self._flatten(width_given, shape, np.int64)
+
+    def _flatten(self, value, shape, dtype):
+        arr = np.asarray(value)
+        if arr.ndim == 0 or arr.size and not any(arr.strides):
+            return (arr.flat[0] if arr.size else arr.item(), dtype)
+        if arr.shape != shape:
+            arr = np.broadcast_to(arr, shape)
+        return np.ascontiguousarray(arr, dtype=dtype).reshape(self.count, self.dims)
+
+    def _chunk(self, column, begin, end):
+        if isinstance(column, tuple):
+            return np.full((end - begin, self.dims), column[0], dtype=column[1])
+        return column[begin:end]
+
+    def prepare(self, begin, end, threads):
+        """Race parameters of rows ``begin:end``; raises on the first bad element."""
+        rows = end - begin
+        params = np.empty((rows, self.dims, kernels.NUM_FIELDS), dtype=np.float64)
+        log_w_max = np.empty(rows, dtype=np.float64)
+        kl_nats = np.empty(rows, dtype=np.float64)
+        status = np.empty(rows, dtype=np.int64)
+        threads.kernel("prepare_batch", rows)(
+            *(self._chunk(column, begin, end) for column in self.columns), self.width_mode,
+            self._chunk(self.width_given, begin, end), self.half_width, self.hybrid,
+            params, log_w_max, kl_nats, status,
         )
-    failed = np.flatnonzero(status)
-    if failed.size:
-        first = int(failed[0])
-        row = params[first]
-        lengths = row[:, kernels.F_WINDOW_HIGH] - row[:, kernels.F_WINDOW_LOW]
-        j = int(np.argmax(lengths))
-        _raise_prepare_error(int(status[first]), f" (first: flat index {first})" if target.batch_shape else "",
-                             int(row[j, kernels.F_WIDTH]), lengths[j])
-    return _Prepared(params, log_w_max, kl_nats / math.log(2.0))
+        failed = np.flatnonzero(status)
+        if failed.size:
+            first = int(failed[0])
+            row = params[first]
+            lengths = row[:, kernels.F_WINDOW_HIGH] - row[:, kernels.F_WINDOW_LOW]
+            j = int(np.argmax(lengths))
+            where = f" (first: flat index {begin + first})" if self.has_batch else ""
+            _raise_prepare_error(int(status[first]), where, int(row[j, kernels.F_WIDTH]), lengths[j])
+        return params, log_w_max, kl_nats / math.log(2.0)
 
 
 def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_candidates, width, rng):
@@ -490,36 +519,35 @@ def encode_sample(
     if not target.shape and not prior.batch_shape and not isinstance(width, np.ndarray):
         return _encode_scalar(target, seed_u64, prior, method, tail_mass, max_candidates, num_candidates,
                               width, rng)
-    prepared = _prepare(target, prior, tail_mass, hybrid, width, num_threads)
-    count = prepared.params.shape[0]
+    inputs = _BatchInputs(target, prior, tail_mass, hybrid, width)
+    count, dims = inputs.count, inputs.dims
     mode = _MODES[method]
-    if mode == kernels.RACE:
-        largest = float(np.max(prepared.log_w_max, initial=-np.inf))
-        if largest > math.log(max_candidates):
-            _raise_too_many_candidates(largest, max_candidates)
-        counts = np.zeros(count, dtype=np.int64)
-    elif num_candidates is None:
-        counts = np.minimum(np.exp2(np.ceil(prepared.kl_bits + 4.0)), max_candidates).astype(np.int64)
-    else:
-        counts = np.full(count, num_candidates, dtype=np.int64)
-
     key = private_key(seed, rng)
-    dims = prepared.params.shape[1]
     index = np.zeros(count, dtype=np.int64)
     factor = np.zeros((count, dims), dtype=np.int64)
     sample = np.zeros((count, dims), dtype=np.float64)
     examined = np.zeros(count, dtype=np.int64)
+    widths = np.zeros((count, dims), dtype=np.int64)
+    kl_bits = np.zeros(count, dtype=np.float64)
+    counts = np.zeros(count, dtype=np.int64)
     status = np.zeros(count, dtype=np.int64)
-
     threads = _Threads(num_threads)
-    encode_kernel = threads.kernel("encode_batch", count)
 
     def run(begin, end):
         part = slice(begin, end)
-        encode_kernel(
-            seed_u64, key, np.uint64(begin), prepared.params[part], hybrid, prepared.log_w_max[part],
-            mode, counts[part], max_candidates, index[part], factor[part], sample[part],
-            examined[part], status[part],
+        params, log_w_max, kl_bits[part] = inputs.prepare(begin, end, threads)
+        widths[part] = params[:, :, kernels.F_WIDTH]
+        if mode == kernels.RACE:
+            largest = float(np.max(log_w_max, initial=-np.inf))
+            if largest > math.log(max_candidates):
+                _raise_too_many_candidates(largest, max_candidates)
+        elif num_candidates is None:
+            counts[part] = np.minimum(np.exp2(np.ceil(kl_bits[part] + 4.0)), max_candidates)
+        else:
+            counts[part] = num_candidates
+        threads.kernel("encode_batch", end - begin)(
+            seed_u64, key, np.uint64(begin), params, hybrid, log_w_max, mode, counts[part],
+            max_candidates, index[part], factor[part], sample[part], examined[part], status[part],
         )
 
     with threads:
@@ -537,9 +565,9 @@ def encode_sample(
         factor=_scalar_or_array(factor.reshape(shape)),
         sample=_scalar_or_array(sample.reshape(shape)),
         candidates=_scalar_or_array(examined.reshape(batch_shape)),
-        width=_scalar_or_array(prepared.params[:, :, kernels.F_WIDTH].astype(np.int64).reshape(shape)),
+        width=_scalar_or_array(widths.reshape(shape)),
         tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), batch_shape)),
-        kl_bits=_scalar_or_array(prepared.kl_bits.reshape(batch_shape)),
+        kl_bits=_scalar_or_array(kl_bits.reshape(batch_shape)),
         method=method,
         num_candidates=None if mode == kernels.RACE else _scalar_or_array(counts.reshape(batch_shape)),
     )
