@@ -35,11 +35,20 @@ from .entropy import (
     message_bits,
     zipf_exponent,
 )
+from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
 from .targets import Normal, Product, TruncatedNormal, Uniform
+from . import testing
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GaussianMixture",
+    "GeneralTarget",
+    "Laplace",
+    "ScaledBeta",
+    "encode_general",
+    "general_width",
+    "testing",
     "BitsReport",
     "ConditionedIndexCode",
     "EmpiricalIndexCode",

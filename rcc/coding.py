@@ -457,9 +457,11 @@ def encode_sample(
 
     Parameters
     ----------
-    target : rcc.Normal, rcc.TruncatedNormal, rcc.Uniform or rcc.Product
+    target : rcc.Normal, rcc.TruncatedNormal, rcc.Uniform, rcc.Product or rcc.GeneralTarget
         The distribution to sample; array parameters form a batch whose
         element ``i`` uses the independent stream ``(seed, i)`` (flat C order).
+        A :class:`rcc.general.GeneralTarget` is handed to
+        :func:`rcc.general.encode_general` (methods "hybrid" and "pfr").
     seed : int
         Shared seed in ``[0, 2**64)``.
     prior : rcc.Normal or rcc.Uniform, optional
@@ -502,6 +504,12 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
+    from .general import GeneralTarget, encode_general  # general builds on this module
+
+    if isinstance(target, GeneralTarget):
+        # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
+        return encode_general(target, seed, prior=prior, width=width, method=method,
+                              max_candidates=max_candidates, rng=rng, num_threads=num_threads)
     target = _check_target(target)
     seed_u64 = check_seed(seed)
     prior = _check_prior(prior)
