@@ -1,0 +1,78 @@
+"""End-to-end check of the experiments: every script runs on a tiny grid and writes sane CSVs and PNGs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from experiments import run_all
+from experiments.common import read_csv
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: Files each experiment writes (relative to the output folder).
+OUTPUTS = {
+    "bits_vs_kl": ["bits_vs_kl.csv", "bits_vs_kl.png", "bits_blocks.csv", "bits_blocks.png"],
+    "runtime_vs_kl": ["runtime_vs_kl.csv", "runtime_vs_kl.png"],
+    "exactness": ["exactness_ks.csv", "exactness_tv.csv", "exactness.png"],
+    "truncation": ["truncation.csv", "truncation.png"],
+    "nongaussian": ["nongaussian_hist.csv", "nongaussian_bits.csv", "nongaussian.png"],
+    "model_params": ["model_params.csv", "model_params.png"],
+    "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits.png"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper_figures")
+    times = run_all.main(tiny=True, out_dir=out, progress=False)
+    return out, times
+
+
+def test_run_all_tiny_writes_every_figure_and_csv(tiny_run):
+    out, times = tiny_run
+    assert set(run_all.SCRIPTS) == set(OUTPUTS)
+    for name, files in OUTPUTS.items():
+        if name not in times:  # a module that does not exist yet is reported as missing
+            status = {r["script"]: r["status"] for r in read_csv(out / "run_all_times.csv")}
+            assert status[name] == "missing", name
+            continue
+        for file in files:
+            path = out / file
+            assert path.exists() and path.stat().st_size > 0, path
+            if file.endswith(".png"):
+                assert path.read_bytes()[:8] == PNG_MAGIC, path
+            else:
+                assert len(read_csv(path)) >= 1, path
+    timing = read_csv(out / "run_all_times.csv")
+    assert timing[-1]["script"] == "total" and timing[-1]["mode"] == "tiny" and float(timing[-1]["seconds"]) > 0
+
+
+def test_tiny_numbers_are_consistent(tiny_run):
+    out, times = tiny_run
+    runtime = read_csv(out / "runtime_vs_kl.csv")
+    assert {r["method"] for r in runtime} >= {"hybrid, width from std", "hybrid, adaptive width", "PFR"}
+    for row in runtime:
+        assert float(row["median_candidates"]) >= 1 and float(row["encode_us_per_sample"]) > 0
+    # Exact methods pass their statistical checks; the decoded samples round-tripped bit for bit.
+    for row in read_csv(out / "exactness_ks.csv"):
+        if row["method"] in ("hybrid", "PFR"):
+            assert row["passed"] == "True", row
+    for row in read_csv(out / "truncation.csv"):
+        assert float(row["tv_exact"]) == pytest.approx(float(row["tail_mass"]))
+        assert int(row["samples_outside_support"]) == 0
+        assert float(row["ks_to_truncated_pvalue"]) > 1e-3
+        assert float(row["measured_bits"]) > float(row["mean_kl_bits"])
+    for row in read_csv(out / "nongaussian_bits.csv"):
+        kl, bits = float(row["mean_kl_bits"]), float(row["measured_bits"])
+        assert kl < bits < kl + math.log2(kl + 1) + 4  # Li & El Gamal's bound
+    for row in read_csv(out / "model_params.csv"):
+        if row["beta"] != "MAP":
+            assert float(row["total_bits"]) > float(row["kl_bits"]) > 0
+            assert 0.1 < float(row["coded_accuracy"]) <= 1.0
+
+
+def test_run_all_rejects_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="unknown experiments"):
+        run_all.main(tiny=True, out_dir=tmp_path, only=["no_such_figure"])
