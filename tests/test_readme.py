@@ -1,0 +1,17 @@
+"""The README's Python examples run as written (documentation examples are tests)."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "the README has no Python examples"
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["z"] == namespace["enc"].sample
+    assert (namespace["index"] == namespace["batch"].index).all()
+    assert (namespace["factor"] == namespace["batch"].factor).all()
