@@ -1,4 +1,4 @@
-"""PyTorch adapter: soft rounding and the universally quantised uniform-noise channel.
+"""PyTorch adapter: reverse-channel-coded VAE latents, soft rounding and universal quantisation.
 
 This module implements, for PyTorch models, the training/test pair of Agustsson &
 Theis (2020), "Universally quantized neural compression" (NeurIPS 2020,
@@ -17,6 +17,11 @@ arXiv:2006.09952), which is also the subject of claims 1-15 of the patent text i
   training-time ``y + U``.  ``K`` is entropy coded given ``U`` with
   ``P(K = k | U = u) = F(k + u + 1/2) - F(k + u - 1/2)`` for a per-channel
   logistic marginal ``F`` (learnable), using a ``constriction`` range coder.
+* **Reverse channel coding of VAE latents** (DESIGN.md 2.5-2.9): :class:`RCCChannel`
+  trains with the reparameterised sample and the analytic KL, and at test time
+  transmits *exact* samples of the diagonal-Gaussian posteriors with hybrid coding,
+  blocks of latent dimensions calibrated on data, and the message coding of
+  :mod:`rcc.entropy`; :class:`BucketIndexCode` is the index code it fits.
 
 The module is called ``rcc.torch``; inside it ``import torch`` is the real PyTorch
 (absolute imports).
@@ -24,6 +29,7 @@ The module is called ``rcc.torch``; inside it ``import torch`` is the real PyTor
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 
@@ -32,11 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .entropy import CODE_FORMAT_VERSION, IndexCode
+
 __all__ = [
     "soft_round",
     "soft_round_inverse",
     "soft_round_conditional_mean",
     "UniformNoiseChannel",
+    "RCCChannel",
+    "BucketIndexCode",
 ]
 
 #: Below this sharpness the soft-rounding functions use their second-order Taylor
@@ -951,3 +961,1117 @@ def _decode_escape(decoder, half):
         d = (d << width) | int(decoder.decode(uniform(1 << width)))
     magnitude = d + half
     return magnitude if side else -magnitude
+
+
+# ----------------------------------------------------------------------------------
+# reverse channel coding of diagonal-Gaussian posteriors (DESIGN.md 2.5-2.9)
+# ----------------------------------------------------------------------------------
+
+#: A dimension "fits" width ``M`` when ``M * L <= 1 - _FIT_MARGIN`` (``L`` = length of
+#: its truncated support under the prior CDF).  The margin keeps the decision
+#: on the safe side of :func:`rcc.encode_sample`'s own floating-point check.
+_FIT_MARGIN = 1e-9
+#: Widths are capped at the largest width rcc.entropy.MarginalFactorCode codes.
+_MAX_WIDTH = 2**16
+_FORMAT_VERSION = 1
+_HAS_FALLBACK = 0x08
+_MASK64 = (1 << 64) - 1
+#: Tags of the seeds derived for the two message streams of a bitstream.
+_STREAM_JOINT = 1
+_STREAM_FALLBACK = 2
+
+
+def _derive_seed(seed, tag):
+    """Seed of stream ``tag`` of ``seed``: one splitmix64 step (bijective per tag)."""
+    z = (int(seed) + 0x9E3779B97F4A7C15 * (int(tag) + 1)) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _write_varint(value, out):
+    """Append the unsigned LEB128 code of ``value`` to the bytearray ``out``."""
+    value = int(value)
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return
+
+
+def _read_varint(data, pos):
+    """Read an unsigned LEB128 integer from ``data`` at ``pos``; return ``(value, pos)``."""
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("data is truncated (incomplete header)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 70:
+            raise ValueError("data has a corrupt header (varint too long)")
+
+
+def _gaussian_kl_bits_torch(mean, log_scale):
+    """``D_KL[N(mean, exp(log_scale)**2) || N(0, 1)]`` in bits, elementwise, differentiable."""
+    return (0.5 * (torch.expm1(2.0 * log_scale) + mean * mean) - log_scale) / _LN2
+
+
+def _gaussian_kl_bits_np(mean, log_scale):
+    """float64 numpy version of :func:`_gaussian_kl_bits_torch`."""
+    return (0.5 * (np.expm1(2.0 * log_scale) + mean * mean) - log_scale) / _LN2
+
+
+def _truncation_half_width(tail_mass):
+    """``h`` such that ``N(m, s)`` truncated to ``m +- h s`` keeps ``1 - tail_mass``."""
+    from scipy import special
+
+    return float(-special.ndtri(0.5 * tail_mass))
+
+
+def _gaussian_kl_to_prior_bits_np(mean, log_scale, prior_scale):
+    """``D_KL[N(mean, exp(log_scale)**2) || N(0, prior_scale**2)]`` in bits (float64)."""
+    variance_ratio = np.exp(2.0 * log_scale) / prior_scale**2
+    kl = np.log(prior_scale) - log_scale + 0.5 * (variance_ratio + mean * mean / prior_scale**2 - 1.0)
+    return kl / _LN2
+
+
+def _support_length(mean, std, tail_mass, prior_scale=1.0):
+    """``G(m + h s) - G(m - h s)``: the truncated support's length at width 1.
+
+    ``G`` is the CDF of the coding prior ``N(0, prior_scale**2)``.  Computed from the
+    tail on the side away from the prior's mode, so that it keeps its relative
+    precision far out in either tail.
+    """
+    from scipy import special
+
+    half = _truncation_half_width(tail_mass)
+    low = (mean - half * std) / prior_scale
+    high = (mean + half * std) / prior_scale
+    upper = low > 0
+    return np.where(upper, special.ndtr(-low) - special.ndtr(-high), special.ndtr(high) - special.ndtr(low))
+
+
+def _log2_weight_max(mean, std, width, tail_mass, prior_scale=1.0):
+    """``log2 max w`` of the hybrid race, per dimension, for a ``N(0, prior_scale**2)`` prior.
+
+    In the width-``M`` transformed space the proposal is uniform on a unit window
+    and ``w(z') = q(z) / (M p(z))`` with ``q`` the truncated ``N(mean, std**2)``.
+    ``log w`` is a quadratic in ``z`` (DESIGN.md 2.7), maximised at its stationary
+    point (clipped to the support) or at an end of the support.  Summed over a
+    block, this is the log2 of the race's expected number of candidates.
+    """
+    from scipy import special
+
+    half = _truncation_half_width(tail_mass)
+    low = mean - half * std
+    high = mean + half * std
+    log_norm = math.log(special.ndtr(half) - special.ndtr(-half))
+
+    def log_w(z):
+        t = (z - mean) / std
+        u = z / prior_scale
+        return -np.log(std) - 0.5 * t * t - log_norm + np.log(prior_scale) + 0.5 * u * u - np.log(width)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (std / prior_scale) ** 2
+        stationary = np.where(ratio < 1.0, mean / (1.0 - ratio), low)
+    stationary = np.clip(stationary, low, high)
+    best = np.maximum(np.maximum(log_w(low), log_w(high)), log_w(stationary))
+    return best / _LN2
+
+
+# -- message coding: every bitstream of RCCChannel goes through rcc.entropy --------
+
+
+def _encode_message_stream(enc, seed, index_code, width, factor_code=None):
+    """Bytes of the messages ``(enc.index, enc.factor)`` (:func:`rcc.entropy.encode_messages`)."""
+    from . import entropy
+
+    return entropy.encode_messages(enc, seed=seed, index_code=index_code, width=width, factor_code=factor_code)
+
+
+def _decode_message_stream(data, count, seed, index_code, width, factor_code=None):
+    """``(index, factor)`` of ``count`` messages (:func:`rcc.entropy.decode_messages`)."""
+    from . import entropy
+
+    return entropy.decode_messages(data, count=count, seed=seed, index_code=index_code, width=width,
+                                   factor_code=factor_code)
+
+
+class RCCChannel(nn.Module):
+    r"""Reverse-channel-coded diagonal-Gaussian latents for VAEs (DESIGN.md 2.5-2.9).
+
+    The layer sits where a VAE samples its latent ``z ~ N(mean, exp(log_scale)**2)``
+    under the prior ``N(0, 1)``:
+
+    * **training mode** -- ``z, rate_bits = channel(mean, log_scale)`` returns the
+      reparameterised sample ``mean + exp(log_scale) * eps`` and the analytic
+      ``D_KL[q || N(0, 1)]`` in bits per item (summed over the latent dimensions);
+      gradients flow to ``mean`` and ``log_scale``.
+    * **evaluation mode** -- ``z, rate_bits = channel(mean, log_scale, seed)`` runs the
+      real coder: :meth:`compress` turns the posteriors into bytes, :meth:`decompress`
+      decodes the bytes, and ``z`` is the decoded latent, an *exact* sample of the
+      (truncated) posterior, the same distribution the decoder saw in training;
+      ``rate_bits`` are the per-item bits of the messages (see :meth:`compress`).
+      No gradients.
+
+    Coding.  The latent dimensions are grouped into ``num_blocks`` blocks of
+    ``block_size`` dimensions.  For every item, each block is coded as one
+    ``rcc.Product`` target by hybrid coding (DESIGN.md 2.5, 2.9): one race over
+    ``block_size``-dimensional candidates, one index ``N`` and one decoding factor
+    ``K_j`` per dimension, with the width-``M_j`` CDF transform of dimension ``j``
+    (DESIGN.md 2.6).  Each Gaussian is truncated to its central ``1 - tail_mass``
+    (DESIGN.md 2.7: the decoded latent is an exact sample of the truncated posterior,
+    at total-variation distance ``tail_mass`` per dimension from the untruncated one).
+    All messages of all items go through :func:`rcc.entropy.encode_messages` into
+    one bitstream.
+
+    The CDF transform uses a *coding prior* ``N(0, sigma_j**2)`` per dimension:
+    ``sigma_j = coding_prior_scale`` (default 4) for the dimensions that carry
+    information, ``1`` for those whose posteriors stay at the prior.  Under the
+    wider coding prior the transform is nearly linear where the posteriors live,
+    so one width fits a posterior wherever its mean lies; the index then carries
+    about 1 bit per dimension less and the race does not slow down for means far
+    from 0.  The decoding factors, whose marginal is no longer uniform, are coded
+    with :class:`rcc.entropy.MarginalFactorCode` (the ``N(0, 1)`` marginal seen
+    through the coding prior), so the total stays at the KL to ``N(0, 1)``.  The
+    samples are exact whatever the coding prior: it only shapes the proposal.
+
+    The receiver does not know the posteriors, so widths, coding priors and block
+    layout are fixed by :meth:`calibrate` on representative posteriors (like
+    CompressAI's ``update()``) and stored in the module's buffers (``state_dict``):
+
+    * ``M_j`` is the largest width such that a fraction ``coverage`` of the
+      calibration posteriors of dimension ``j`` fit (transformed support length
+      ``<= 1 / M_j``);
+    * dimensions are grouped by the KL their *index* carries,
+      ``D_j = E[KL(q_j || N(0, sigma_j**2))] - log2 M_j`` (the race examines about
+      ``2**(1.5 D)`` candidates): the number of blocks is
+      ``ceil(sum_j D_j / block_budget_bits)`` and a greedy largest-first assignment
+      balances ``sum D_j`` over blocks of equal size (shorter blocks are padded with
+      a dummy ``N(0, 1)`` dimension of width 1, which costs nothing and is
+      discarded).  Dimensions whose posterior equals the prior carry ``D_j ~ 0`` and
+      ride along almost for free;
+    * every block costs about 2.5 bits above its KL (the entropy of the index
+      beyond ``D``), so fewer, larger blocks are cheaper but slower;
+    * the index code of the blocks (one for all blocks: the layout balances them)
+      is fitted on the calibration messages: a histogram over ``log2`` buckets of
+      the index (:class:`BucketIndexCode`, default), ``rcc.entropy``'s
+      :class:`~rcc.entropy.EmpiricalIndexCode`, or a Zipf code for the mean block
+      (``"zipf"``, no calibration encodings needed).
+
+    Exact fallback.  At compress time a block of an item is coded jointly only if all
+    its dimensions fit their widths and the race's expected number of candidates
+    ``prod_j max w_j`` is at most ``2**max_log2_candidates``.  Otherwise that block is
+    coded *dimension by dimension with width 1* (a plain race against the coding
+    prior, which every truncated posterior fits) with a Zipf index code, and its
+    position is listed in the bitstream's header.  Both paths sample the posterior
+    exactly and the choice depends on the posterior only (not on the shared
+    randomness), so the output is unbiased; the fallback only costs more bits.
+    Posteriors so far from the coding prior (e.g. ``exp(log_scale)`` well above
+    ``sigma_j`` or ``|mean| >~ 5 sigma_j``) that even one dimension would need more
+    than ``2**24`` candidates raise ``ValueError``.
+
+    Parameters
+    ----------
+    latent_shape : int or tuple of int
+        Shape of one item's latent (the trailing axes of ``mean``); its
+        ``num_latents = prod(latent_shape)`` entries are the coded dimensions.
+    block_budget_bits : float, optional
+        Target KL carried by the index of one block, ``sum_{j in block} D_j``
+        (default 12).
+    blocks : "auto" or int, optional
+        ``"auto"`` (default) derives the number of blocks from ``block_budget_bits``;
+        an integer fixes it (``1``: one joint block, ``num_latents``: one block per
+        dimension, i.e. per-dimension coding).
+    coverage : float, optional
+        Fraction of the calibration posteriors of each dimension that must fit its
+        width (default 0.999).
+    tail_mass : float, optional
+        Total tail mass removed from each Gaussian (default 1e-4, the library's).
+    max_log2_candidates : float, optional
+        Blocks whose race would examine more than ``2**max_log2_candidates``
+        candidates take the fallback path (default 20, at most 23).
+    index_code : {"bucket", "empirical", "zipf"}, optional
+        Code of the block indices (default ``"bucket"``).
+    coding_prior_scale : float, optional
+        ``sigma`` of the wide coding prior (default 4; ``1`` codes everything
+        against ``N(0, 1)`` with uniform factors, DESIGN.md 2.6 as written).
+    generator : torch.Generator, optional
+        Generator of the training-mode noise ``eps``.
+
+    Notes
+    -----
+    The encoder's latents are computed in float64 by :mod:`rcc`; the channel returns
+    them cast to the input's dtype (a deterministic rounding), so :meth:`decompress`
+    in any process reproduces them bit for bit from the bytes, the seed, the shape
+    and the ``state_dict``.  Coding runs on the CPU; tensors on other devices are
+    moved there and back.
+
+    Examples
+    --------
+    >>> channel = RCCChannel(8)
+    >>> z, rate_bits = channel(mean, log_scale)          # training      # doctest: +SKIP
+    >>> channel.calibrate(train_mean, train_log_scale)   # after training # doctest: +SKIP
+    >>> data, item_bits = channel.compress(mean, log_scale, seed=7)       # doctest: +SKIP
+    >>> z = channel.decompress(data, seed=7, shape=mean.shape)            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        latent_shape,
+        *,
+        block_budget_bits=12.0,
+        blocks="auto",
+        coverage=0.999,
+        tail_mass=1e-4,
+        max_log2_candidates=20.0,
+        index_code="bucket",
+        coding_prior_scale=4.0,
+        generator=None,
+    ):
+        super().__init__()
+        latent_shape = _check_shape(latent_shape, "latent_shape")
+        if len(latent_shape) == 0 or math.prod(latent_shape) == 0:
+            raise ValueError(f"latent_shape must be non-empty with positive entries, got {tuple(latent_shape)}")
+        self.latent_shape = latent_shape
+        self.block_budget_bits = _check_positive_real(block_budget_bits, "block_budget_bits")
+        if isinstance(blocks, str):
+            if blocks != "auto":
+                raise ValueError(f"blocks must be 'auto' or a positive integer, got {blocks!r}")
+        elif isinstance(blocks, (bool, np.bool_)) or not isinstance(blocks, numbers.Integral):
+            raise TypeError(f"blocks must be 'auto' or a positive integer, got {blocks!r}")
+        elif not 1 <= blocks <= self.num_latents:
+            raise ValueError(f"blocks must be in [1, num_latents={self.num_latents}], got {blocks}")
+        self.blocks = blocks if isinstance(blocks, str) else int(blocks)
+        coverage = _check_positive_real(coverage, "coverage")
+        if coverage > 1.0:
+            raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+        self.coverage = coverage
+        tail_mass = _check_positive_real(tail_mass, "tail_mass")
+        if tail_mass >= 1.0:
+            raise ValueError(f"tail_mass must be in (0, 1), got {tail_mass}")
+        self.tail_mass = tail_mass
+        max_log2_candidates = _check_positive_real(max_log2_candidates, "max_log2_candidates")
+        if max_log2_candidates > 23.0:
+            raise ValueError(f"max_log2_candidates must be at most 23, got {max_log2_candidates}")
+        self.max_log2_candidates = max_log2_candidates
+        if index_code not in ("bucket", "empirical", "zipf"):
+            raise ValueError(f"index_code must be 'bucket', 'empirical' or 'zipf', got {index_code!r}")
+        self.index_code = index_code
+        self.coding_prior_scale = _check_positive_real(coding_prior_scale, "coding_prior_scale")
+        if self.coding_prior_scale < 1.0:
+            raise ValueError(f"coding_prior_scale must be >= 1, got {coding_prior_scale}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+
+        d = self.num_latents
+        # Calibration state (buffers, so that it travels in the state_dict).
+        self.register_buffer("latent_shape_buffer", torch.tensor(list(latent_shape), dtype=torch.int64))
+        self.register_buffer("widths", torch.zeros(d, dtype=torch.int64))
+        self.register_buffer("prior_scales", torch.ones(d, dtype=torch.float64))
+        self.register_buffer("wide_prior_scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("block_dims", torch.zeros((0, 0), dtype=torch.int64))
+        self.register_buffer("index_code_json", torch.zeros(0, dtype=torch.uint8))
+        self.register_buffer("fallback_index_kl_bits", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("calibration_kl_bits", torch.zeros(d, dtype=torch.float64))
+        self._codes = None  # cached (block code, fallback code) built from the buffers
+
+    # -- configuration -------------------------------------------------------------
+
+    @property
+    def num_latents(self):
+        """Number of coded dimensions per item, ``prod(latent_shape)``."""
+        return int(math.prod(self.latent_shape))
+
+    @property
+    def is_calibrated(self):
+        """Whether :meth:`calibrate` has run (or a calibrated state was loaded)."""
+        return bool(self.block_dims.numel()) and bool((self.widths > 0).all())
+
+    @property
+    def num_blocks(self):
+        """Number of blocks per item (0 before calibration)."""
+        return int(self.block_dims.shape[0])
+
+    @property
+    def block_size(self):
+        """Dimensions per block, padding included (0 before calibration)."""
+        return int(self.block_dims.shape[1])
+
+    def extra_repr(self):
+        state = (
+            f"num_blocks={self.num_blocks}, block_size={self.block_size}"
+            if self.is_calibrated
+            else "uncalibrated"
+        )
+        return f"latent_shape={tuple(self.latent_shape)}, {state}, tail_mass={self.tail_mass}"
+
+    @classmethod
+    def from_state_dict(cls, state_dict, **kwargs):
+        """A channel rebuilt from a :meth:`state_dict` alone (what a receiver holds).
+
+        Parameters
+        ----------
+        state_dict : dict
+            The output of ``channel.state_dict()`` (keys may carry a module prefix,
+            e.g. ``"channel."``, if exactly one ``latent_shape_buffer`` is present).
+        **kwargs
+            Constructor options (irrelevant for decoding).
+
+        Returns
+        -------
+        RCCChannel
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        keys = [k for k in state_dict if k.endswith("latent_shape_buffer")]
+        if len(keys) != 1:
+            raise ValueError("state_dict must contain exactly one RCCChannel (one 'latent_shape_buffer' key)")
+        prefix = keys[0][: -len("latent_shape_buffer")]
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        shape = tuple(int(v) for v in own["latent_shape_buffer"].tolist())
+        channel = cls(shape, **kwargs)
+        channel.load_state_dict(own)
+        return channel
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The calibration buffers change shape at calibration: adopt the incoming
+        # shapes before the standard copy (as CompressAI does for its CDF tables).
+        for name in ("widths", "block_dims", "index_code_json", "calibration_kl_bits"):
+            key = prefix + name
+            if key in state_dict and isinstance(state_dict[key], torch.Tensor):
+                current = getattr(self, name)
+                if current.shape != state_dict[key].shape:
+                    setattr(self, name, torch.zeros_like(state_dict[key], dtype=current.dtype, device=current.device))
+        key = prefix + "latent_shape_buffer"
+        if key in state_dict and isinstance(state_dict[key], torch.Tensor):
+            incoming = tuple(int(v) for v in state_dict[key].reshape(-1).tolist())
+            if incoming != tuple(self.latent_shape):
+                raise ValueError(
+                    f"state_dict is for latent_shape {incoming}, this channel has {tuple(self.latent_shape)}"
+                )
+        self._codes = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -- argument checking -------------------------------------------------------------
+
+    def _check_posterior(self, mean, log_scale):
+        """Validate ``(mean, log_scale)`` and return the batch shape."""
+        mean = _check_tensor(mean, "mean")
+        log_scale = _check_tensor(log_scale, "log_scale")
+        if mean.shape != log_scale.shape:
+            raise ValueError(
+                f"mean and log_scale must have the same shape, got {tuple(mean.shape)} and "
+                f"{tuple(log_scale.shape)}"
+            )
+        k = len(self.latent_shape)
+        if mean.ndim < k or tuple(mean.shape[mean.ndim - k:]) != tuple(self.latent_shape):
+            raise ValueError(
+                f"mean of shape {tuple(mean.shape)} must end with latent_shape {tuple(self.latent_shape)}"
+            )
+        return mean.shape[: mean.ndim - k]
+
+    def _require_calibration(self):
+        if not self.is_calibrated:
+            raise RuntimeError(
+                "RCCChannel is not calibrated: call channel.calibrate(mean, log_scale) on representative "
+                "posteriors (or load a calibrated state_dict) before compress/decompress/eval-mode forward"
+            )
+
+    def _posterior_arrays(self, mean, log_scale):
+        """float64 numpy ``(mean, std)`` of shape ``(items, num_latents)``."""
+        d = self.num_latents
+        mean64 = mean.detach().to(device="cpu", dtype=torch.float64).reshape(-1, d).numpy()
+        log_scale64 = log_scale.detach().to(device="cpu", dtype=torch.float64).reshape(-1, d).numpy()
+        std64 = np.exp(log_scale64)
+        if std64.size and not (np.all(std64 > 0) and np.all(np.isfinite(std64))):
+            raise ValueError("log_scale must lie in about [-700, 700] (exp(log_scale) under/overflows float64)")
+        return np.ascontiguousarray(mean64), np.ascontiguousarray(std64), log_scale64
+
+    # -- training-time rate ----------------------------------------------------------
+
+    def kl_bits(self, mean, log_scale):
+        """Analytic ``D_KL[N(mean, exp(log_scale)**2) || N(0, 1)]`` in bits per item.
+
+        Differentiable; summed over the latent dimensions.
+
+        Parameters
+        ----------
+        mean, log_scale : torch.Tensor
+            Posterior parameters of shape ``batch_shape + latent_shape``.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``batch_shape``.
+        """
+        batch_shape = self._check_posterior(mean, log_scale)
+        kl = _gaussian_kl_bits_torch(mean, log_scale)
+        return kl.reshape(*batch_shape, self.num_latents).sum(-1)
+
+    # -- forward -------------------------------------------------------------------------
+
+    def forward(self, mean, log_scale, seed=None, *, return_data=False):
+        """Sample the latent and its rate.
+
+        Parameters
+        ----------
+        mean, log_scale : torch.Tensor
+            Posterior parameters, shape ``batch_shape + latent_shape``.
+        seed : int, optional
+            Shared seed of the real coder; required in eval mode (ignored in
+            training mode).
+        return_data : bool, optional
+            In eval mode, also return the bitstream.
+
+        Returns
+        -------
+        z : torch.Tensor
+            Training: ``mean + exp(log_scale) * eps``.  Eval: the latent decoded from
+            the real bitstream (no gradient).
+        rate_bits : torch.Tensor
+            Shape ``batch_shape``.  Training: the analytic KL in bits.  Eval: the bits
+            of each item's messages (float64, see :meth:`compress`).
+        data : bytes
+            Eval mode with ``return_data=True`` only.
+        """
+        batch_shape = self._check_posterior(mean, log_scale)
+        if self.training:
+            eps = torch.randn(mean.shape, generator=self.generator, dtype=mean.dtype, device=mean.device)
+            z = mean + torch.exp(log_scale) * eps
+            return z, self.kl_bits(mean, log_scale)
+        if seed is None:
+            raise ValueError("seed is required in eval mode (the real coder shares randomness through it)")
+        data, item_bits, stats = self.compress(mean, log_scale, seed, return_stats=True)
+        z = self.decompress(data, seed, mean.shape, device=mean.device)
+        if not torch.equal(z.cpu(), stats["latents"]):
+            raise RuntimeError("decoded latents differ from the encoder's latents (please report this bug)")
+        rate = item_bits.reshape(batch_shape).to(mean.device)
+        if return_data:
+            return z, rate, data
+        return z, rate
+
+    # -- calibration ---------------------------------------------------------------------
+
+    def calibrate(self, mean, log_scale, *, seed=0, progress=False):
+        """Fix the widths, the block layout and the index code from representative posteriors.
+
+        The analogue of CompressAI's ``update()``: run it once after training on the
+        posteriors of (a subset of) the training data; the result lives in the
+        module's buffers, so it is saved and loaded with the ``state_dict``.  The
+        result is a deterministic function of the inputs and ``seed``.
+
+        Steps (see the class docstring): per dimension, the coding prior
+        (``N(0, coding_prior_scale**2)``, or ``N(0, 1)`` for dimensions that stay at
+        the prior), the width ``M_j`` from the ``coverage`` quantile of the
+        transformed support lengths, and the index KL
+        ``D_j = mean KL(q_j || coding prior) - log2 M_j``; then a balanced block
+        layout; finally (unless ``index_code="zipf"``) the calibration posteriors are
+        coded with seed ``seed`` and the index code is fitted to the indices of the
+        jointly coded blocks.
+
+        Parameters
+        ----------
+        mean, log_scale : torch.Tensor
+            Calibration posteriors, shape ``batch_shape + latent_shape`` (at least one
+            item).
+        seed : int, optional
+            Seed of the calibration encodings (for the fitted index codes).
+        progress : bool, optional
+            Progress bar for the calibration encodings.
+
+        Returns
+        -------
+        dict
+            ``"widths"`` and ``"prior_scales"`` (per dimension), ``"block_dims"`` (``num_blocks x block_size``,
+            ``-1`` = padding), ``"dimension_kl_bits"`` (mean KL per dimension),
+            ``"dimension_index_kl_bits"`` (``D_j``), ``"block_kl_bits"`` and
+            ``"block_index_kl_bits"`` (their sums per block), ``"fallback_fraction"``
+            (share of calibration item-blocks that take the fallback path) and, for the
+            fitted codes, ``"mean_index_bits"`` (mean information content of the
+            calibration indices).
+        """
+        self._check_posterior(mean, log_scale)
+        seed = _check_seed(seed)
+        mean64, std64, log_scale64 = self._posterior_arrays(mean, log_scale)
+        n, d = mean64.shape
+        if n == 0:
+            raise ValueError("calibration needs at least one item (mean has no items)")
+        kl = _gaussian_kl_bits_np(mean64, log_scale64).mean(axis=0)
+
+        def widths_and_index_kl(prior_scale):
+            length = _support_length(mean64, std64, self.tail_mass, prior_scale)
+            reference = np.quantile(length, self.coverage, axis=0, method="higher")
+            widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
+            kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
+            return widths, np.maximum(kl_to_prior - np.log2(widths), 0.0)
+
+        widths, index_kl = widths_and_index_kl(1.0)
+        prior_scales = np.ones(d)
+        wide = self.coding_prior_scale
+        if wide != 1.0:
+            wide_widths, wide_index_kl = widths_and_index_kl(wide)
+            # N(0, 1) only where it carries no factor and its index is cheaper.
+            unit = (widths == 1) & (wide_widths == 1) & (index_kl <= wide_index_kl)
+            widths = np.where(unit, widths, wide_widths)
+            index_kl = np.where(unit, index_kl, wide_index_kl)
+            prior_scales = np.where(unit, 1.0, wide)
+        # KL a width-1 race carries per dimension (the fallback's index code).
+        fallback_kl = np.mean([
+            _gaussian_kl_to_prior_bits_np(mean64[:, j], log_scale64[:, j], prior_scales[j]).mean() for j in range(d)
+        ])
+        if self.blocks == "auto":
+            num_blocks = int(min(d, max(1, math.ceil(float(index_kl.sum()) / self.block_budget_bits - 1e-9))))
+        else:
+            num_blocks = self.blocks
+        block_dims = _balanced_blocks(index_kl, num_blocks)
+
+        device = self.widths.device
+        self.widths = torch.as_tensor(widths, dtype=torch.int64, device=device)
+        self.prior_scales = torch.as_tensor(prior_scales, dtype=torch.float64, device=device)
+        self.wide_prior_scale = torch.tensor(wide, dtype=torch.float64, device=device)
+        self.block_dims = torch.as_tensor(block_dims, dtype=torch.int64, device=device)
+        self.calibration_kl_bits = torch.as_tensor(kl, dtype=torch.float64, device=device)
+        self.fallback_index_kl_bits = torch.tensor(float(max(fallback_kl, 0.0)), dtype=torch.float64, device=device)
+        valid = block_dims >= 0
+        block_index_kl = np.where(valid, index_kl[np.where(valid, block_dims, 0)], 0.0).sum(axis=1)
+        block_kl = np.where(valid, kl[np.where(valid, block_dims, 0)], 0.0).sum(axis=1)
+        from .entropy import EmpiricalIndexCode, ZipfIndexCode
+
+        # Zipf code for the mean block (replaced below by a fitted code unless "zipf").
+        self.index_code_json = _code_to_buffer(ZipfIndexCode(float(block_index_kl.mean())), device)
+        summary = {
+            "widths": widths,
+            "prior_scales": prior_scales,
+            "block_dims": block_dims,
+            "dimension_kl_bits": kl,
+            "dimension_index_kl_bits": index_kl,
+            "block_kl_bits": block_kl,
+            "block_index_kl_bits": block_index_kl,
+        }
+        plan = self._plan(mean64, std64)
+        summary["fallback_fraction"] = float(1.0 - plan["joint"].mean())
+        if self.index_code != "zipf":
+            joint = plan["positions_joint"]
+            if joint.size == 0:
+                raise ValueError(
+                    "no calibration item-block can be coded jointly (all exceed max_log2_candidates); "
+                    "use a smaller block_budget_bits or index_code='zipf'"
+                )
+            encoded = self._encode_joint(plan, joint, _derive_seed(seed, _STREAM_JOINT), progress)
+            indices = np.asarray(encoded.index).reshape(-1)
+            if self.index_code == "bucket":
+                code = BucketIndexCode.fit(indices)
+            else:
+                code = EmpiricalIndexCode.fit(indices)
+            self.index_code_json = _code_to_buffer(code, device)
+            summary["mean_index_bits"] = float(np.mean(code.bits(indices)))
+        return summary
+
+    # -- the coder -----------------------------------------------------------------------
+
+    def _index_codes(self):
+        """``(block index code, fallback index code)`` built from the buffers."""
+        from .entropy import ZipfIndexCode
+
+        key = (self.index_code_json.detach().cpu().numpy().tobytes(), float(self.fallback_index_kl_bits))
+        if self._codes is None or self._codes[0] != key:
+            block_code = _code_from_buffer(self.index_code_json)
+            fallback_code = ZipfIndexCode(max(0.0, key[1]))
+            self._codes = (key, (block_code, fallback_code))
+        return self._codes[1]
+
+    def _factor_code(self):
+        """Code of the decoding factors: the N(0, 1) marginal seen through the wide prior."""
+        from .entropy import MarginalFactorCode
+        from .targets import Normal
+
+        wide = float(self.wide_prior_scale)
+        if wide == 1.0:
+            return None  # uniform over the M values: exact under the N(0, 1) marginal
+        return MarginalFactorCode(Normal(0.0, 1.0), prior=Normal(0.0, wide))
+
+    def _layout(self):
+        """Block layout as numpy: padding mask, dimension indices, widths and prior scales."""
+        dims = self.block_dims.detach().cpu().numpy()
+        pad = dims < 0
+        safe = np.where(pad, 0, dims)
+        widths = self.widths.detach().cpu().numpy()
+        scales = self.prior_scales.detach().cpu().numpy()
+        block_widths = np.where(pad, 1, widths[safe]).astype(np.int64)
+        block_scales = np.where(pad, 1.0, scales[safe])
+        return {"pad": pad, "safe": safe, "block_widths": block_widths, "block_scales": block_scales}
+
+    def _plan(self, mean64, std64):
+        """Per item-block targets, widths and the joint/fallback decision."""
+        layout = self._layout()
+        pad, safe = layout["pad"], layout["safe"]
+        block_widths, block_scales = layout["block_widths"], layout["block_scales"]
+        n = mean64.shape[0]
+        mu = np.where(pad, 0.0, mean64[:, safe])  # (n, blocks, block_size)
+        sd = np.where(pad, 1.0, std64[:, safe])
+        length = _support_length(mu, sd, self.tail_mass, block_scales)
+        fits = block_widths * length <= 1.0 - _FIT_MARGIN
+        log2_w = _log2_weight_max(mu, sd, block_widths, self.tail_mass, block_scales)
+        log2_candidates = log2_w.sum(axis=-1)
+        joint = fits.all(axis=-1) & (log2_candidates <= self.max_log2_candidates)
+        flat_joint = joint.reshape(-1)
+        return {
+            **layout,
+            "items": n,
+            "mu": mu.reshape(n * self.num_blocks, self.block_size),
+            "sd": sd.reshape(n * self.num_blocks, self.block_size),
+            "joint": joint,
+            "positions_joint": np.flatnonzero(flat_joint),
+            "positions_fallback": np.flatnonzero(~flat_joint),
+        }
+
+    def _encode_joint(self, plan, positions, seed, progress=False):
+        from .coding import encode_sample
+        from .targets import Normal, Product
+
+        target = Product(Normal(plan["mu"][positions], plan["sd"][positions]))
+        blocks = positions % self.num_blocks
+        prior = Normal(0.0, plan["block_scales"][blocks])
+        return encode_sample(target, seed, prior=prior, width=plan["block_widths"][blocks],
+                             tail_mass=self.tail_mass, progress=progress)
+
+    def _fallback_targets(self, plan, positions):
+        """Flat (item-block, dimension) selection of the fallback blocks' real dimensions."""
+        keep = ~plan["pad"][positions % self.num_blocks]
+        return keep
+
+    def _encode_fallback(self, plan, positions, seed, progress=False):
+        from .coding import encode_sample
+        from .targets import Normal
+
+        keep = self._fallback_targets(plan, positions)
+        mu = plan["mu"][positions][keep]
+        sd = plan["sd"][positions][keep]
+        prior = Normal(0.0, plan["block_scales"][positions % self.num_blocks][keep])
+        try:
+            return encode_sample(Normal(mu, sd), seed, prior=prior, width=1, tail_mass=self.tail_mass,
+                                 progress=progress)
+        except ValueError as exc:
+            raise ValueError(
+                "a posterior is too far from the coding prior to be coded exactly even dimension by "
+                f"dimension (mean up to {float(np.max(np.abs(mu))):.3g}, std up to {float(np.max(sd)):.3g}): "
+                f"{exc}"
+            ) from exc
+
+    def _scatter(self, out, plan, positions, values, keep=None):
+        """Write block-layout ``values`` of item-blocks ``positions`` into ``out`` (items x latents)."""
+        blocks = positions % self.num_blocks
+        rows = np.repeat((positions // self.num_blocks)[:, None], self.block_size, axis=1)
+        cols = plan["safe"][blocks]
+        mask = ~plan["pad"][blocks]
+        if keep is None:
+            out[rows[mask], cols[mask]] = values[mask]
+        else:
+            out[rows[mask], cols[mask]] = values
+
+    def _truncated_kl_bits(self, mean64, std64):
+        """Per item ``sum_j D_KL[truncated q_j || N(0, 1)]`` in bits: what an ideal coder pays."""
+        from .coding import kl_divergence_bits
+        from .targets import Normal, Product
+
+        if mean64.shape[0] == 0:
+            return np.zeros(0)
+        kl = kl_divergence_bits(Product(Normal(mean64, std64)), tail_mass=self.tail_mass)
+        return np.asarray(kl, dtype=np.float64).reshape(-1)
+
+    def compress(self, mean, log_scale, seed, *, return_stats=False, progress=False):
+        """Code exact samples of the posteriors into bytes.
+
+        Every item-block is coded by hybrid coding (``rcc.encode_sample``) with the
+        calibrated widths, or by the exact per-dimension fallback (class docstring);
+        all messages go through :func:`rcc.entropy.encode_messages`.  Layout of the
+        bytes: one header byte (format version, fallback flag, dtype); if there are
+        fallback blocks, their count and positions (LEB128 varints, gaps) and the
+        length of the joint message stream; then the joint message stream (seed
+        derived from ``seed``), then the fallback message stream (another derived
+        seed).  Without fallbacks this adds one byte to the message stream, whose own
+        header (``rcc.entropy``: magic, version, count, checksums) takes about 16
+        bytes, so code many items per call.
+
+        Parameters
+        ----------
+        mean, log_scale : torch.Tensor
+            Posterior parameters, shape ``batch_shape + latent_shape``; float16, bfloat16,
+            float32 or float64.
+        seed : int
+            Shared seed in ``[0, 2**64)``; the receiver needs the same one.
+        return_stats : bool, optional
+            Also return a dict of statistics (below).
+        progress : bool, optional
+            Progress bar for large batches.
+
+        Returns
+        -------
+        data : bytes
+            The bitstream.
+        item_bits : torch.Tensor
+            float64, shape ``batch_shape``: the information content of each item's
+            messages under the coder's models (``-log2 P(N)`` of every index plus
+            ``-log2 P(K | U_N)`` of every decoding factor,
+            :func:`rcc.entropy.message_bits`).  The range coder packs them into
+            ``8 * len(data)``, which exceeds ``item_bits.sum()`` only by the headers and
+            the coder's termination (about 20 bytes per stream).
+        stats : dict
+            With ``return_stats=True``: ``"latents"`` (the encoder's latents, the
+            input's dtype, on the CPU), ``"measured_bits"`` (``8 * len(data)``),
+            ``"kl_bits"`` (per item, ``D_KL`` of the truncated posteriors to ``N(0, 1)``,
+            what an ideal coder of these samples pays), ``"candidates"`` (per item,
+            candidates the races examined) and ``"fallback_blocks"`` (number of
+            item-blocks coded dimension by dimension).
+        """
+        batch_shape = self._check_posterior(mean, log_scale)
+        seed = _check_seed(seed)
+        self._require_calibration()
+        if mean.dtype not in _DTYPE_CODES:
+            raise TypeError(f"mean must be float16, bfloat16, float32 or float64, got {mean.dtype}")
+        mean64, std64, _ = self._posterior_arrays(mean, log_scale)
+        n, d = mean64.shape
+        block_code, fallback_code = self._index_codes()
+        plan = self._plan(mean64, std64)
+        joint, fallback = plan["positions_joint"], plan["positions_fallback"]
+        latents = np.zeros((n, d), dtype=np.float64)
+        item_bits = np.zeros(n, dtype=np.float64)
+        candidates = np.zeros(n, dtype=np.int64)
+        joint_data = b""
+        fallback_data = b""
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            enc = self._encode_joint(plan, joint, seed_joint, progress)
+            widths = plan["block_widths"][joint % self.num_blocks]
+            factor_code = self._factor_code()
+            joint_data = _encode_message_stream(enc, seed_joint, block_code, widths, factor_code)
+            self._scatter(latents, plan, joint, np.asarray(enc.sample))
+            items = joint // self.num_blocks
+            np.add.at(item_bits, items, _message_bits(enc, seed_joint, block_code, widths, factor_code))
+            np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
+        if fallback.size:
+            seed_fallback = _derive_seed(seed, _STREAM_FALLBACK)
+            enc = self._encode_fallback(plan, fallback, seed_fallback, progress)
+            fallback_data = _encode_message_stream(enc, seed_fallback, fallback_code, 1)
+            keep = self._fallback_targets(plan, fallback)
+            self._scatter(latents, plan, fallback, np.asarray(enc.sample), keep)
+            items = np.repeat(fallback // self.num_blocks, keep.sum(axis=1))
+            np.add.at(item_bits, items, _message_bits(enc, seed_fallback, fallback_code, 1))
+            np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
+
+        header = bytearray([(_FORMAT_VERSION << 4) | (_HAS_FALLBACK if fallback.size else 0) | _DTYPE_CODES[mean.dtype]])
+        if fallback.size:
+            _write_varint(fallback.size, header)
+            previous = -1
+            for position in fallback.tolist():
+                _write_varint(position - previous - 1, header)
+                previous = position
+            _write_varint(len(joint_data), header)
+        data = bytes(header) + joint_data + fallback_data
+        item_bits_t = torch.from_numpy(item_bits).reshape(batch_shape)
+        if not return_stats:
+            return data, item_bits_t
+        stats = {
+            "latents": torch.from_numpy(latents).to(mean.dtype).reshape(mean.shape),
+            "measured_bits": 8 * len(data),
+            "kl_bits": torch.from_numpy(self._truncated_kl_bits(mean64, std64)).reshape(batch_shape),
+            "candidates": torch.from_numpy(candidates).reshape(batch_shape),
+            "fallback_blocks": int(fallback.size),
+        }
+        return data, item_bits_t, stats
+
+    def decompress(self, data, seed, shape, *, device=None):
+        """Decode :meth:`compress`'s bytes into the encoder's latents, bit for bit.
+
+        Needs only the bytes, the seed, the shape and the calibrated state (widths,
+        block layout, index codes).
+
+        Parameters
+        ----------
+        data : bytes
+            The bitstream.
+        seed : int
+            The sender's seed.
+        shape : tuple of int
+            Shape of the latents, ``batch_shape + latent_shape``.
+        device : torch.device, optional
+            Output device (default CPU).
+
+        Returns
+        -------
+        torch.Tensor
+            The latents, in the dtype the sender's ``mean`` had.
+        """
+        from .coding import decode_sample
+        from .targets import Normal
+
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        seed = _check_seed(seed)
+        shape = _check_shape(shape)
+        k = len(self.latent_shape)
+        if len(shape) < k or tuple(shape[len(shape) - k:]) != tuple(self.latent_shape):
+            raise ValueError(f"shape {tuple(shape)} must end with latent_shape {tuple(self.latent_shape)}")
+        self._require_calibration()
+        if not data:
+            raise ValueError("data is empty (not an RCCChannel bitstream)")
+        flags = data[0]
+        if flags >> 4 != _FORMAT_VERSION or (flags & 0x03) not in _CODE_DTYPES or flags & 0x04:
+            raise ValueError("data is not an RCCChannel bitstream (bad header byte)")
+        dtype = _CODE_DTYPES[flags & 0x03]
+        n = math.prod(shape[: len(shape) - k])
+        total = n * self.num_blocks
+        pos = 1
+        fallback = np.zeros(0, dtype=np.int64)
+        if flags & _HAS_FALLBACK:
+            count, pos = _read_varint(data, pos)
+            if count > total:
+                raise ValueError("data does not match shape (more fallback blocks than item-blocks)")
+            positions = []
+            previous = -1
+            for _ in range(count):
+                gap, pos = _read_varint(data, pos)
+                previous = previous + 1 + gap
+                positions.append(previous)
+            if positions and positions[-1] >= total:
+                raise ValueError("data does not match shape (fallback position out of range)")
+            fallback = np.asarray(positions, dtype=np.int64)
+            joint_length, pos = _read_varint(data, pos)
+            if pos + joint_length > len(data):
+                raise ValueError("data is truncated")
+            joint_data, fallback_data = data[pos: pos + joint_length], data[pos + joint_length:]
+        else:
+            joint_data, fallback_data = data[pos:], b""
+        is_joint = np.ones(total, dtype=bool)
+        is_joint[fallback] = False
+        joint = np.flatnonzero(is_joint)
+        block_code, fallback_code = self._index_codes()
+        plan = self._layout()
+        latents = np.zeros((n, self.num_latents), dtype=np.float64)
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            blocks = joint % self.num_blocks
+            widths = plan["block_widths"][blocks]
+            index, factor = _decode_message_stream(joint_data, joint.size, seed_joint, block_code, widths,
+                                                   self._factor_code())
+            prior = Normal(0.0, plan["block_scales"][blocks])
+            sample = decode_sample(index, np.reshape(factor, widths.shape), seed_joint, prior=prior, width=widths)
+            self._scatter(latents, plan, joint, np.asarray(sample))
+        if fallback.size:
+            seed_fallback = _derive_seed(seed, _STREAM_FALLBACK)
+            keep = self._fallback_targets(plan, fallback)
+            count = int(keep.sum())
+            index, factor = _decode_message_stream(fallback_data, count, seed_fallback, fallback_code, 1)
+            prior = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
+            sample = decode_sample(index, np.reshape(factor, (count,)), seed_fallback, prior=prior, width=1)
+            self._scatter(latents, plan, fallback, np.asarray(sample), keep)
+        out = torch.from_numpy(latents).to(dtype).reshape(shape)
+        device = torch.device("cpu") if device is None else device
+        return out.to(device)
+
+
+def _check_positive_real(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def _balanced_blocks(weights, num_blocks):
+    """Partition dimensions into ``num_blocks`` blocks of ``ceil(d / num_blocks)`` slots.
+
+    Greedy largest-first (LPT) balancing of the summed ``weights`` under the size
+    limit; ties go to the lowest block, so the result is deterministic.  Returns an
+    int64 array ``(num_blocks, block_size)`` of sorted dimension indices, padded
+    with ``-1``.
+    """
+    d = weights.size
+    block_size = -(-d // num_blocks)
+    sums = np.zeros(num_blocks)
+    members = [[] for _ in range(num_blocks)]
+    for j in np.argsort(-weights, kind="stable"):
+        open_blocks = [b for b in range(num_blocks) if len(members[b]) < block_size]
+        b = min(open_blocks, key=lambda b: (sums[b], b))
+        members[b].append(int(j))
+        sums[b] += weights[j]
+    out = np.full((num_blocks, block_size), -1, dtype=np.int64)
+    for b, dims in enumerate(members):
+        out[b, : len(dims)] = sorted(dims)
+    return out
+
+
+# -- index codes in the state_dict ---------------------------------------------------
+
+
+def _code_to_buffer(code, device):
+    """An index code as a uint8 tensor holding its versioned JSON (``code.to_dict()``)."""
+    text = json.dumps(code.to_dict(), sort_keys=True, separators=(",", ":"))
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
+
+
+def _code_from_buffer(buffer):
+    """Inverse of :func:`_code_to_buffer`."""
+    from .entropy import IndexCode
+
+    text = bytes(buffer.detach().cpu().numpy().tobytes()).decode("utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"index_code_json buffer does not hold a valid index code: {exc}") from None
+    if isinstance(data, dict) and data.get("type") == "BucketIndexCode":
+        return BucketIndexCode.from_dict(data)
+    return IndexCode.from_dict(data)
+
+
+def _message_bits(enc, seed, index_code, width, factor_code=None):
+    """Ideal bits of each message as :func:`rcc.entropy.encode_messages` codes it."""
+    from .entropy import message_bits
+
+    bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code)
+    return np.asarray(bits.total, dtype=np.float64)
+
+
+# -- a histogram code on log2 buckets of the index ----------------------------------
+
+
+def _index_bucket(n):
+    """``floor(log2 n)`` of positive integer indices (exact for int64)."""
+    n = np.asarray(n, dtype=np.int64)
+    bucket = np.floor(np.log2(n.astype(np.float64))).astype(np.int64)
+    bucket = np.where(np.left_shift(np.int64(1), np.minimum(bucket, 62)) > n, bucket - 1, bucket)
+    too_small = (bucket < 62) & (np.left_shift(np.int64(1), np.minimum(bucket + 1, 62)) <= n)
+    return np.where(too_small, bucket + 1, bucket)
+
+
+class BucketIndexCode(IndexCode):
+    r"""Index code with a fitted mass per ``log2`` bucket, uniform inside each bucket.
+
+    ``P(N = n) = p_b / 2**b`` for ``b = floor(log2 n)``, ``b = 0 .. 62``.  The race's
+    index is close to log-uniform over a range set by the target's KL
+    (``P(N = n) ~ 1/n`` below ``2**D``), so within a bucket its mass is nearly flat
+    (the flat approximation costs < 0.03 bits) while the bucket masses follow the
+    spread of KLs across the population of targets.  Fitted to the indices of
+    representative targets with a few dozen parameters, it generalises from a few
+    thousand samples, where a per-index histogram would not.
+
+    Parameters
+    ----------
+    bucket_weights : array_like of float, shape (63,)
+        Positive weights of the buckets ``0 .. 62``; ``p_b`` is their normalisation
+        (kept as given in :meth:`to_dict`, so a saved code reloads identically).
+    head_bits : int, optional
+        Indices below ``2**head_bits`` are coded from one table (default 10).
+    """
+
+    def __init__(self, bucket_weights, *, head_bits=10):
+        weights = np.asarray(bucket_weights, dtype=np.float64).reshape(-1)
+        if weights.size != 63:
+            raise ValueError(f"bucket_weights must have 63 entries, got {weights.size}")
+        if not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
+            raise ValueError("bucket_weights must be positive and finite")
+        self.bucket_weights = weights
+        self.bucket_probabilities = weights / weights.sum()
+        if isinstance(head_bits, (bool, np.bool_)) or not isinstance(head_bits, numbers.Integral):
+            raise TypeError(f"head_bits must be an integer, got {head_bits!r}")
+        if not 8 <= head_bits <= 20:
+            raise ValueError(f"head_bits must be in [8, 20], got {head_bits}")
+        self.head_bits = int(head_bits)
+        # mass of the buckets above b, for b = 0 .. 62
+        self._above = np.concatenate([np.cumsum(self.bucket_probabilities[::-1])[::-1][1:], [0.0]])
+
+    @classmethod
+    def fit(cls, indices, *, pseudo_count=0.5, tail_ratio=0.5, head_bits=10):
+        """Bucket masses from observed indices.
+
+        ``p_b`` is proportional to ``count_b + pseudo_count`` up to the largest
+        observed bucket ``B`` and to ``pseudo_count * tail_ratio**(b - B)`` above
+        it, so that every index stays codable.
+
+        Parameters
+        ----------
+        indices : array_like of int
+            Indices ``>= 1`` of representative targets.
+        pseudo_count : float, optional
+        tail_ratio : float, optional
+            Geometric decay of the masses above the observed range, in ``(0, 1)``.
+        head_bits : int, optional
+
+        Returns
+        -------
+        BucketIndexCode
+        """
+        n = np.asarray(indices).reshape(-1)
+        if n.size == 0:
+            raise ValueError("indices must not be empty")
+        if n.dtype.kind not in "iu" or n.min() < 1:
+            raise ValueError("indices must be integers >= 1")
+        pseudo_count = _check_positive_real(pseudo_count, "pseudo_count")
+        tail_ratio = _check_positive_real(tail_ratio, "tail_ratio")
+        if tail_ratio >= 1.0:
+            raise ValueError(f"tail_ratio must be in (0, 1), got {tail_ratio}")
+        buckets = _index_bucket(n)
+        counts = np.bincount(buckets, minlength=63).astype(np.float64)[:63]
+        top = int(buckets.max())
+        weights = counts + pseudo_count
+        above = np.arange(63) > top
+        weights[above] = pseudo_count * tail_ratio ** (np.arange(63)[above] - top)
+        return cls(weights, head_bits=head_bits)
+
+    def sf(self, n):
+        n = np.floor(np.asarray(n, dtype=np.float64))
+        safe = np.clip(n, 1.0, 2.0**63 - 1.0)
+        bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
+        start = np.exp2(bucket.astype(np.float64))
+        bucket = np.where(start > safe, bucket - 1, bucket)
+        start = np.exp2(bucket.astype(np.float64))
+        # indices of bucket b above n: 2**(b+1) - 1 - n of the 2**b
+        inside = self.bucket_probabilities[bucket] * (2.0 * start - 1.0 - safe) / start
+        return np.where(n < 1.0, 1.0, self._above[bucket] + inside)
+
+    def pmf(self, n):
+        n = np.asarray(n, dtype=np.float64)
+        safe = np.clip(n, 1.0, 2.0**63 - 1.0)
+        bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
+        bucket = np.where(np.exp2(bucket.astype(np.float64)) > safe, bucket - 1, bucket)
+        mass = self.bucket_probabilities[bucket] * np.exp2(-bucket.astype(np.float64))
+        return np.where(n >= 1.0, mass, 0.0)
+
+    def to_dict(self):
+        return {
+            "format": "rcc.IndexCode",
+            "version": CODE_FORMAT_VERSION,
+            "type": "BucketIndexCode",
+            "description": "P(n) = bucket_weights[b] / sum(bucket_weights) / 2**b with b = floor(log2 n)",
+            "bucket_weights": [float(w) for w in self.bucket_weights],
+            "head_bits": self.head_bits,
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a code from :meth:`to_dict` output (``ValueError`` if it is not one)."""
+        if not isinstance(data, dict) or data.get("format") != "rcc.IndexCode" or data.get("type") != "BucketIndexCode":
+            raise ValueError("the data does not hold a BucketIndexCode")
+        if data.get("version") != CODE_FORMAT_VERSION:
+            raise ValueError(f"unsupported index-code format version {data.get('version')!r}")
+        try:
+            return cls(data["bucket_weights"], head_bits=data["head_bits"])
+        except KeyError as exc:
+            raise ValueError(f"BucketIndexCode data lacks the field {exc.args[0]!r}") from None
+
+    def __repr__(self):
+        top = int(np.flatnonzero(self.bucket_probabilities > 1e-6).max())
+        return f"BucketIndexCode(buckets up to 2**{top})"
