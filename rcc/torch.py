@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .entropy import CODE_FORMAT_VERSION, IndexCode
+from .entropy import CODE_FORMAT_VERSION, IndexCode, _read_varint, _varint
 
 __all__ = [
     "soft_round",
@@ -909,15 +909,21 @@ class UniformNoiseChannel(nn.Module):
         decoder = constriction.stream.queue.RangeDecoder(words)
         escape = 2 * half + 1
         rel = np.empty(n, dtype=np.int64)
-        for start in range(0, n, rows):
-            stop = min(n, start + rows)
-            probs = self._probabilities(u[start:stop], loc[start:stop], scale[start:stop],
-                                        center[start:stop], half)
-            symbols = np.asarray(decoder.decode(family, probs), dtype=np.int64)
-            r = symbols - half
-            for i in np.flatnonzero(symbols == escape):
-                r[i] = _decode_escape(decoder, half)
-            rel[start:stop] = r
+        try:
+            for start in range(0, n, rows):
+                stop = min(n, start + rows)
+                probs = self._probabilities(u[start:stop], loc[start:stop], scale[start:stop],
+                                            center[start:stop], half)
+                symbols = np.asarray(decoder.decode(family, probs), dtype=np.int64)
+                r = symbols - half
+                for i in np.flatnonzero(symbols == escape):
+                    r[i] = _decode_escape(decoder, half)
+                rel[start:stop] = r
+        except AssertionError as exc:  # constriction's report of data its models cannot produce
+            raise ValueError(
+                "data cannot be decoded with this seed, shape and marginal: it is corrupted or was "
+                "written with other ones"
+            ) from exc
         k = torch.from_numpy(rel + center.astype(np.int64)).reshape(shape)
         device = torch.device("cpu") if device is None else device
         return self._reconstruct(self._dequantize_raw(k, seed, dtype, device))
@@ -987,36 +993,6 @@ def _derive_seed(seed, tag):
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
-
-
-def _write_varint(value, out):
-    """Append the unsigned LEB128 code of ``value`` to the bytearray ``out``."""
-    value = int(value)
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
-def _read_varint(data, pos):
-    """Read an unsigned LEB128 integer from ``data`` at ``pos``; return ``(value, pos)``."""
-    value = 0
-    shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("data is truncated (incomplete header)")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 70:
-            raise ValueError("data has a corrupt header (varint too long)")
 
 
 def _gaussian_kl_bits_torch(mean, log_scale):
@@ -1772,12 +1748,12 @@ class RCCChannel(nn.Module):
 
         header = bytearray([(_FORMAT_VERSION << 4) | (_HAS_FALLBACK if fallback.size else 0) | _DTYPE_CODES[mean.dtype]])
         if fallback.size:
-            _write_varint(fallback.size, header)
+            header += _varint(fallback.size)
             previous = -1
             for position in fallback.tolist():
-                _write_varint(position - previous - 1, header)
+                header += _varint(position - previous - 1)
                 previous = position
-            _write_varint(len(joint_data), header)
+            header += _varint(len(joint_data))
         data = bytes(header) + joint_data + fallback_data
         item_bits_t = torch.from_numpy(item_bits).reshape(batch_shape)
         if not return_stats:
