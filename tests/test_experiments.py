@@ -6,8 +6,13 @@ import math
 
 import pytest
 
-from experiments import run_all
-from experiments.common import read_csv
+# The experiments need the "experiments" and "torch" extras; without them this module is skipped.
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+pytest.importorskip("torch")
+
+from experiments import run_all  # noqa: E402
+from experiments.common import read_csv  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
