@@ -271,55 +271,95 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
     return _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates)
 
 
-def _encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _encode_element(i, seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+                    max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
+    """Encode element ``i`` of a batch with stream ``stream_offset + i``; write its outputs."""
+    stream = stream_offset + np.uint64(i)
+    element = params[i]
+    n, examined, status = select_one(seed, key, stream, element, hybrid, log_w_max[i], mode,
+                                     num_candidates[i], max_candidates)
+    index_out[i] = n
+    examined_out[i] = examined
+    status_out[i] = status
+    if status != STATUS_OK:
+        return
+    for j in range(element.shape[0]):
+        row = element[j]
+        k, offset = _candidate_position(seed, stream, n, j, row[F_CENTRE], hybrid)
+        factor_out[i, j] = np.int64(k)
+        sample_out[i, j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY],
+                                            row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
+
+
+# The batch loops exist twice, threaded and serial (waking the thread pool
+# costs more than a small batch).  They must be distinct Python functions:
+# numba's on-disk cache is keyed by the function, so two dispatchers of one
+# function would load each other's machine code.
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
                  max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
     """Encode a batch; element ``i`` uses stream ``stream_offset + i``.
 
     ``params`` has shape (B, d, NUM_FIELDS); outputs are written in place.
     """
     for i in numba.prange(params.shape[0]):
-        stream = stream_offset + np.uint64(i)
-        element = params[i]
-        n, examined, status = select_one(seed, key, stream, element, hybrid, log_w_max[i], mode,
-                                         num_candidates[i], max_candidates)
-        index_out[i] = n
-        examined_out[i] = examined
-        status_out[i] = status
-        if status != STATUS_OK:
-            continue
-        for j in range(element.shape[0]):
-            row = element[j]
-            k, offset = _candidate_position(seed, stream, n, j, row[F_CENTRE], hybrid)
-            factor_out[i, j] = np.int64(k)
-            sample_out[i, j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY],
-                                                row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
+        _encode_element(i, seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+                        max_candidates, index_out, factor_out, sample_out, examined_out, status_out)
 
 
-def _decode_batch(seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale, hybrid,
+@numba.njit(cache=True, error_model="numpy")
+def encode_batch_serial(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+                        max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
+    """:func:`encode_batch` on the calling thread."""
+    for i in range(params.shape[0]):
+        _encode_element(i, seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
+                        max_candidates, index_out, factor_out, sample_out, examined_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _decode_element(i, seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale,
+                    hybrid, sample_out, status_out):
+    """Decode element ``i``: one dither per dimension, one inverse CDF."""
+    stream = stream_offset + np.uint64(i)
+    status_out[i] = STATUS_OK
+    for j in range(factor.shape[1]):
+        u = uniform_centered(seed, stream, np.uint64(index[i]), np.uint64(j))
+        if hybrid:
+            k = np.float64(factor[i, j])
+            offset = u
+            position = k + u
+            if not (position >= 0.0 and position < width[i, j]):
+                status_out[i] = STATUS_BAD_FACTOR
+                sample_out[i, j] = np.nan
+                continue
+        else:
+            k = 0.0
+            offset = u + 0.5
+            if factor[i, j] != 0:
+                status_out[i] = STATUS_BAD_FACTOR
+                sample_out[i, j] = np.nan
+                continue
+        sample_out[i, j] = prior_ppf_scaled(k, offset, width[i, j], prior_family[i, j],
+                                            prior_loc[i, j], prior_scale[i, j])
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def decode_batch(seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale, hybrid,
                  sample_out, status_out):
-    """Decode a batch in O(1) per sample: one dither per dimension, one inverse CDF."""
+    """Decode a batch in O(1) per sample (element ``i`` uses stream ``stream_offset + i``)."""
     for i in numba.prange(index.shape[0]):
-        stream = stream_offset + np.uint64(i)
-        status_out[i] = STATUS_OK
-        for j in range(factor.shape[1]):
-            u = uniform_centered(seed, stream, np.uint64(index[i]), np.uint64(j))
-            if hybrid:
-                k = np.float64(factor[i, j])
-                offset = u
-                position = k + u
-                if not (position >= 0.0 and position < width[i, j]):
-                    status_out[i] = STATUS_BAD_FACTOR
-                    sample_out[i, j] = np.nan
-                    continue
-            else:
-                k = 0.0
-                offset = u + 0.5
-                if factor[i, j] != 0:
-                    status_out[i] = STATUS_BAD_FACTOR
-                    sample_out[i, j] = np.nan
-                    continue
-            sample_out[i, j] = prior_ppf_scaled(k, offset, width[i, j], prior_family[i, j],
-                                                prior_loc[i, j], prior_scale[i, j])
+        _decode_element(i, seed, stream_offset, index, factor, width, prior_family, prior_loc,
+                        prior_scale, hybrid, sample_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def decode_batch_serial(seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale,
+                        hybrid, sample_out, status_out):
+    """:func:`decode_batch` on the calling thread."""
+    for i in range(index.shape[0]):
+        _decode_element(i, seed, stream_offset, index, factor, width, prior_family, prior_loc,
+                        prior_scale, hybrid, sample_out, status_out)
 
 
 # --- per-element preparation (DESIGN 2.6, 2.7) ------------------------------------------
@@ -484,31 +524,52 @@ def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pri
     return bound, kl, status
 
 
-def _prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                   width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
-                   status_out):
-    """:func:`prepare_row` for every (element, dimension) of (B, d) inputs.
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prepare_element(i, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+                     prior_scale, width_mode, width_given, half_width, hybrid, params_out, log_w_max_out,
+                     kl_out, status_out):
+    """:func:`prepare_row` over the event of element ``i``; sums the bound and the KL."""
+    status = PREP_OK
+    total_log_w_max = 0.0
+    total_kl = 0.0
+    for j in range(family.shape[1]):
+        bound, kl, problem = prepare_row(
+            family[i, j], loc[i, j], scale[i, j], low[i, j], high[i, j], log_normalizer[i, j],
+            prior_family[i, j], prior_loc[i, j], prior_scale[i, j], width_mode, width_given[i, j],
+            half_width, hybrid, params_out[i, j],
+        )
+        if status == PREP_OK:
+            status = problem
+        total_log_w_max += bound
+        total_kl += kl
+    log_w_max_out[i] = total_log_w_max
+    kl_out[i] = total_kl
+    status_out[i] = status
 
-    Sums the bound and the KL over the event; ``status_out[i]`` reports the
-    first problem of element ``i``.
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                  width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
+                  status_out):
+    """Race parameters of every (element, dimension) of (B, d) inputs.
+
+    ``status_out[i]`` reports the first problem of element ``i``.
     """
     for i in numba.prange(family.shape[0]):
-        status = PREP_OK
-        total_log_w_max = 0.0
-        total_kl = 0.0
-        for j in range(family.shape[1]):
-            bound, kl, problem = prepare_row(
-                family[i, j], loc[i, j], scale[i, j], low[i, j], high[i, j], log_normalizer[i, j],
-                prior_family[i, j], prior_loc[i, j], prior_scale[i, j], width_mode, width_given[i, j],
-                half_width, hybrid, params_out[i, j],
-            )
-            if status == PREP_OK:
-                status = problem
-            total_log_w_max += bound
-            total_kl += kl
-        log_w_max_out[i] = total_log_w_max
-        kl_out[i] = total_kl
-        status_out[i] = status
+        _prepare_element(i, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+                         prior_scale, width_mode, width_given, half_width, hybrid, params_out,
+                         log_w_max_out, kl_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def prepare_batch_serial(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+                         prior_scale, width_mode, width_given, half_width, hybrid, params_out,
+                         log_w_max_out, kl_out, status_out):
+    """:func:`prepare_batch` on the calling thread."""
+    for i in range(family.shape[0]):
+        _prepare_element(i, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+                         prior_scale, width_mode, width_given, half_width, hybrid, params_out,
+                         log_w_max_out, kl_out, status_out)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -540,13 +601,3 @@ def encode_one(seed, key, family, loc, scale, low, high, log_normalizer, prior_f
     k, offset = _candidate_position(seed, stream, n, 0, row[F_CENTRE], hybrid)
     sample = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
     return prep_status, status, n, int(k), sample, examined, width, bound, kl
-
-
-# Each batch kernel exists twice: threaded for large batches, and serial,
-# because waking the thread pool costs more than a few-element batch.
-encode_batch = numba.njit(cache=True, error_model="numpy", parallel=True)(_encode_batch)
-encode_batch_serial = numba.njit(cache=True, error_model="numpy")(_encode_batch)
-decode_batch = numba.njit(cache=True, error_model="numpy", parallel=True)(_decode_batch)
-decode_batch_serial = numba.njit(cache=True, error_model="numpy")(_decode_batch)
-prepare_batch = numba.njit(cache=True, error_model="numpy", parallel=True)(_prepare_batch)
-prepare_batch_serial = numba.njit(cache=True, error_model="numpy")(_prepare_batch)
