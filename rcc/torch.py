@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .entropy import CODE_FORMAT_VERSION, IndexCode, _read_varint, _varint
+from .targets import normal_half_width
 
 __all__ = [
     "soft_round",
@@ -1005,13 +1006,6 @@ def _gaussian_kl_bits_np(mean, log_scale):
     return (0.5 * (np.expm1(2.0 * log_scale) + mean * mean) - log_scale) / _LN2
 
 
-def _truncation_half_width(tail_mass):
-    """``h`` such that ``N(m, s)`` truncated to ``m +- h s`` keeps ``1 - tail_mass``."""
-    from scipy import special
-
-    return float(-special.ndtri(0.5 * tail_mass))
-
-
 def _gaussian_kl_to_prior_bits_np(mean, log_scale, prior_scale):
     """``D_KL[N(mean, exp(log_scale)**2) || N(0, prior_scale**2)]`` in bits (float64)."""
     variance_ratio = np.exp(2.0 * log_scale) / prior_scale**2
@@ -1028,7 +1022,7 @@ def _support_length(mean, std, tail_mass, prior_scale=1.0):
     """
     from scipy import special
 
-    half = _truncation_half_width(tail_mass)
+    half = normal_half_width(tail_mass)
     low = (mean - half * std) / prior_scale
     high = (mean + half * std) / prior_scale
     upper = low > 0
@@ -1046,7 +1040,7 @@ def _log2_weight_max(mean, std, width, tail_mass, prior_scale=1.0):
     """
     from scipy import special
 
-    half = _truncation_half_width(tail_mass)
+    half = normal_half_width(tail_mass)
     low = mean - half * std
     high = mean + half * std
     log_norm = math.log(special.ndtr(half) - special.ndtr(-half))
