@@ -9,6 +9,8 @@ Cases (Gaussian channel: prior N(0, 1), target N(mu, s^2), mu ~ N(0, 1 - s^2)):
 
 * batched 1-D hybrid encode and decode for std in {0.1, 0.01, 1e-4}, with the
   std-derived width and with ``width="adaptive"``, on one thread and on all;
+* whole calls on 10^6 targets from Python arrays of means and stds, on one
+  thread and on all, with the ratio of the two;
 * the plain-numpy reference race (vectorised over candidates, one target at a
   time; it uses the same shared randomness, so it also cross-checks indices);
 * single-call ``encode_sample`` latency on one scalar target;
@@ -173,6 +175,25 @@ def main(argv=None):
                                                       num_threads=threads), repeats)
                         table.add(f"hybrid decode {count:.0e} targets, std {std:g}, {threads} thr",
                                   count / seconds, "samples/s")
+
+    # Whole calls from Python arrays (target construction included) on 10^6
+    # targets, one thread against all: the multi-core scaling of issue 6.
+    count = 10**6
+    rng = np.random.default_rng(12)
+    std = 0.01
+    means = rng.normal(0.0, math.sqrt(1.0 - std * std), count)
+    stds = np.full(count, std)
+    for width_name, width_arg in (("std width", None), ("adaptive", "adaptive")):
+        rates = {}
+        for threads in sorted({1, threads_all}):
+            seconds = _median_seconds(
+                lambda: rcc.encode_sample(rcc.Normal(means, stds), seed=2, width=width_arg, num_threads=threads),
+                repeats)
+            rates[threads] = count / seconds
+            table.add(f"whole call from arrays, 1e+06 targets, std {std:g}, {width_name}, {threads} thr",
+                      rates[threads], "samples/s", rates[threads] / reference_rate)
+        if threads_all > 1:
+            table.add(f"  {threads_all} threads / 1 thread, {width_name}", rates[threads_all] / rates[1], "x")
 
     # Single-call latency.
     scalar = rcc.Normal(0.3, 0.01)

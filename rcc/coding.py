@@ -32,10 +32,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from scipy import special
 
 from . import kernels
-from .random import check_seed, private_key
+from .random import MAX_SEED, check_seed, private_key
 from .targets import (
     NORMAL_FAMILY,
     normal_half_width,
@@ -43,7 +42,6 @@ from .targets import (
     Distribution,
     Normal,
     Product,
-    TruncatedNormal,
     Uniform,
 )
 
@@ -64,6 +62,7 @@ DEFAULT_MAX_CANDIDATES = 2**24
 _MODES = {"hybrid": kernels.RACE, "pfr": kernels.RACE, "orc": kernels.ORC, "mrc": kernels.MRC}
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _CHUNK = 1 << 16
+_LOG2 = math.log(2.0)
 _SERIAL_BELOW = 2048
 
 
@@ -141,7 +140,7 @@ def _prior_arrays(prior, shape):
             family = UNIFORM_FAMILY
     except ValueError as exc:
         raise ValueError(f"prior parameters of shape {prior.batch_shape} do not broadcast to {shape}") from exc
-    return np.full(shape, family, dtype=np.int64), loc, scale
+    return np.broadcast_to(np.int64(family), shape), loc, scale
 
 
 def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS):
@@ -168,10 +167,13 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS):
     half_width = _half_width(_check_tail_mass(tail_mass))
     std = Normal(0.0, std).std
     family, _, scale = _prior_arrays(prior, std.shape)
-    widths = np.empty(std.shape, dtype=np.int64)
-    for position in np.ndindex(std.shape):
-        widths[position] = kernels.gaussian_width_one(std[position], half_width, family[position], scale[position])
-    return _scalar_or_array(widths)
+    widths = np.empty(std.size, dtype=np.int64)
+    kernels.gaussian_width_array(
+        np.ascontiguousarray(std, dtype=np.float64).reshape(-1), half_width,
+        np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
+        np.ascontiguousarray(scale, dtype=np.float64).reshape(-1), widths,
+    )
+    return _scalar_or_array(widths.reshape(std.shape))
 
 
 def _half_width(tail_mass):
@@ -180,7 +182,8 @@ def _half_width(tail_mass):
 
 
 def _check_tail_mass(tail_mass):
-    if isinstance(tail_mass, (bool, np.bool_)) or not isinstance(tail_mass, numbers.Real):
+    if type(tail_mass) is not float and (
+            isinstance(tail_mass, (bool, np.bool_)) or not isinstance(tail_mass, numbers.Real)):
         raise TypeError(f"tail_mass must be a float in [0, 1), got {tail_mass!r}")
     tail_mass = float(tail_mass)
     if not 0.0 <= tail_mass < 1.0:
@@ -191,7 +194,7 @@ def _check_tail_mass(tail_mass):
 def _check_positive_int(value, name, allow_none=False):
     if value is None and allow_none:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
@@ -241,19 +244,16 @@ def _check_target(target):
     return target
 
 
-def _run_chunks(function, count, progress, description):
-    """Call ``function(start, stop)`` over chunks of the batch, with an optional progress bar.
-
-    Chunking bounds the memory of the per-element race parameters.
-    """
+def _run_chunks(function, count, progress, description, chunk=_CHUNK):
+    """Call ``function(start, stop)`` over chunks of the batch, with an optional progress bar."""
     bar = None
-    if progress and count > _CHUNK:
+    if progress and count > chunk:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=count, desc=description, unit="sample")
     try:
-        for start in range(0, max(count, 1), _CHUNK):
-            stop = min(count, start + _CHUNK)
+        for start in range(0, max(count, 1), chunk):
+            stop = min(count, start + chunk)
             function(start, stop)
             if bar is not None:
                 bar.update(stop - start)
@@ -344,12 +344,31 @@ def _raise_too_many_candidates(log_w_max, max_candidates):
     )
 
 
+def _column(value, shape, count, dims):
+    """``value`` broadcast to ``shape`` as a kernel column ``(data, row_step, column_step)``.
+
+    Element (i, j) of the flattened (count, dims) batch is
+    ``data[i * row_step + j * column_step]`` (:mod:`rcc.kernels`).  Scalars
+    and zero-stride broadcasts stay one value, full arrays stay views, and
+    per-dimension values stay ``dims`` long, so a batch costs no O(count)
+    copies beyond what its parameters already hold.
+    """
+    arr = np.asarray(value)
+    if arr.ndim == 0 or arr.size and not any(arr.strides):
+        return np.full(1, arr.flat[0] if arr.size else arr.item(), dtype=np.float64), 0, 0
+    if arr.shape == shape:
+        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), dims, 1
+    if dims > 1 and arr.size == dims and arr.shape[-1:] == (dims,):
+        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), 0, 1
+    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).reshape(-1), dims, 1
+
+
 class _BatchInputs:
-    """A batch's target, prior and width columns, flattened to (count, dims) once.
+    """A batch's target, prior and width parameters as the kernels' columns.
 
     Scalars (and zero-stride broadcasts) stay scalars and full-shape arrays
-    stay views, so preparing the race parameters chunk by chunk keeps memory
-    at O(chunk) beyond the caller's own arrays.
+    stay views (:func:`_column`), so encoding a batch takes O(1) memory
+    beyond the caller's arrays and the outputs.
     """
 
     def __init__(self, target, prior, tail_mass, hybrid, width):
@@ -363,37 +382,26 @@ class _BatchInputs:
         self.has_batch = bool(target.batch_shape)
         self.count = int(np.prod(target.batch_shape, dtype=np.int64))
         self.dims = int(shape[-1]) if target.event_shape else 1
-        columns = [
-            (spec["family"], np.int64), (spec["loc"], np.float64), (spec["scale"], np.float64),
-            (spec["low"], np.float64), (spec["high"], np.float64), (spec["log_normalizer"], np.float64),
-            (prior_family, np.int64), (prior_loc, np.float64), (prior_scale, np.float64),
-        ]
-        self.columns = [self._flatten(value, shape, dtype) for value, dtype in columns]
-        self.width_given = self._flatten(width_given, shape, np.int64)
-
-    def _flatten(self, value, shape, dtype):
-        arr = np.asarray(value)
-        if arr.ndim == 0 or arr.size and not any(arr.strides):
-            return (arr.flat[0] if arr.size else arr.item(), dtype)
-        if arr.shape != shape:
-            arr = np.broadcast_to(arr, shape)
-        return np.ascontiguousarray(arr, dtype=dtype).reshape(self.count, self.dims)
-
-    def _chunk(self, column, begin, end):
-        if isinstance(column, tuple):
-            return np.full((end - begin, self.dims), column[0], dtype=column[1])
-        return column[begin:end]
+        # Order as kernels.C_*.
+        values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
+                  prior_family, prior_loc, prior_scale, width_given)
+        columns = [_column(value, shape, self.count, self.dims) for value in values]
+        self.columns = tuple(data for data, _, _ in columns)
+        self.steps = np.array([[rows, cols] for _, rows, cols in columns], dtype=np.int64)
 
     def prepare(self, begin, end, threads):
-        """Race parameters of rows ``begin:end``; raises on the first bad element."""
+        """Race parameters of elements ``begin:end``; raises on the first bad element.
+
+        Returns the packed parameters (end - begin, dims, NUM_FIELDS), the
+        bound ``log w_max`` and the KL in bits of each element.
+        """
         rows = end - begin
         params = np.empty((rows, self.dims, kernels.NUM_FIELDS), dtype=np.float64)
         log_w_max = np.empty(rows, dtype=np.float64)
         kl_nats = np.empty(rows, dtype=np.float64)
         status = np.empty(rows, dtype=np.int64)
         threads.kernel("prepare_batch", rows)(
-            *(self._chunk(column, begin, end) for column in self.columns), self.width_mode,
-            self._chunk(self.width_given, begin, end), self.half_width, self.hybrid,
+            begin, end, self.columns, self.steps, self.width_mode, self.half_width, self.hybrid,
             params, log_w_max, kl_nats, status,
         )
         failed = np.flatnonzero(status)
@@ -407,36 +415,68 @@ class _BatchInputs:
         return params, log_w_max, kl_nats / math.log(2.0)
 
 
+def _raise_encode_error(status, inputs, threads, max_candidates):
+    """Raise the error the first failed element calls for (``status`` from ``encode_fused``).
+
+    A target that cannot be prepared, or whose race bound exceeds
+    ``max_candidates``, is reported for the first chunk of ``_CHUNK`` elements
+    that holds one (bad parameters first, then the largest bound of that
+    chunk); races that ran out of candidates are reported last.
+    """
+    setup = np.flatnonzero(status >= kernels.STATUS_BOUND)
+    if setup.size:
+        begin = int(setup[0]) // _CHUNK * _CHUNK
+        end = min(inputs.count, begin + _CHUNK)
+        _, log_w_max, _ = inputs.prepare(begin, end, threads)  # raises on bad parameters
+        _raise_too_many_candidates(float(np.max(log_w_max)), max_candidates)
+    failed = np.flatnonzero(status != kernels.STATUS_OK)
+    raise RuntimeError(
+        f"the race exceeded max_candidates={max_candidates} for {failed.size} element(s) "
+        f"(first: flat index {failed[0]}); increase max_candidates or use a larger width"
+    )
+
+
+_NO_KEY = np.uint64(0)
+
+
 def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_candidates, width, rng):
-    """The low-latency path of :func:`encode_sample` for one scalar target (same result as a batch of one)."""
+    """The low-latency path of :func:`encode_sample` for one scalar target (same result as a batch of one).
+
+    One kernel call does the preparation, the key derivation and the race;
+    the arguments were validated by :func:`encode_sample`.
+    """
     hybrid = method == "hybrid"
     spec = target._spec(tail_mass)
     if isinstance(prior, Normal):
         prior_family, prior_loc, prior_scale = NORMAL_FAMILY, float(prior.mean), float(prior.std)
     else:
         prior_family, prior_loc, prior_scale = UNIFORM_FAMILY, float(prior.low), float(prior.high - prior.low)
-    _check_prior_support(prior, spec, prior_loc, prior_scale)
+        _check_prior_support(prior, spec, prior_loc, prior_scale)
     width_mode, width_given = _width_mode(target, width, hybrid, ())
     mode = _MODES[method]
+    log_max_candidates = math.log(max_candidates)
+    # rng=None: the kernel derives the key from the seed, as private_key does.
+    key = _NO_KEY if rng is None else private_key(seed, rng)
+    low, high = float(spec["low"]), float(spec["high"])
     (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
-        seed, private_key(seed, rng), int(spec["family"]), float(spec["loc"]), float(spec["scale"]),
-        float(spec["low"]), float(spec["high"]), float(spec["log_normalizer"]), int(prior_family),
-        float(prior_loc), float(prior_scale), width_mode, int(width_given), _half_width(tail_mass), hybrid,
-        mode, 0 if num_candidates is None else num_candidates, max_candidates,
+        seed, key, rng is None, int(spec["family"]), float(spec["loc"]), float(spec["scale"]), low, high,
+        float(spec["log_normalizer"]), prior_family, prior_loc, prior_scale, width_mode, int(width_given),
+        _half_width(tail_mass), hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
+        log_max_candidates,
     )
     if prep_status != kernels.PREP_OK:
-        start, stop, _ = kernels.transformed_support(float(spec["low"]), float(spec["high"]), float(width_used),
-                                                      int(prior_family), float(prior_loc), float(prior_scale))
+        start, stop, _ = kernels.transformed_support(low, high, float(width_used), prior_family, prior_loc,
+                                                      prior_scale)
         _raise_prepare_error(prep_status, "", width_used, stop - start)
-    if mode == kernels.RACE and log_w_max > math.log(max_candidates):
+    if mode == kernels.RACE and log_w_max > log_max_candidates:
         _raise_too_many_candidates(log_w_max, max_candidates)
     if race_status != kernels.STATUS_OK:
         raise RuntimeError(f"the race exceeded max_candidates={max_candidates}; increase it or use a larger width")
-    kl_bits = kl / math.log(2.0)
+    kl_bits = kl / _LOG2
     if mode != kernels.RACE and num_candidates is None:
         num_candidates = int(min(2.0 ** math.ceil(kl_bits + 4.0), max_candidates))
     return EncodedSample(
-        index=int(index), factor=int(factor), sample=float(sample), candidates=int(examined), width=int(width_used),
+        index=index, factor=factor, sample=sample, candidates=examined, width=width_used,
         tail_mass=float(target.tail_mass_of(tail_mass)), kl_bits=kl_bits, method=method,
         num_candidates=None if mode == kernels.RACE else num_candidates,
     )
@@ -507,14 +547,16 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
-    from .general import GeneralTarget, encode_general  # general builds on this module
+    if not isinstance(target, Distribution):
+        from .general import GeneralTarget, encode_general  # general builds on this module
 
-    if isinstance(target, GeneralTarget):
-        # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
-        return encode_general(target, seed, prior=prior, width=width, method=method,
-                              max_candidates=max_candidates, rng=rng, num_threads=num_threads)
-    target = _check_target(target)
-    seed_u64 = check_seed(seed)
+        if isinstance(target, GeneralTarget):
+            # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
+            return encode_general(target, seed, prior=prior, width=width, method=method,
+                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads)
+        _check_target(target)
+    # Fast path for the common plain int; check_seed handles (and rejects) the rest.
+    seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
     prior = _check_prior(prior)
     method = _check_method(method)
     tail_mass = _check_tail_mass(tail_mass)
@@ -533,42 +575,33 @@ def encode_sample(
     inputs = _BatchInputs(target, prior, tail_mass, hybrid, width)
     count, dims = inputs.count, inputs.dims
     mode = _MODES[method]
-    key = private_key(seed, rng)
-    index = np.zeros(count, dtype=np.int64)
-    factor = np.zeros((count, dims), dtype=np.int64)
-    sample = np.zeros((count, dims), dtype=np.float64)
-    examined = np.zeros(count, dtype=np.int64)
-    widths = np.zeros((count, dims), dtype=np.int64)
-    kl_bits = np.zeros(count, dtype=np.float64)
-    counts = np.zeros(count, dtype=np.int64)
-    status = np.zeros(count, dtype=np.int64)
+    key = private_key(seed_u64, rng)
+    # The kernel writes every output of every element that encodes (and the
+    # status of all), so the outputs need no zeroing.
+    index = np.empty(count, dtype=np.int64)
+    factor = np.empty((count, dims), dtype=np.int64)
+    sample = np.empty((count, dims), dtype=np.float64)
+    examined = np.empty(count, dtype=np.int64)
+    widths = np.empty((count, dims), dtype=np.int64)
+    kl_bits = np.empty(count, dtype=np.float64)
+    counts = np.empty(count if mode != kernels.RACE else 0, dtype=np.int64)  # ORC/MRC only
+    status = np.empty(count, dtype=np.int8)
     threads = _Threads(num_threads)
+    log_max_candidates = math.log(max_candidates)
 
     def run(begin, end):
-        part = slice(begin, end)
-        params, log_w_max, kl_bits[part] = inputs.prepare(begin, end, threads)
-        widths[part] = params[:, :, kernels.F_WIDTH]
-        if mode == kernels.RACE:
-            largest = float(np.max(log_w_max, initial=-np.inf))
-            if largest > math.log(max_candidates):
-                _raise_too_many_candidates(largest, max_candidates)
-        elif num_candidates is None:
-            counts[part] = np.minimum(np.exp2(np.ceil(kl_bits[part] + 4.0)), max_candidates)
-        else:
-            counts[part] = num_candidates
-        threads.kernel("encode_batch", end - begin)(
-            seed_u64, key, np.uint64(begin), params, hybrid, log_w_max, mode, counts[part],
-            max_candidates, index[part], factor[part], sample[part], examined[part], status[part],
+        # One pass per element: parameters, bound, KL and the race (kernels.encode_fused).
+        threads.kernel("encode_fused", end - begin)(
+            begin, end, seed_u64, key, inputs.columns, inputs.steps, inputs.width_mode, inputs.half_width,
+            hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates, log_max_candidates,
+            index, factor, sample, examined, widths, kl_bits, counts, status,
         )
 
     with threads:
-        _run_chunks(run, count, progress, f"encode ({method})")
-    failed = np.flatnonzero(status != kernels.STATUS_OK)
-    if failed.size:
-        raise RuntimeError(
-            f"the race exceeded max_candidates={max_candidates} for {failed.size} element(s) "
-            f"(first: flat index {failed[0]}); increase max_candidates or use a larger width"
-        )
+        # Chunks only pace the progress bar: results do not depend on them.
+        _run_chunks(run, count, progress, f"encode ({method})", _CHUNK if progress else max(count, 1))
+        if status.any():
+            _raise_encode_error(status, inputs, threads, max_candidates)
 
     batch_shape, shape = target.batch_shape, target.shape
     return EncodedSample(

@@ -24,17 +24,30 @@ import math
 import numba
 import numpy as np
 
-from .random import exponential, private_uniform, uniform_centered
+from .random import (
+    _GAMMA,
+    _S11,
+    _TWO_M53,
+    DOMAIN_KEY,
+    DOMAIN_PRIVATE,
+    DOMAIN_SHARED,
+    _mix64,
+    hash_counter,
+    uniform_centered,
+)
 
 __all__ = [
     "ndtri_lower",
     "prior_ppf_scaled",
     "log_weight",
     "select_one",
-    "encode_batch",
-    "encode_batch_serial",
+    "encode_fused",
+    "encode_fused_serial",
+    "encode_one",
     "decode_batch_serial",
+    "prepare_batch",
     "prepare_batch_serial",
+    "gaussian_width_array",
     "NUM_FIELDS",
     "decode_batch",
     "RACE",
@@ -150,29 +163,60 @@ def _candidate_factor(centre, u):
     return k
 
 
+# --- counter hashes with the per-stream part hoisted ------------------------------------
+# ``rcc.random.hash_counter`` mixes (domain, key, stream, index, dim) in five
+# rounds; the first three are the same for every candidate of a race, so the
+# race computes them once (``_stream_prefix``) and two rounds per candidate.
+# The values are bit-identical to ``uniform_centered`` and ``private_uniform``.
+
+
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _candidate_position(seed, stream, n, j, centre, hybrid):
+def _stream_prefix(domain, key, stream):
+    """The first three rounds of ``hash_counter(domain, key, stream, ., .)``."""
+    h = _mix64(domain + _GAMMA)
+    h = _mix64((h ^ key) + _GAMMA)
+    return _mix64((h ^ stream) + _GAMMA)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _shared_dither(prefix, n, j):
+    """``uniform_centered(seed, stream, n, j)`` from ``_stream_prefix(DOMAIN_SHARED, seed, stream)``."""
+    h = _mix64((prefix ^ np.uint64(n)) + _GAMMA)
+    h = _mix64((h ^ np.uint64(j)) + _GAMMA)
+    return np.float64(h >> _S11) * _TWO_M53 - 0.5
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _private_uniform(prefix, n):
+    """``private_uniform(key, stream, n)`` from ``_stream_prefix(DOMAIN_PRIVATE, key, stream)``."""
+    h = _mix64((prefix ^ np.uint64(n)) + _GAMMA)
+    h = _mix64(h + _GAMMA)  # dim 0
+    return (np.float64(h >> _S11) + 1.0) * _TWO_M53
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _candidate_position(shared, n, j, centre, hybrid):
     """The dither of candidate ``n`` in dimension ``j`` as (factor, offset) with ``z' = factor + offset``."""
-    u = uniform_centered(seed, stream, np.uint64(n), np.uint64(j))
+    u = _shared_dither(shared, n, j)
     if hybrid:
         return _candidate_factor(centre, u), u
     return 0.0, u + 0.5
 
 
 # Field layout of the packed per-(element, dimension) parameters: one float64
-# array of shape (B, d, NUM_FIELDS) keeps the kernels' argument lists short.
+# array of shape (d, NUM_FIELDS) per element keeps the kernels' argument lists short.
 (F_FAMILY, F_LOC, F_SCALE, F_LOW, F_HIGH, F_CONST, F_PRIOR_FAMILY, F_PRIOR_LOC, F_PRIOR_SCALE,
  F_WIDTH, F_CENTRE, F_WINDOW_LOW, F_WINDOW_HIGH) = range(13)
 NUM_FIELDS = 13
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _candidate_log_weight(seed, stream, n, params, hybrid):
+def _candidate_log_weight(shared, n, params, hybrid):
     """Log weight of candidate ``n`` for one element (``params``: (d, NUM_FIELDS))."""
     lw = 0.0
     for j in range(params.shape[0]):
         row = params[j]
-        k, offset = _candidate_position(seed, stream, n, j, row[F_CENTRE], hybrid)
+        k, offset = _candidate_position(shared, n, j, row[F_CENTRE], hybrid)
         position = k + offset
         # Cheap rejection before the inverse CDF: outside the transformed support.
         if position < row[F_WINDOW_LOW] or position > row[F_WINDOW_HIGH]:
@@ -190,7 +234,7 @@ _LOG_RESCALE = 600.0 * math.log(2.0)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _race(seed, key, stream, params, hybrid, log_w_max, max_candidates):
+def _race(shared, private, params, hybrid, log_w_max, max_candidates):
     """The exponential race with the w_max stopping rule (DESIGN 2.2).
 
     Arrival times ``T_n = E_1 + ... + E_n`` with ``E_i = -log V_i`` are kept
@@ -198,6 +242,8 @@ def _race(seed, key, stream, params, hybrid, log_w_max, max_candidates):
     underflows), so a candidate costs no logarithm unless its weight is
     evaluated.  The race keeps the best score ``log T_n - log w_n`` and stops
     once ``T_n >= exp(best + log w_max)``: no later candidate can win.
+    ``shared`` and ``private`` are the stream prefixes of the dither and of
+    the arrival times.  Returns (index, examined, status).
     """
     best = np.inf
     best_n = 0
@@ -211,7 +257,7 @@ def _race(seed, key, stream, params, hybrid, log_w_max, max_candidates):
         n += 1
         if n > max_candidates:
             return best_n, examined, STATUS_MAX_CANDIDATES
-        product *= private_uniform(key, stream, np.uint64(n))
+        product *= _private_uniform(private, n)
         if product < 1.0 / _RESCALE:
             product *= _RESCALE
             rescaled += _LOG_RESCALE
@@ -219,7 +265,7 @@ def _race(seed, key, stream, params, hybrid, log_w_max, max_candidates):
         if product <= stop_product:
             break
         examined += 1
-        lw = _candidate_log_weight(seed, stream, n, params, hybrid)
+        lw = _candidate_log_weight(shared, n, params, hybrid)
         if lw == -np.inf:
             continue
         score = math.log(rescaled - math.log(product)) - lw
@@ -232,7 +278,59 @@ def _race(seed, key, stream, params, hybrid, log_w_max, max_candidates):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates):
+def _race_1d(shared, private, row, hybrid, log_w_max, max_candidates):
+    """:func:`_race` for a 1-D target, its parameters held in registers.
+
+    Returns (index, examined, status, factor, sample): the winner's factor
+    and sample are kept from its weight evaluation, not recomputed.
+    """
+    family, loc, scale, low, high = row[F_FAMILY], row[F_LOC], row[F_SCALE], row[F_LOW], row[F_HIGH]
+    const, width, centre = row[F_CONST], row[F_WIDTH], row[F_CENTRE]
+    prior_family, prior_loc, prior_scale = row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE]
+    window_low, window_high = row[F_WINDOW_LOW], row[F_WINDOW_HIGH]
+    best = np.inf
+    best_n = 0
+    best_k = 0.0
+    best_z = np.nan
+    product = 1.0
+    rescaled = 0.0
+    stop_arrival = np.inf
+    stop_product = 0.0
+    examined = 0
+    n = 0
+    while True:
+        n += 1
+        if n > max_candidates:
+            return best_n, examined, STATUS_MAX_CANDIDATES, best_k, best_z
+        product *= _private_uniform(private, n)
+        if product < 1.0 / _RESCALE:
+            product *= _RESCALE
+            rescaled += _LOG_RESCALE
+            stop_product = math.exp(rescaled - stop_arrival)
+        if product <= stop_product:
+            break
+        examined += 1
+        k, offset = _candidate_position(shared, n, 0, centre, hybrid)
+        position = k + offset
+        if position < window_low or position > window_high:
+            continue
+        z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
+        lw = log_weight(z, family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale)
+        if lw == -np.inf:
+            continue
+        score = math.log(rescaled - math.log(product)) - lw
+        if score < best:
+            best = score
+            best_n = n
+            best_k = k
+            best_z = z
+            stop_arrival = math.exp(best + log_w_max)
+            stop_product = math.exp(rescaled - stop_arrival)
+    return best_n, examined, STATUS_OK, best_k, best_z
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates):
     """ORC (sorted arrivals, stopping rule) or MRC (i.i.d. arrivals) over a fixed count (DESIGN 2.3)."""
     best = np.inf
     best_n = 0
@@ -240,15 +338,16 @@ def _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidat
     stop_arrival = np.inf
     examined = 0
     for n in range(1, num_candidates + 1):
+        exponential = -np.log(_private_uniform(private, n))
         if mode == ORC:
             # The n-th order statistic of num_candidates Exp(1) variates, times num_candidates.
-            arrival += exponential(key, stream, np.uint64(n)) * (num_candidates / (num_candidates - n + 1.0))
+            arrival += exponential * (num_candidates / (num_candidates - n + 1.0))
             if arrival >= stop_arrival:
                 break
         else:
-            arrival = exponential(key, stream, np.uint64(n))
+            arrival = exponential
         examined += 1
-        lw = _candidate_log_weight(seed, stream, n, params, hybrid)
+        lw = _candidate_log_weight(shared, n, params, hybrid)
         if lw == -np.inf:
             continue
         score = math.log(arrival) - lw
@@ -264,57 +363,34 @@ def _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidat
 
 
 @numba.njit(cache=True, error_model="numpy")
-def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
-    """Run one selection; return (index, examined, status)."""
-    if mode == RACE:
-        return _race(seed, key, stream, params, hybrid, log_w_max, max_candidates)
-    return _importance(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates)
+def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates, factor_out,
+               sample_out):
+    """Run one selection for stream ``stream``; return (index, examined, status).
 
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def _encode_element(i, seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
-                    max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
-    """Encode element ``i`` of a batch with stream ``stream_offset + i``; write its outputs."""
-    stream = stream_offset + np.uint64(i)
-    element = params[i]
-    n, examined, status = select_one(seed, key, stream, element, hybrid, log_w_max[i], mode,
-                                     num_candidates[i], max_candidates)
-    index_out[i] = n
-    examined_out[i] = examined
-    status_out[i] = status
-    if status != STATUS_OK:
-        return
-    for j in range(element.shape[0]):
-        row = element[j]
-        k, offset = _candidate_position(seed, stream, n, j, row[F_CENTRE], hybrid)
-        factor_out[i, j] = np.int64(k)
-        sample_out[i, j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY],
-                                            row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
-
-
-# The batch loops exist twice, threaded and serial (waking the thread pool
-# costs more than a small batch).  They must be distinct Python functions:
-# numba's on-disk cache is keyed by the function, so two dispatchers of one
-# function would load each other's machine code.
-@numba.njit(cache=True, error_model="numpy", parallel=True)
-def encode_batch(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
-                 max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
-    """Encode a batch; element ``i`` uses stream ``stream_offset + i``.
-
-    ``params`` has shape (B, d, NUM_FIELDS); outputs are written in place.
+    On success the winner's factor and sample of each dimension are written
+    to ``factor_out`` and ``sample_out`` (length d): exactly what
+    :func:`decode_batch` computes from the index.
     """
-    for i in numba.prange(params.shape[0]):
-        _encode_element(i, seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
-                        max_candidates, index_out, factor_out, sample_out, examined_out, status_out)
-
-
-@numba.njit(cache=True, error_model="numpy")
-def encode_batch_serial(seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
-                        max_candidates, index_out, factor_out, sample_out, examined_out, status_out):
-    """:func:`encode_batch` on the calling thread."""
-    for i in range(params.shape[0]):
-        _encode_element(i, seed, key, stream_offset, params, hybrid, log_w_max, mode, num_candidates,
-                        max_candidates, index_out, factor_out, sample_out, examined_out, status_out)
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
+    if mode == RACE and params.shape[0] == 1:
+        n, examined, status, k, z = _race_1d(shared, private, params[0], hybrid, log_w_max, max_candidates)
+        if status == STATUS_OK:
+            factor_out[0] = np.int64(k)
+            sample_out[0] = z
+        return n, examined, status
+    if mode == RACE:
+        n, examined, status = _race(shared, private, params, hybrid, log_w_max, max_candidates)
+    else:
+        n, examined, status = _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates)
+    if status == STATUS_OK:
+        for j in range(params.shape[0]):
+            row = params[j]
+            k, offset = _candidate_position(shared, n, j, row[F_CENTRE], hybrid)
+            factor_out[j] = np.int64(k)
+            sample_out[j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC],
+                                             row[F_PRIOR_SCALE])
+    return n, examined, status
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -368,7 +444,17 @@ WIDTH_GIVEN, WIDTH_GAUSSIAN, WIDTH_SUPPORT = 0, 1, 2
 PREP_OK, PREP_NO_MASS, PREP_TOO_WIDE, PREP_UNBOUNDED = 0, 1, 2, 3
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+# --- per-element preparation (DESIGN 2.6, 2.7) ------------------------------------------
+
+WIDTH_GIVEN, WIDTH_GAUSSIAN, WIDTH_SUPPORT = 0, 1, 2
+PREP_OK, PREP_NO_MASS, PREP_TOO_WIDE, PREP_UNBOUNDED = 0, 1, 2, 3
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# Above this standardised position erfc(-t / sqrt 2) > 1 for certain, i.e. F_p > 1/2,
+# so the decision needs no erfc (measured margin: erfc(-1e-12) = 1 + 1.1e-12).
+_SURELY_UPPER = 1e-8
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -381,14 +467,53 @@ def prior_cdf_pair(x, prior_family, prior_loc, prior_scale):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _cdf_side(x, prior_family, prior_loc, prior_scale, need_lower, need_upper):
+    """``(F_p(x) > 1/2, F_p(x), 1 - F_p(x))`` computing only what is used.
+
+    :func:`transformed_support` reads ``1 - F`` in the upper half and ``F``
+    in the lower half, and the other member where ``need_lower`` or
+    ``need_upper`` says so; members not computed are NaN.  The values
+    computed equal :func:`prior_cdf_pair`'s bit for bit.
+    """
+    t = (x - prior_loc) / prior_scale
+    if prior_family == UNIFORM:
+        lower, upper = min(max(t, 0.0), 1.0), min(max(1.0 - t, 0.0), 1.0)
+        return lower > 0.5, lower, upper
+    lower = np.nan
+    if t > _SURELY_UPPER:
+        is_upper = True
+    else:
+        lower = 0.5 * math.erfc(-t * _INV_SQRT2)
+        is_upper = lower > 0.5
+    if need_lower and math.isnan(lower):
+        lower = 0.5 * math.erfc(-t * _INV_SQRT2)
+    upper = 0.5 * math.erfc(t * _INV_SQRT2) if is_upper or need_upper else np.nan
+    return is_upper, lower, upper
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _support_cdfs(low, high, prior_family, prior_loc, prior_scale):
+    """The prior CDF values at the support's ends that :func:`_support_at` reads."""
+    upper_low, f_low, fc_low = _cdf_side(low, prior_family, prior_loc, prior_scale, False, False)
+    # The length is 1 - F(low) - (1 - F(high)) from an upper-half low end, else F(high) - F(low).
+    upper_high, f_high, fc_high = _cdf_side(high, prior_family, prior_loc, prior_scale, not upper_low, upper_low)
+    return upper_low, f_low, fc_low, upper_high, f_high, fc_high
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _support_at(cdfs, width):
+    """``(M F_p(low), M F_p(high), F_p(high) - F_p(low))`` from :func:`_support_cdfs`."""
+    upper_low, f_low, fc_low, upper_high, f_high, fc_high = cdfs
+    length = fc_low - fc_high if upper_low else f_high - f_low
+    start = width - width * fc_low if upper_low else width * f_low
+    stop = width - width * fc_high if upper_high else width * f_high
+    return start, stop, length
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def transformed_support(low, high, width, prior_family, prior_loc, prior_scale):
     """``(M F_p(low), M F_p(high), F_p(high) - F_p(low))`` without cancellation."""
-    f_low, fc_low = prior_cdf_pair(low, prior_family, prior_loc, prior_scale)
-    f_high, fc_high = prior_cdf_pair(high, prior_family, prior_loc, prior_scale)
-    length = fc_low - fc_high if f_low > 0.5 else f_high - f_low
-    start = width - width * fc_low if f_low > 0.5 else width * f_low
-    stop = width - width * fc_high if f_high > 0.5 else width * f_high
-    return start, stop, length
+    return _support_at(_support_cdfs(low, high, prior_family, prior_loc, prior_scale), width)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -409,6 +534,13 @@ def gaussian_width_one(std, half_width, prior_family, prior_scale):
         return 1 << 52
     width = math.floor(min(1.0 / length, 2.0**52) * (1.0 - 1e-12))
     return max(int(width), 1)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def gaussian_width_array(std, half_width, prior_family, prior_scale, out):
+    """:func:`gaussian_width_one` over flat arrays of equal length."""
+    for i in range(out.shape[0]):
+        out[i] = gaussian_width_one(std[i], half_width, prior_family[i], prior_scale[i])
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -440,74 +572,114 @@ def log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc
     return best + 1e-9 * (1.0 + abs(best) + abs(const))
 
 
+# Memo of the transcendental functions of per-element parameters that repeat
+# along a batch (a shared std, prior or tail mass): slot pairs (argument, value).
+MEMO_SIZE = 14
+_M_LOG_SCALE, _M_LOG_PRIOR_SCALE, _M_LOG_WIDTH, _M_MASS, _M_WIDTH = 0, 2, 4, 6, 8  # _M_WIDTH: 4 keys, 1 value
+
+
 @numba.njit(cache=True, error_model="numpy")
-def kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale):
-    """``D_KL[target || prior]`` in nats for one dimension, in closed form."""
+def new_memo():
+    """An empty memo for :func:`prepare_row` (NaN keys never match)."""
+    return np.full(MEMO_SIZE, np.nan)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _memo_log(x, memo, slot):
+    if memo[slot] != x:
+        memo[slot] = x
+        memo[slot + 1] = math.log(x)
+    return memo[slot + 1]
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _memo_gaussian_width(std, half_width, prior_family, prior_scale, memo):
+    s = _M_WIDTH
+    if not (memo[s] == std and memo[s + 1] == half_width and memo[s + 2] == prior_family
+            and memo[s + 3] == prior_scale):
+        memo[s] = std
+        memo[s + 1] = half_width
+        memo[s + 2] = prior_family
+        memo[s + 3] = prior_scale
+        memo[s + 4] = gaussian_width_one(std, half_width, prior_family, prior_scale)
+    return int(memo[s + 4])
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale, memo):
+    """:func:`kl_nats` with the logarithms of repeated parameters taken from ``memo``."""
     if family == NORMAL:
         alpha = (low - loc) / scale
         beta = (high - loc) / scale
         pdf_a = math.exp(-0.5 * alpha * alpha) * _INV_SQRT_2PI if math.isfinite(alpha) else 0.0
         pdf_b = math.exp(-0.5 * beta * beta) * _INV_SQRT_2PI if math.isfinite(beta) else 0.0
-        mass = math.exp(log_normalizer)
+        if memo[_M_MASS] != log_normalizer:
+            memo[_M_MASS] = log_normalizer
+            memo[_M_MASS + 1] = math.exp(log_normalizer)
+        mass = memo[_M_MASS + 1]
         m1 = (pdf_a - pdf_b) / mass
         a_term = alpha * pdf_a if math.isfinite(alpha) else 0.0
         b_term = beta * pdf_b if math.isfinite(beta) else 0.0
         m2 = 1.0 + (a_term - b_term) / mass
         mean = loc + scale * m1
         var = scale * scale * (m2 - m1 * m1)
-        neg_entropy = -math.log(scale) - _HALF_LOG_2PI - log_normalizer - 0.5 * m2
+        neg_entropy = -_memo_log(scale, memo, _M_LOG_SCALE) - _HALF_LOG_2PI - log_normalizer - 0.5 * m2
     else:
         mean = 0.5 * (low + high)
         var = (high - low) ** 2 / 12.0
         neg_entropy = -log_normalizer
     if prior_family == NORMAL:
         second = var + (mean - prior_loc) ** 2
-        cross = -math.log(prior_scale) - _HALF_LOG_2PI - 0.5 * second / (prior_scale * prior_scale)
+        cross = (-_memo_log(prior_scale, memo, _M_LOG_PRIOR_SCALE) - _HALF_LOG_2PI
+                 - 0.5 * second / (prior_scale * prior_scale))
     else:
-        cross = -math.log(prior_scale)
+        cross = -_memo_log(prior_scale, memo, _M_LOG_PRIOR_SCALE)
     return neg_entropy - cross
 
 
 @numba.njit(cache=True, error_model="numpy")
-def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                width_mode, width_given, half_width, hybrid, row):
-    """Fill the packed race parameters of one (element, dimension); return (bound, kl, status).
+def kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale):
+    """``D_KL[target || prior]`` in nats for one dimension, in closed form."""
+    return _kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                    np.full(MEMO_SIZE, np.nan))
 
-    Computes the width M (given, derived from the std for Gaussian targets, or
-    the largest the support fits), the transformed support and window centre
-    (DESIGN 2.6), the constant of the log weight, its closed-form maximum and
-    the KL in nats.
-    """
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                 width_mode, width_given, half_width, hybrid, row, memo):
+    """:func:`prepare_row` with a memo (see :func:`new_memo`) carried along a batch."""
+    # The prior CDF at the support's ends, once: every width below reuses it.
+    cdfs = _support_cdfs(low, high, prior_family, prior_loc, prior_scale)
     if not hybrid:
         width = 1
     elif width_mode == WIDTH_GIVEN:
         width = width_given
     else:
         if width_mode == WIDTH_GAUSSIAN:
-            width = gaussian_width_one(scale, half_width, prior_family, prior_scale)
+            width = _memo_gaussian_width(scale, half_width, prior_family, prior_scale, memo)
         else:
-            length = transformed_support(low, high, 1.0, prior_family, prior_loc, prior_scale)[2]
+            length = _support_at(cdfs, 1.0)[2]
             width = max(int(math.floor(min(1.0 / length, 2.0**52))), 1) if length > 0 else 1
-        start, stop, length = transformed_support(low, high, float(width), prior_family, prior_loc, prior_scale)
+        start, stop, length = _support_at(cdfs, float(width))
         if stop - start > 1.0 and width > 1:
             width -= 1  # floating-point guard on the derivation
-    start, stop, length = transformed_support(low, high, float(width), prior_family, prior_loc, prior_scale)
+    start, stop, length = _support_at(cdfs, float(width))
     status = PREP_OK
     if not length > 0.0:
         status = PREP_NO_MASS
     elif stop - start > 1.0:
         status = PREP_TOO_WIDE
-    const = -log_normalizer - math.log(width)
+    const = -log_normalizer - _memo_log(float(width), memo, _M_LOG_WIDTH)
     if family == NORMAL:
-        const -= math.log(scale) + _HALF_LOG_2PI
+        const -= _memo_log(scale, memo, _M_LOG_SCALE) + _HALF_LOG_2PI
     if prior_family == NORMAL:
-        const += math.log(prior_scale) + _HALF_LOG_2PI
+        const += _memo_log(prior_scale, memo, _M_LOG_PRIOR_SCALE) + _HALF_LOG_2PI
     else:
-        const += math.log(prior_scale)
+        const += _memo_log(prior_scale, memo, _M_LOG_PRIOR_SCALE)
     bound = log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale)
     if not math.isfinite(bound) and status == PREP_OK:
         status = PREP_UNBOUNDED
-    kl = kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale)
+    kl = _kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale, memo)
     row[F_FAMILY] = family
     row[F_LOC] = loc
     row[F_SCALE] = scale
@@ -524,80 +696,211 @@ def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pri
     return bound, kl, status
 
 
+@numba.njit(cache=True, error_model="numpy")
+def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                width_mode, width_given, half_width, hybrid, row):
+    """Fill the packed race parameters of one (element, dimension); return (bound, kl, status).
+
+    Computes the width M (given, derived from the std for Gaussian targets, or
+    the largest the support fits), the transformed support and window centre
+    (DESIGN 2.6), the constant of the log weight, its closed-form maximum and
+    the KL in nats.
+    """
+    return _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+                        width_mode, width_given, half_width, hybrid, row, new_memo())
+
+
+# --- batches: columns in, everything of an element computed in one pass ----------------
+# A batch's parameters arrive as COLUMNS flat float64 arrays with (row, column)
+# steps: element (i, j) of column c is ``columns[c][i * steps[c, 0] + j * steps[c, 1]]``,
+# so scalars (steps 0, 0), full arrays (d, 1) and per-dimension values (0, 1)
+# share one compiled signature and are never copied to full size.
+(C_FAMILY, C_LOC, C_SCALE, C_LOW, C_HIGH, C_LOG_NORMALIZER, C_PRIOR_FAMILY, C_PRIOR_LOC, C_PRIOR_SCALE,
+ C_WIDTH) = range(10)
+NUM_COLUMNS = 10
+# Elements per block of the threaded loops: a block shares its scratch arrays and memo.
+_BLOCK = 512
+# Status codes of the fused encoder beyond STATUS_*: the bound exceeds max_candidates,
+# and PREP_* problems offset by STATUS_PREP.
+STATUS_BOUND, STATUS_PREP = 3, 10
+
+
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _prepare_element(i, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
-                     prior_scale, width_mode, width_given, half_width, hybrid, params_out, log_w_max_out,
-                     kl_out, status_out):
-    """:func:`prepare_row` over the event of element ``i``; sums the bound and the KL."""
+def _column(columns, steps, c, i, j):
+    return columns[c][i * steps[c, 0] + j * steps[c, 1]]
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, memo):
+    """Race parameters of element ``i`` into ``params`` (d, NUM_FIELDS); returns (bound, kl, status).
+
+    The bound and the KL are summed over the event; the status is the first problem.
+    """
     status = PREP_OK
     total_log_w_max = 0.0
     total_kl = 0.0
-    for j in range(family.shape[1]):
-        bound, kl, problem = prepare_row(
-            family[i, j], loc[i, j], scale[i, j], low[i, j], high[i, j], log_normalizer[i, j],
-            prior_family[i, j], prior_loc[i, j], prior_scale[i, j], width_mode, width_given[i, j],
-            half_width, hybrid, params_out[i, j],
+    for j in range(params.shape[0]):
+        bound, kl, problem = _prepare_row(
+            _column(columns, steps, C_FAMILY, i, j), _column(columns, steps, C_LOC, i, j),
+            _column(columns, steps, C_SCALE, i, j), _column(columns, steps, C_LOW, i, j),
+            _column(columns, steps, C_HIGH, i, j), _column(columns, steps, C_LOG_NORMALIZER, i, j),
+            _column(columns, steps, C_PRIOR_FAMILY, i, j), _column(columns, steps, C_PRIOR_LOC, i, j),
+            _column(columns, steps, C_PRIOR_SCALE, i, j), width_mode,
+            int(_column(columns, steps, C_WIDTH, i, j)), half_width, hybrid, params[j], memo,
         )
         if status == PREP_OK:
             status = problem
         total_log_w_max += bound
         total_kl += kl
-    log_w_max_out[i] = total_log_w_max
-    kl_out[i] = total_kl
-    status_out[i] = status
+    return total_log_w_max, total_kl, status
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prepare_block(block, begin, end, columns, steps, width_mode, half_width, hybrid, params_out,
+                   log_w_max_out, kl_out, status_out):
+    first = begin + block * _BLOCK
+    memo = new_memo()
+    for i in range(first, min(end, first + _BLOCK)):
+        bound, kl, status = _prepare_element(i, columns, steps, width_mode, half_width, hybrid,
+                                             params_out[i - begin], memo)
+        log_w_max_out[i - begin] = bound
+        kl_out[i - begin] = kl
+        status_out[i - begin] = status
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def prepare_batch(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                  width_mode, width_given, half_width, hybrid, params_out, log_w_max_out, kl_out,
-                  status_out):
-    """Race parameters of every (element, dimension) of (B, d) inputs.
+def prepare_batch(begin, end, columns, steps, width_mode, half_width, hybrid, params_out, log_w_max_out,
+                  kl_out, status_out):
+    """Race parameters, bounds, KLs (nats) and statuses of elements ``begin:end``.
 
-    ``status_out[i]`` reports the first problem of element ``i``.
+    ``params_out`` has shape (end - begin, d, NUM_FIELDS); ``status_out[i]``
+    reports the first problem of element ``begin + i``.  Used for the KL
+    alone and to describe a failed encode; encoding uses :func:`encode_fused`.
     """
-    for i in numba.prange(family.shape[0]):
-        _prepare_element(i, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
-                         prior_scale, width_mode, width_given, half_width, hybrid, params_out,
-                         log_w_max_out, kl_out, status_out)
+    for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
+        _prepare_block(block, begin, end, columns, steps, width_mode, half_width, hybrid, params_out,
+                       log_w_max_out, kl_out, status_out)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def prepare_batch_serial(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
-                         prior_scale, width_mode, width_given, half_width, hybrid, params_out,
+def prepare_batch_serial(begin, end, columns, steps, width_mode, half_width, hybrid, params_out,
                          log_w_max_out, kl_out, status_out):
     """:func:`prepare_batch` on the calling thread."""
-    for i in range(family.shape[0]):
-        _prepare_element(i, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
-                         prior_scale, width_mode, width_given, half_width, hybrid, params_out,
-                         log_w_max_out, kl_out, status_out)
+    for block in range((end - begin + _BLOCK - 1) // _BLOCK):
+        _prepare_block(block, begin, end, columns, steps, width_mode, half_width, hybrid, params_out,
+                       log_w_max_out, kl_out, status_out)
+
+
+_LOG2 = math.log(2.0)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _encode_element(i, seed, key, columns, steps, width_mode, half_width, hybrid, mode, num_candidates,
+                    max_candidates, log_max_candidates, params, memo, index_out, factor_out,
+                    sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out):
+    """Prepare and encode element ``i`` (stream ``i``); write its outputs."""
+    bound, kl, problem = _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, memo)
+    dims = params.shape[0]
+    for j in range(dims):
+        width_out[i, j] = np.int64(params[j, F_WIDTH])
+    kl_bits = kl / _LOG2
+    kl_bits_out[i] = kl_bits
+    if problem != PREP_OK:
+        status_out[i] = STATUS_PREP + problem
+        return
+    if mode == RACE:
+        if bound > log_max_candidates:
+            status_out[i] = STATUS_BOUND
+            return
+        count = 0
+    else:
+        if num_candidates > 0:
+            count = num_candidates
+        else:
+            count = np.int64(min(np.exp2(np.ceil(kl_bits + 4.0)), np.float64(max_candidates)))
+        counts_out[i] = count  # ORC/MRC only: the race passes an empty array
+    n, examined, status = select_one(seed, key, np.uint64(i), params, hybrid, bound, mode, count,
+                                     max_candidates, factor_out[i], sample_out[i])
+    index_out[i] = n
+    examined_out[i] = examined
+    status_out[i] = status
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
+                  num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+                  examined_out, width_out, kl_bits_out, counts_out, status_out):
+    dims = width_out.shape[1]
+    params = np.empty((dims, NUM_FIELDS))
+    memo = new_memo()
+    first = begin + block * _BLOCK
+    for i in range(first, min(end, first + _BLOCK)):
+        _encode_element(i, seed, key, columns, steps, width_mode, half_width, hybrid, mode, num_candidates,
+                        max_candidates, log_max_candidates, params, memo, index_out, factor_out,
+                        sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
+
+
+# The batch loops exist twice, threaded and serial (waking the thread pool
+# costs more than a small batch).  They must be distinct Python functions:
+# numba's on-disk cache is keyed by the function, so two dispatchers of one
+# function would load each other's machine code.
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def encode_fused(begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode, num_candidates,
+                 max_candidates, log_max_candidates, index_out, factor_out, sample_out, examined_out,
+                 width_out, kl_bits_out, counts_out, status_out):
+    """Prepare and encode elements ``begin:end`` of a batch in one pass; element ``i`` uses stream ``i``.
+
+    Outputs are indexed by the element (shape (B,) or (B, d)) and written in
+    place: index, factor, sample, candidates examined, width, KL in bits,
+    the ORC/MRC candidate count and a status (``STATUS_*``, or
+    ``STATUS_PREP + PREP_*``).  ``num_candidates <= 0`` gives ORC/MRC
+    ``2**ceil(KL_bits + 4)`` candidates, capped at ``max_candidates``; the race
+    is skipped where its bound exceeds ``log_max_candidates``.
+    """
+    for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
+        _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
+                      num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+                      examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def encode_one(seed, key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
-               prior_scale, width_mode, width_given, half_width, hybrid, mode, num_candidates,
-               max_candidates):
+def encode_fused_serial(begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
+                        num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+                        examined_out, width_out, kl_bits_out, counts_out, status_out):
+    """:func:`encode_fused` on the calling thread."""
+    for block in range((end - begin + _BLOCK - 1) // _BLOCK):
+        _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
+                      num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+                      examined_out, width_out, kl_bits_out, counts_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def encode_one(seed, key, derive_key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+               prior_scale, width_mode, width_given, half_width, hybrid, mode, num_candidates, max_candidates,
+               log_max_candidates):
     """One scalar target in one call (the low-latency path of ``encode_sample``).
 
     Returns (prep_status, race_status, index, factor, sample, examined, width,
     log_w_max, kl_nats); identical to a one-element batch.  With
+    ``derive_key`` the private key is derived from the seed as
+    :func:`rcc.random.private_key` does for ``rng=None``.  With
     ``num_candidates <= 0`` ORC/MRC use ``2**ceil(KL_bits + 4)``, capped at
     ``max_candidates``.
     """
+    if derive_key:
+        key = hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
     params = np.empty((1, NUM_FIELDS))
     row = params[0]
     bound, kl, prep_status = prepare_row(family, loc, scale, low, high, log_normalizer, prior_family,
                                          prior_loc, prior_scale, width_mode, width_given, half_width,
                                          hybrid, row)
     width = int(row[F_WIDTH])
-    if prep_status != PREP_OK or (mode == RACE and bound > math.log(max_candidates)):
+    if prep_status != PREP_OK or (mode == RACE and bound > log_max_candidates):
         return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
     if num_candidates <= 0:
-        num_candidates = int(min(2.0 ** math.ceil(kl / math.log(2.0) + 4.0), max_candidates))
-    stream = np.uint64(0)
-    n, examined, status = select_one(seed, key, stream, params, hybrid, bound, mode, num_candidates,
-                                     max_candidates)
-    if status != STATUS_OK:
-        return prep_status, status, n, 0, np.nan, examined, width, bound, kl
-    k, offset = _candidate_position(seed, stream, n, 0, row[F_CENTRE], hybrid)
-    sample = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
-    return prep_status, status, n, int(k), sample, examined, width, bound, kl
+        num_candidates = np.int64(min(np.exp2(np.ceil(kl / _LOG2 + 4.0)), np.float64(max_candidates)))
+    factor = np.zeros(1, dtype=np.int64)
+    sample = np.full(1, np.nan)
+    n, examined, status = select_one(seed, key, np.uint64(0), params, hybrid, bound, mode, num_candidates,
+                                     max_candidates, factor, sample)
+    return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl

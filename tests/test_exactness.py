@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import rcc
-from rcc import testing
+from rcc import coding, kernels, testing
+from rcc.random import private_key
 
 N = 20_000
 PRIOR = rcc.Normal(0.0, 1.0)
@@ -102,21 +103,27 @@ def test_exact_over_distinct_seeds():
 # --- the tests have power: deliberately broken coders fail them ----------------------
 
 
-def test_halved_w_max_is_detected(monkeypatch):
-    from rcc import kernels
-
-    for name in ("prepare_batch", "prepare_batch_serial"):
-        original = getattr(kernels, name)
-
-        def halved(*args, original=original):
-            original(*args)
-            args[-3][:] -= math.log(2.0)  # the log_w_max output
-
-        monkeypatch.setattr(kernels, name, halved)
+def test_halved_w_max_is_detected():
+    # The tests have power: a race whose stopping bound is half the true
+    # w_max stops too early and its samples fail the KS check.
     target = rcc.Normal(0.0, 0.5)
-    samples, _ = coded_samples(target, seed=5)
-    result = testing.ks_check(samples, reference(target).cdf)
-    assert not result.passed, result
+    count = 20_000
+    batch = rcc.Normal(np.zeros(count), 0.5)
+    inputs = coding._BatchInputs(batch, rcc.Normal(0.0, 1.0), 1e-4, True, None)
+    params, log_w_max, _ = inputs.prepare(0, count, coding._Threads(None))
+    key = private_key(5)
+    samples = {}
+    for name, shift in (("true", 0.0), ("halved", -math.log(2.0))):
+        out = np.empty(count)
+        factor = np.empty(1, dtype=np.int64)
+        for i in range(count):
+            kernels.select_one(np.uint64(5), key, np.uint64(i), params[i], True, log_w_max[i] + shift,
+                               kernels.RACE, 0, 2**24, factor, out[i:i + 1])
+        samples[name] = out
+    truncated = target.truncate(1e-4)
+    assert np.array_equal(samples["true"], rcc.encode_sample(batch, seed=5).sample)
+    assert testing.ks_check(samples["true"], truncated.cdf).passed
+    assert not testing.ks_check(samples["halved"], truncated.cdf).passed
 
 
 def test_off_by_one_factor_is_detected():
