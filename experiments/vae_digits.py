@@ -10,7 +10,9 @@ with :class:`rcc.torch.RCCChannel` in training mode (reparameterised sample, ana
 KL).  Then, as CompressAI's ``update()``, the channel is calibrated on posteriors of
 training images (widths, coding priors, block layout, index code), the 360 test
 images' posteriors are compressed into one bitstream and decompressed, and the
-images are reconstructed from the *decoded* latents.  Per image the CSV holds the
+images are reconstructed from the *decoded* latents.  The decoding factors are coded
+with the channel's learned marginal (fitted at calibration); the same blocks with the
+``N(0, 1)`` marginal are coded too, to show what it saves.  Per image the CSV holds the
 ELBO's KL term in bits next to the bits of the coded messages (their information
 content under the coder's models; the bytes of the whole test set are this plus a
 few dozen bits of headers), and the reconstruction error.  For comparison the same
@@ -29,6 +31,7 @@ Run ``python -m experiments.vae_digits [--quick]``.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import subprocess
@@ -258,8 +261,13 @@ def run_beta(beta, train_images, test_images, settings, *, progress=True):
 
     with Stopwatch() as calibration_time:
         calibration = model.channel.calibrate(calibration_mean, calibration_log_scale, progress=progress)
+    # The same blocks with the factors coded under the N(0, 1) marginal instead of the
+    # learned one: what the learned marginal of the factors saves.
+    prior_factors = copy.deepcopy(model.channel)
+    prior_factors.factor_tables = torch.zeros(0, dtype=torch.float64)
     layouts = {
         "blocks": _code_test_set(model.channel, mean, log_scale, progress=progress),
+        "blocks_prior_factors": _code_test_set(prior_factors, mean, log_scale, progress=progress),
         "per_dimension": _code_per_dimension(mean, log_scale, calibration_mean, calibration_log_scale),
     }
     for layout in layouts.values():
@@ -279,6 +287,7 @@ def run_beta(beta, train_images, test_images, settings, *, progress=True):
             "kl_bits": float(kl_bits[i]),
             "truncated_kl_bits": float(blocks["kl_bits"][i]),
             "message_bits": float(blocks["item_bits"][i]),
+            "message_bits_prior_factors": float(layouts["blocks_prior_factors"]["item_bits"][i]),
             "message_bits_per_dimension": float(layouts["per_dimension"]["item_bits"][i]),
             "fallback_blocks_in_batch": blocks["fallback_blocks"],
             "mse_decoded_latents": float(blocks["mse"][i]),
@@ -333,6 +342,10 @@ def plot(rows, summaries, path):
             color="0.4", label="KL of the ELBO (training-time sample)")
     ax.plot([s["measured_bits_per_image"] for s in blocks], [s["mse_decoded_latents"] for s in blocks], "s-",
             color="C0", label="bytes, blocks")
+    prior_factors = [s for s in summaries if s["layout"] == "blocks_prior_factors"]
+    ax.plot([s["measured_bits_per_image"] for s in prior_factors],
+            [s["mse_decoded_latents"] for s in prior_factors], "x:", color="C1",
+            label="bytes, blocks, N(0,1) factor marginal")
     ax.plot([s["measured_bits_per_image"] for s in per_dim], [s["mse_decoded_latents"] for s in per_dim], "^-",
             color="C3", label="bytes, per dimension")
     for s in blocks:

@@ -1727,8 +1727,12 @@ class RCCChannel(nn.Module):
         target = Product(Normal(plan["mu"][positions], plan["sd"][positions]))
         blocks = positions % self.num_blocks
         prior = Normal(0.0, plan["block_scales"][blocks])
+        # The race examines about w_max <= 2**max_log2_candidates candidates on average with a
+        # light (exponential) tail: a cap 256 times higher is never reached in practice, where
+        # the library's default 2**24 would be, now and then, for max_log2_candidates near 23.
+        cap = 2 ** (math.ceil(self.max_log2_candidates) + 8)
         return encode_sample(target, seed, prior=prior, width=plan["block_widths"][blocks],
-                             tail_mass=self.tail_mass, progress=progress)
+                             tail_mass=self.tail_mass, max_candidates=cap, progress=progress)
 
     def _fallback_targets(self, plan, positions):
         """Flat (item-block, dimension) selection of the fallback blocks' real dimensions."""
