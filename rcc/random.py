@@ -87,6 +87,37 @@ def exponential(key, stream, index):
     return -np.log(private_uniform(key, stream, index))
 
 
+# --- counter hashes with the per-stream part hoisted (used by rcc.kernels) ---------------
+# ``rcc.random.hash_counter`` mixes (domain, key, stream, index, dim) in five
+# rounds; the first three are the same for every candidate of a race, so the
+# race computes them once (``_stream_prefix``) and two rounds per candidate.
+# The values are bit-identical to ``uniform_centered`` and ``private_uniform``.
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _stream_prefix(domain, key, stream):
+    """The first three rounds of ``hash_counter(domain, key, stream, ., .)``."""
+    h = _mix64(domain + _GAMMA)
+    h = _mix64((h ^ key) + _GAMMA)
+    return _mix64((h ^ stream) + _GAMMA)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _shared_dither(prefix, n, j):
+    """``uniform_centered(seed, stream, n, j)`` from ``_stream_prefix(DOMAIN_SHARED, seed, stream)``."""
+    h = _mix64((prefix ^ np.uint64(n)) + _GAMMA)
+    h = _mix64((h ^ np.uint64(j)) + _GAMMA)
+    return np.float64(h >> _S11) * _TWO_M53 - 0.5
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _private_uniform(prefix, n):
+    """``private_uniform(key, stream, n)`` from ``_stream_prefix(DOMAIN_PRIVATE, key, stream)``."""
+    h = _mix64((prefix ^ np.uint64(n)) + _GAMMA)
+    h = _mix64(h + _GAMMA)  # dim 0
+    return (np.float64(h >> _S11) + 1.0) * _TWO_M53
+
+
 @numba.njit(cache=True)
 def _uniform_array(seed, stream, index, dim, out):
     for i in range(out.size):
