@@ -988,6 +988,8 @@ _STREAM_JOINT = 1
 _STREAM_FALLBACK = 2
 
 
+#: Fallback dimensions whose race would examine more candidates than this (log2) raise.
+_FALLBACK_LOG2_CANDIDATES = 24
 #: Weight of the N(0, 1) prior's cell masses in a fitted factor table (a floor on every cell).
 _FACTOR_PRIOR_WEIGHT = 1e-3
 #: A fitted factor table has at least this many cells (a multiple of the width), so that
@@ -1765,16 +1767,21 @@ class RCCChannel(nn.Module):
         keep = self._fallback_targets(plan, positions)
         mu = plan["mu"][positions][keep]
         sd = plan["sd"][positions][keep]
-        prior = Normal(0.0, plan["block_scales"][positions % self.num_blocks][keep])
+        scales = plan["block_scales"][positions % self.num_blocks][keep]
+        message = ("a posterior is too far from the coding prior to be coded exactly even dimension by "
+                   f"dimension (mean up to {float(np.max(np.abs(mu), initial=0.0)):.3g}, "
+                   f"std up to {float(np.max(sd, initial=0.0)):.3g})")
+        log2_candidates = _log2_weight_max(mu, sd, 1, self.tail_mass, scales)
+        if log2_candidates.size and float(np.max(log2_candidates)) > _FALLBACK_LOG2_CANDIDATES:
+            raise ValueError(f"{message}: its race would examine about 2**{float(np.max(log2_candidates)):.1f} "
+                             f"candidates, more than 2**{_FALLBACK_LOG2_CANDIDATES}")
         try:
-            return encode_sample(Normal(mu, sd), seed, prior=prior, width=1, tail_mass=self.tail_mass,
-                                 progress=progress)
+            # The cap sits far above the bound just checked: a race's count has a light
+            # tail, so it is never reached, where a cap at the bound would be now and then.
+            return encode_sample(Normal(mu, sd), seed, prior=Normal(0.0, scales), width=1, tail_mass=self.tail_mass,
+                                 max_candidates=2 ** (_FALLBACK_LOG2_CANDIDATES + 8), progress=progress)
         except ValueError as exc:
-            raise ValueError(
-                "a posterior is too far from the coding prior to be coded exactly even dimension by "
-                f"dimension (mean up to {float(np.max(np.abs(mu))):.3g}, std up to {float(np.max(sd)):.3g}): "
-                f"{exc}"
-            ) from exc
+            raise ValueError(f"{message}: {exc}") from exc
 
     def _scatter(self, out, plan, positions, values, keep=None):
         """Write block-layout ``values`` of item-blocks ``positions`` into ``out`` (items x latents)."""

@@ -345,6 +345,16 @@ def test_missing_calibration_raises():
         channel.decompress(b"\x10", 0, (2, LATENTS))
 
 
+def test_posterior_far_from_the_coding_prior_raises(calibrated):
+    # A mean 40 prior-stds out: even one dimension's width-1 race would need far more
+    # than 2**24 candidates, so the channel says so instead of running for hours.
+    channel, _ = calibrated
+    mean, log_scale = posteriors(3, seed=16)
+    mean[1, 4] = 40.0
+    with pytest.raises(ValueError, match="too far from the coding prior"):
+        channel.compress(mean, log_scale, seed=0)
+
+
 def test_bad_inputs_raise(calibrated):
     channel, _ = calibrated
     mean, log_scale = posteriors(4, seed=15)
