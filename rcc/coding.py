@@ -415,6 +415,43 @@ class _BatchInputs:
         return params, log_w_max, kl_nats / math.log(2.0)
 
 
+def _hybrid_bounds(target, prior, width, tail_mass):
+    """Per element of a hybrid batch, without raising: ``(fits, log2 w_max, support lengths)``.
+
+    ``fits`` (batch shape) is True where every dimension's transformed support fits
+    its window; ``log2 w_max`` (batch shape) is the race's bound, the log2 of its
+    expected number of candidates; the lengths (batch + event shape) are the
+    transformed supports' lengths at width 1, ``F_p(high) - F_p(low)``.  Exactly the
+    encoder's arithmetic (``kernels.prepare_batch``), for callers that choose widths
+    or decide between coding paths (``rcc.torch.RCCChannel``).
+    """
+    inputs = _BatchInputs(_check_target(target), _check_prior(prior), _check_tail_mass(tail_mass),
+                          hybrid=True, width=width)
+    count, dims = inputs.count, inputs.dims
+    status = np.empty(count, dtype=np.int64)
+    log_w_max = np.empty(count, dtype=np.float64)
+    lengths = np.empty((count, dims), dtype=np.float64)
+    threads = _Threads(None)
+
+    def run(begin, end):
+        rows = end - begin
+        params = np.empty((rows, dims, kernels.NUM_FIELDS), dtype=np.float64)
+        kl_nats = np.empty(rows, dtype=np.float64)
+        threads.kernel("prepare_batch", rows)(
+            begin, end, inputs.columns, inputs.steps, inputs.width_mode, inputs.half_width, True,
+            params, log_w_max[begin:end], kl_nats, status[begin:end],
+        )
+        window = params[:, :, kernels.F_WINDOW_HIGH] - params[:, :, kernels.F_WINDOW_LOW]
+        lengths[begin:end] = window / params[:, :, kernels.F_WIDTH]
+
+    if count:
+        _run_chunks(run, count, False, "")
+    batch_shape = tuple(target.batch_shape)
+    event_shape = tuple(target.event_shape)
+    return ((status == kernels.PREP_OK).reshape(batch_shape), (log_w_max / math.log(2.0)).reshape(batch_shape),
+            lengths.reshape(batch_shape + event_shape))
+
+
 def _raise_encode_error(status, inputs, threads, max_candidates):
     """Raise the error the first failed element calls for (``status`` from ``encode_fused``).
 

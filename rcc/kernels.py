@@ -412,13 +412,6 @@ WIDTH_GIVEN, WIDTH_GAUSSIAN, WIDTH_SUPPORT = 0, 1, 2
 PREP_OK, PREP_NO_MASS, PREP_TOO_WIDE, PREP_UNBOUNDED = 0, 1, 2, 3
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
-
-# --- per-element preparation (DESIGN 2.6, 2.7) ------------------------------------------
-
-WIDTH_GIVEN, WIDTH_GAUSSIAN, WIDTH_SUPPORT = 0, 1, 2
-PREP_OK, PREP_NO_MASS, PREP_TOO_WIDE, PREP_UNBOUNDED = 0, 1, 2, 3
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # Above this standardised position erfc(-t / sqrt 2) > 1 for certain, i.e. F_p > 1/2,
 # so the decision needs no erfc (measured margin: erfc(-1e-12) = 1 + 1.1e-12).

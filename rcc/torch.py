@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .entropy import CODE_FORMAT_VERSION, IndexCode, _read_varint, _varint
-from .targets import normal_half_width
+from .coding import _hybrid_bounds
+from .targets import Normal, Product
 
 __all__ = [
     "soft_round",
@@ -974,9 +975,9 @@ def _decode_escape(decoder, half):
 # reverse channel coding of diagonal-Gaussian posteriors (DESIGN.md 2.5-2.9)
 # ----------------------------------------------------------------------------------
 
-#: A dimension "fits" width ``M`` when ``M * L <= 1 - _FIT_MARGIN`` (``L`` = length of
-#: its truncated support under the prior CDF).  The margin keeps the decision
-#: on the safe side of :func:`rcc.encode_sample`'s own floating-point check.
+#: Calibration picks the widths ``M <= (1 - _FIT_MARGIN) / L`` (``L`` = length of a
+#: truncated support under the coding prior's CDF), a hair below the largest, so that
+#: the posteriors that set them fit under the encoder's own floating-point check too.
 _FIT_MARGIN = 1e-9
 #: Widths are capped at the largest width rcc.entropy.MarginalFactorCode codes.
 _MAX_WIDTH = 2**16
@@ -1087,51 +1088,6 @@ def _gaussian_kl_to_prior_bits_np(mean, log_scale, prior_scale):
     variance_ratio = np.exp(2.0 * log_scale) / prior_scale**2
     kl = np.log(prior_scale) - log_scale + 0.5 * (variance_ratio + mean * mean / prior_scale**2 - 1.0)
     return kl / _LN2
-
-
-def _support_length(mean, std, tail_mass, prior_scale=1.0):
-    """``G(m + h s) - G(m - h s)``: the truncated support's length at width 1.
-
-    ``G`` is the CDF of the coding prior ``N(0, prior_scale**2)``.  Computed from the
-    tail on the side away from the prior's mode, so that it keeps its relative
-    precision far out in either tail.
-    """
-    from scipy import special
-
-    half = normal_half_width(tail_mass)
-    low = (mean - half * std) / prior_scale
-    high = (mean + half * std) / prior_scale
-    upper = low > 0
-    return np.where(upper, special.ndtr(-low) - special.ndtr(-high), special.ndtr(high) - special.ndtr(low))
-
-
-def _log2_weight_max(mean, std, width, tail_mass, prior_scale=1.0):
-    """``log2 max w`` of the hybrid race, per dimension, for a ``N(0, prior_scale**2)`` prior.
-
-    In the width-``M`` transformed space the proposal is uniform on a unit window
-    and ``w(z') = q(z) / (M p(z))`` with ``q`` the truncated ``N(mean, std**2)``.
-    ``log w`` is a quadratic in ``z`` (DESIGN.md 2.7), maximised at its stationary
-    point (clipped to the support) or at an end of the support.  Summed over a
-    block, this is the log2 of the race's expected number of candidates.
-    """
-    from scipy import special
-
-    half = normal_half_width(tail_mass)
-    low = mean - half * std
-    high = mean + half * std
-    log_norm = math.log(special.ndtr(half) - special.ndtr(-half))
-
-    def log_w(z):
-        t = (z - mean) / std
-        u = z / prior_scale
-        return -np.log(std) - 0.5 * t * t - log_norm + np.log(prior_scale) + 0.5 * u * u - np.log(width)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = (std / prior_scale) ** 2
-        stationary = np.where(ratio < 1.0, mean / (1.0 - ratio), low)
-    stationary = np.clip(stationary, low, high)
-    best = np.maximum(np.maximum(log_w(low), log_w(high)), log_w(stationary))
-    return best / _LN2
 
 
 # -- message coding: every bitstream of RCCChannel goes through rcc.entropy --------
@@ -1597,7 +1553,7 @@ class RCCChannel(nn.Module):
         kl = _gaussian_kl_bits_np(mean64, log_scale64).mean(axis=0)
 
         def widths_and_index_kl(prior_scale):
-            length = _support_length(mean64, std64, self.tail_mass, prior_scale)
+            length = _hybrid_bounds(Normal(mean64, std64), Normal(0.0, prior_scale), 1, self.tail_mass)[2]
             reference = np.quantile(length, self.coverage, axis=0, method="higher")
             widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
             kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
@@ -1725,11 +1681,15 @@ class RCCChannel(nn.Module):
         n = mean64.shape[0]
         mu = np.where(pad, 0.0, mean64[:, safe])  # (n, blocks, block_size)
         sd = np.where(pad, 1.0, std64[:, safe])
-        length = _support_length(mu, sd, self.tail_mass, block_scales)
-        fits = block_widths * length <= 1.0 - _FIT_MARGIN
-        log2_w = _log2_weight_max(mu, sd, block_widths, self.tail_mass, block_scales)
-        log2_candidates = log2_w.sum(axis=-1)
-        joint = fits.all(axis=-1) & (log2_candidates <= self.max_log2_candidates)
+        if n:
+            # The encoder's own arithmetic: a block goes to the joint race only if
+            # rcc.encode_sample will find that it fits and that its race is affordable.
+            fits, log2_candidates, _ = _hybrid_bounds(
+                Product(Normal(mu, sd)), Normal(0.0, block_scales),
+                np.broadcast_to(block_widths, mu.shape), self.tail_mass)
+            joint = fits & (log2_candidates <= self.max_log2_candidates)
+        else:
+            joint = np.zeros((0, self.num_blocks), dtype=bool)
         flat_joint = joint.reshape(-1)
         return {
             **layout,
@@ -1771,7 +1731,8 @@ class RCCChannel(nn.Module):
         message = ("a posterior is too far from the coding prior to be coded exactly even dimension by "
                    f"dimension (mean up to {float(np.max(np.abs(mu), initial=0.0)):.3g}, "
                    f"std up to {float(np.max(sd, initial=0.0)):.3g})")
-        log2_candidates = _log2_weight_max(mu, sd, 1, self.tail_mass, scales)
+        log2_candidates = (_hybrid_bounds(Normal(mu, sd), Normal(0.0, scales), 1, self.tail_mass)[1]
+                           if mu.size else np.zeros(0))
         if log2_candidates.size and float(np.max(log2_candidates)) > _FALLBACK_LOG2_CANDIDATES:
             raise ValueError(f"{message}: its race would examine about 2**{float(np.max(log2_candidates)):.1f} "
                              f"candidates, more than 2**{_FALLBACK_LOG2_CANDIDATES}")

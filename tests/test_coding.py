@@ -274,3 +274,26 @@ def test_scalar_fast_path_equals_a_batch_of_one(method, target):
     assert single.index == batch.index[0] and single.factor == batch.factor[0]
     assert single.sample == batch.sample[0] and single.candidates == batch.candidates[0]
     assert single.width == batch.width[0] and single.kl_bits == pytest.approx(batch.kl_bits[0], rel=1e-15)
+
+
+def test_hybrid_bounds_agree_with_the_encoder():
+    # rcc.torch decides between coding paths with coding._hybrid_bounds: it must say
+    # "fits" exactly where encode_sample accepts the width.
+    rng = np.random.default_rng(12)
+    mean = rng.normal(0.0, 1.5, size=(400, 2))
+    std = np.exp(rng.normal(-2.5, 0.6, size=(400, 2)))
+    target = rcc.Product(rcc.Normal(mean, std))
+    prior = rcc.Normal(0.0, np.array([1.0, 4.0]))
+    width = np.array([4, 9])
+    fits, log2_w_max, lengths = rcc.coding._hybrid_bounds(target, prior, width, 1e-4)
+    assert fits.shape == log2_w_max.shape == (400,) and lengths.shape == (400, 2)
+    assert 0.2 < fits.mean() < 0.95
+    np.testing.assert_array_equal(fits, (width * lengths <= 1.0).all(axis=1))
+    for i in np.flatnonzero(fits)[:20]:
+        rcc.encode_sample(rcc.Product(rcc.Normal(mean[i], std[i])), seed=1, prior=prior, width=width)
+    for i in np.flatnonzero(~fits)[:20]:
+        with pytest.raises(ValueError, match="fit"):
+            rcc.encode_sample(rcc.Product(rcc.Normal(mean[i], std[i])), seed=1, prior=prior, width=width)
+    # log2 w_max (the race's expected candidate count) is at least the KL the index carries
+    kl = rcc.kl_divergence_bits(target, prior=prior) - np.log2(width).sum()
+    assert (log2_w_max[fits] >= kl[fits] - 1e-9).all()
