@@ -1282,16 +1282,7 @@ def _factor_context(factor_context, factor_code, count, dims, event, batch_shape
     arr = np.asarray(factor_context)
     if arr.dtype == bool or arr.dtype.kind not in "iu":
         raise TypeError(f"factor_context must be an array of integers, got dtype {arr.dtype}")
-    shapes = [(count, dims) if event else (count,)]
-    if batch_shape is not None:
-        shapes.insert(0, tuple(batch_shape) + ((dims,) if event else ()))
-    for shape in shapes:
-        if arr.ndim <= len(shape):
-            try:
-                return np.ascontiguousarray(np.broadcast_to(arr.astype(np.int64), shape).reshape(count, dims))
-            except ValueError:
-                continue
-    raise ValueError(f"factor_context of shape {arr.shape} does not broadcast to the factor shape {shapes[0]}")
+    return _to_factor_shape(arr.astype(np.int64), count, dims, event, batch_shape, "factor_context")
 
 
 def _width_groups(width):
@@ -1382,6 +1373,14 @@ def _broadcast_width(width, count, dims, event, batch_shape=None):
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 1:
         raise ValueError(f"width must be >= 1, got {arr[arr < 1].ravel()[:3]}")
+    return _to_factor_shape(arr, count, dims, event, batch_shape, "width")
+
+
+def _to_factor_shape(arr, count, dims, event, batch_shape, name):
+    """``arr`` broadcast to the factors as a C-contiguous ``(count, dims)`` array.
+
+    It may broadcast against the batch (+ event) shape or the flat ``(count[, dims])`` one.
+    """
     shapes = [(count, dims) if event else (count,)]
     if batch_shape is not None:
         shapes.insert(0, tuple(batch_shape) + ((dims,) if event else ()))
@@ -1391,7 +1390,7 @@ def _broadcast_width(width, count, dims, event, batch_shape=None):
                 return np.ascontiguousarray(np.broadcast_to(arr, shape).reshape(count, dims))
             except ValueError:
                 continue
-    raise ValueError(f"width of shape {arr.shape} does not broadcast to the messages' factor shape {shapes[0]}")
+    raise ValueError(f"{name} of shape {arr.shape} does not broadcast to the messages' factor shape {shapes[0]}")
 
 
 def _context_crc(seed, method, index_code, factor_code, count, dims, event, widths, factor_context=None):
