@@ -21,7 +21,8 @@ arXiv:2006.09952), which is also the subject of claims 1-15 of the patent text i
   trains with the reparameterised sample and the analytic KL, and at test time
   transmits *exact* samples of the diagonal-Gaussian posteriors with hybrid coding,
   blocks of latent dimensions calibrated on data, and the message coding of
-  :mod:`rcc.entropy`; :class:`BucketIndexCode` is the index code it fits.
+  :mod:`rcc.entropy`, whose :class:`~rcc.entropy.BucketIndexCode` (re-exported here) is
+  the index code it fits.
 
 The module is called ``rcc.torch``; inside it ``import torch`` is the real PyTorch
 (absolute imports).
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .entropy import CODE_FORMAT_VERSION, IndexCode, _read_varint, _varint
+from .entropy import BucketIndexCode, IndexCode, _read_varint, _varint
 from .coding import _hybrid_bounds
 from .targets import Normal, Product
 
@@ -2000,15 +2001,11 @@ def _code_to_buffer(code, device):
 
 def _code_from_buffer(buffer):
     """Inverse of :func:`_code_to_buffer`."""
-    from .entropy import IndexCode
-
     text = bytes(buffer.detach().cpu().numpy().tobytes()).decode("utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"index_code_json buffer does not hold a valid index code: {exc}") from None
-    if isinstance(data, dict) and data.get("type") == "BucketIndexCode":
-        return BucketIndexCode.from_dict(data)
     return IndexCode.from_dict(data)
 
 
@@ -2019,135 +2016,3 @@ def _message_bits(enc, seed, index_code, width, factor_code=None, factor_context
     bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code,
                         factor_context=factor_context)
     return np.asarray(bits.total, dtype=np.float64)
-
-
-# -- a histogram code on log2 buckets of the index ----------------------------------
-
-
-def _index_bucket(n):
-    """``floor(log2 n)`` of positive integer indices (exact for int64)."""
-    n = np.asarray(n, dtype=np.int64)
-    bucket = np.floor(np.log2(n.astype(np.float64))).astype(np.int64)
-    bucket = np.where(np.left_shift(np.int64(1), np.minimum(bucket, 62)) > n, bucket - 1, bucket)
-    too_small = (bucket < 62) & (np.left_shift(np.int64(1), np.minimum(bucket + 1, 62)) <= n)
-    return np.where(too_small, bucket + 1, bucket)
-
-
-class BucketIndexCode(IndexCode):
-    r"""Index code with a fitted mass per ``log2`` bucket, uniform inside each bucket.
-
-    ``P(N = n) = p_b / 2**b`` for ``b = floor(log2 n)``, ``b = 0 .. 62``.  The race's
-    index is close to log-uniform over a range set by the target's KL
-    (``P(N = n) ~ 1/n`` below ``2**D``), so within a bucket its mass is nearly flat
-    (the flat approximation costs < 0.03 bits) while the bucket masses follow the
-    spread of KLs across the population of targets.  Fitted to the indices of
-    representative targets with a few dozen parameters, it generalises from a few
-    thousand samples, where a per-index histogram would not.
-
-    Parameters
-    ----------
-    bucket_weights : array_like of float, shape (63,)
-        Positive weights of the buckets ``0 .. 62``; ``p_b`` is their normalisation
-        (kept as given in :meth:`to_dict`, so a saved code reloads identically).
-    head_bits : int, optional
-        Indices below ``2**head_bits`` are coded from one table (default 10).
-    """
-
-    def __init__(self, bucket_weights, *, head_bits=10):
-        weights = np.asarray(bucket_weights, dtype=np.float64).reshape(-1)
-        if weights.size != 63:
-            raise ValueError(f"bucket_weights must have 63 entries, got {weights.size}")
-        if not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
-            raise ValueError("bucket_weights must be positive and finite")
-        self.bucket_weights = weights
-        self.bucket_probabilities = weights / weights.sum()
-        if isinstance(head_bits, (bool, np.bool_)) or not isinstance(head_bits, numbers.Integral):
-            raise TypeError(f"head_bits must be an integer, got {head_bits!r}")
-        if not 8 <= head_bits <= 20:
-            raise ValueError(f"head_bits must be in [8, 20], got {head_bits}")
-        self.head_bits = int(head_bits)
-        # mass of the buckets above b, for b = 0 .. 62
-        self._above = np.concatenate([np.cumsum(self.bucket_probabilities[::-1])[::-1][1:], [0.0]])
-
-    @classmethod
-    def fit(cls, indices, *, pseudo_count=0.5, tail_ratio=0.5, head_bits=10):
-        """Bucket masses from observed indices.
-
-        ``p_b`` is proportional to ``count_b + pseudo_count`` up to the largest
-        observed bucket ``B`` and to ``pseudo_count * tail_ratio**(b - B)`` above
-        it, so that every index stays codable.
-
-        Parameters
-        ----------
-        indices : array_like of int
-            Indices ``>= 1`` of representative targets.
-        pseudo_count : float, optional
-        tail_ratio : float, optional
-            Geometric decay of the masses above the observed range, in ``(0, 1)``.
-        head_bits : int, optional
-
-        Returns
-        -------
-        BucketIndexCode
-        """
-        n = np.asarray(indices).reshape(-1)
-        if n.size == 0:
-            raise ValueError("indices must not be empty")
-        if n.dtype.kind not in "iu" or n.min() < 1:
-            raise ValueError("indices must be integers >= 1")
-        pseudo_count = _check_positive_real(pseudo_count, "pseudo_count")
-        tail_ratio = _check_positive_real(tail_ratio, "tail_ratio")
-        if tail_ratio >= 1.0:
-            raise ValueError(f"tail_ratio must be in (0, 1), got {tail_ratio}")
-        buckets = _index_bucket(n)
-        counts = np.bincount(buckets, minlength=63).astype(np.float64)[:63]
-        top = int(buckets.max())
-        weights = counts + pseudo_count
-        above = np.arange(63) > top
-        weights[above] = pseudo_count * tail_ratio ** (np.arange(63)[above] - top)
-        return cls(weights, head_bits=head_bits)
-
-    def sf(self, n):
-        n = np.floor(np.asarray(n, dtype=np.float64))
-        safe = np.clip(n, 1.0, 2.0**63 - 1.0)
-        bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
-        start = np.exp2(bucket.astype(np.float64))
-        bucket = np.where(start > safe, bucket - 1, bucket)
-        start = np.exp2(bucket.astype(np.float64))
-        # indices of bucket b above n: 2**(b+1) - 1 - n of the 2**b
-        inside = self.bucket_probabilities[bucket] * (2.0 * start - 1.0 - safe) / start
-        return np.where(n < 1.0, 1.0, self._above[bucket] + inside)
-
-    def pmf(self, n):
-        n = np.asarray(n, dtype=np.float64)
-        safe = np.clip(n, 1.0, 2.0**63 - 1.0)
-        bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
-        bucket = np.where(np.exp2(bucket.astype(np.float64)) > safe, bucket - 1, bucket)
-        mass = self.bucket_probabilities[bucket] * np.exp2(-bucket.astype(np.float64))
-        return np.where(n >= 1.0, mass, 0.0)
-
-    def to_dict(self):
-        return {
-            "format": "rcc.IndexCode",
-            "version": CODE_FORMAT_VERSION,
-            "type": "BucketIndexCode",
-            "description": "P(n) = bucket_weights[b] / sum(bucket_weights) / 2**b with b = floor(log2 n)",
-            "bucket_weights": [float(w) for w in self.bucket_weights],
-            "head_bits": self.head_bits,
-        }
-
-    @classmethod
-    def from_dict(cls, data):
-        """Rebuild a code from :meth:`to_dict` output (``ValueError`` if it is not one)."""
-        if not isinstance(data, dict) or data.get("format") != "rcc.IndexCode" or data.get("type") != "BucketIndexCode":
-            raise ValueError("the data does not hold a BucketIndexCode")
-        if data.get("version") != CODE_FORMAT_VERSION:
-            raise ValueError(f"unsupported index-code format version {data.get('version')!r}")
-        try:
-            return cls(data["bucket_weights"], head_bits=data["head_bits"])
-        except KeyError as exc:
-            raise ValueError(f"BucketIndexCode data lacks the field {exc.args[0]!r}") from None
-
-    def __repr__(self):
-        top = int(np.flatnonzero(self.bucket_probabilities > 1e-6).max())
-        return f"BucketIndexCode(buckets up to 2**{top})"
