@@ -1345,6 +1345,20 @@ def _context_groups(context, width):
         yield int(value), np.flatnonzero(coded & (context == value))
 
 
+def _factor_log2_probs(factor_code, width, lowest, dither, context=None):
+    """``(rows, log2 P(K = lowest + t | u))`` for the coded factors (width > 1) of a
+    :class:`MarginalFactorCode` (grouped by width) or :class:`TabulatedFactorCode`
+    (grouped by context), in parts small enough for one probability table each."""
+    if isinstance(factor_code, TabulatedFactorCode):
+        for c, rows in _context_groups(context, width):
+            for part in _row_chunks(rows, int(factor_code.widths[c])):
+                yield part, factor_code._log2_probs_table(c, lowest[part], dither[part])
+        return
+    for value, rows in _width_groups(width):
+        for part in _row_chunks(rows, value):
+            yield part, factor_code._log2_probs(lowest[part], dither[part], value)
+
+
 def _encode_factors_given_dither(encoder, factor_code, factor, width, lowest, dither, context=None):
     """Flat arrays (one entry per coded factor)."""
     offset = factor - lowest
@@ -1352,16 +1366,8 @@ def _encode_factors_given_dither(encoder, factor_code, factor, width, lowest, di
         _encode_uniform(encoder, offset, width)
         return
     cons = _constriction()
-    if isinstance(factor_code, TabulatedFactorCode):
-        for c, rows in _context_groups(context, width):
-            for part in _row_chunks(rows, int(factor_code.widths[c])):
-                probs = np.exp2(factor_code._log2_probs_table(c, lowest[part], dither[part]))
-                encoder.encode(offset[part].astype(np.int32), cons.stream.model.Categorical(perfect=False), probs)
-        return
-    for value, rows in _width_groups(width):
-        for part in _row_chunks(rows, value):
-            probs = np.exp2(factor_code._log2_probs(lowest[part], dither[part], value))
-            encoder.encode(offset[part].astype(np.int32), cons.stream.model.Categorical(perfect=False), probs)
+    for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
+        encoder.encode(offset[part].astype(np.int32), cons.stream.model.Categorical(perfect=False), np.exp2(log2p))
 
 
 def _decode_factors_given_dither(decoder, factor_code, width, lowest, dither, context=None):
@@ -1369,18 +1375,9 @@ def _decode_factors_given_dither(decoder, factor_code, width, lowest, dither, co
         return lowest + _decode_uniform(decoder, width)
     cons = _constriction()
     offset = np.zeros(width.size, dtype=np.int64)
-    if isinstance(factor_code, TabulatedFactorCode):
-        for c, rows in _context_groups(context, width):
-            for part in _row_chunks(rows, int(factor_code.widths[c])):
-                probs = np.exp2(factor_code._log2_probs_table(c, lowest[part], dither[part]))
-                offset[part] = np.asarray(decoder.decode(cons.stream.model.Categorical(perfect=False), probs),
-                                          dtype=np.int64)
-        return lowest + offset
-    for value, rows in _width_groups(width):
-        for part in _row_chunks(rows, value):
-            probs = np.exp2(factor_code._log2_probs(lowest[part], dither[part], value))
-            offset[part] = np.asarray(decoder.decode(cons.stream.model.Categorical(perfect=False), probs),
-                                      dtype=np.int64)
+    for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
+        offset[part] = np.asarray(decoder.decode(cons.stream.model.Categorical(perfect=False), np.exp2(log2p)),
+                                  dtype=np.int64)
     return lowest + offset
 
 
@@ -1904,16 +1901,9 @@ def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_
                 k, m = factor[rest].ravel(), widths[rest].ravel()
                 low, dit = lowest[rest].ravel(), dither[rest].ravel()
                 bits = np.zeros(k.size)
-                if context is not None:
-                    ctx = context[rest].ravel()
-                    for c, rows in _context_groups(ctx, m):
-                        for part in _row_chunks(rows, int(factor_code.widths[c])):
-                            log2p = factor_code._log2_probs_table(c, low[part], dit[part])
-                            bits[part] = -log2p[np.arange(part.size), k[part] - low[part]]
-                for value, rows in ([] if context is not None else _width_groups(m)):
-                    for part in _row_chunks(rows, value):
-                        log2p = factor_code._log2_probs(low[part], dit[part], value)
-                        bits[part] = -log2p[np.arange(part.size), k[part] - low[part]]
+                ctx = None if context is None else context[rest].ravel()
+                for part, log2p in _factor_log2_probs(factor_code, m, low, dit, ctx):
+                    bits[part] = -log2p[np.arange(part.size), k[part] - low[part]]
                 factor_bits[rest] = bits.reshape(rest.size, dims).sum(axis=1)
     return MessageBits(index=index_bits, factor=factor_bits)
 
