@@ -1018,6 +1018,13 @@ def _cell_mass_sum(mu, sd, edges):
     return total
 
 
+def _factor_table_lengths(widths):
+    """Cells of each dimension's factor table: 1 for width 1, else the smallest multiple
+    of the width that is at least ``_FACTOR_TABLE_CELLS``."""
+    widths = np.asarray(widths, dtype=np.int64)
+    return np.where(widths == 1, 1, widths * -(-_FACTOR_TABLE_CELLS // widths))
+
+
 def _fit_factor_tables(mean64, std64, widths, prior_scales):
     """Cell masses of the (smoothed) aggregate posterior on each dimension's transformed axis.
 
@@ -1028,19 +1035,17 @@ def _fit_factor_tables(mean64, std64, widths, prior_scales):
     aggregate: the raw mixture of narrow posteriors over-fits the calibration items), mixed
     with weight ``_FACTOR_PRIOR_WEIGHT`` with the ``N(0, 1)`` prior's.  ``h`` is chosen per
     dimension from ``_FACTOR_BANDWIDTHS`` by two-fold cross-validation of the code length
-    (even items against odd items and back).  Returns ``(tables, lengths)``: the tables
-    concatenated and the length of each.
+    (even items against odd items and back).  Returns the tables concatenated (lengths
+    :func:`_factor_table_lengths`).
     """
     from scipy import special
 
-    tables, lengths = [], []
+    tables = []
     n = mean64.shape[0]
-    for j, width in enumerate(np.asarray(widths, dtype=np.int64).tolist()):
+    for j, (width, cells) in enumerate(zip(np.asarray(widths).tolist(), _factor_table_lengths(widths).tolist())):
         if width == 1:
             tables.append(np.ones(1))
-            lengths.append(1)
             continue
-        cells = width * -(-_FACTOR_TABLE_CELLS // width)
         edges = prior_scales[j] * special.ndtri(np.arange(cells + 1) / cells)  # -inf .. +inf
         prior_mass = np.diff(special.ndtr(edges))
         mu, sd = mean64[:, j], std64[:, j]
@@ -1062,8 +1067,7 @@ def _fit_factor_tables(mean64, std64, widths, prior_scales):
                 best, best_h = cost, bandwidth
         wide = np.sqrt(sd**2 + (best_h * spread) ** 2)
         tables.append(np.maximum(table(_cell_mass_sum(mu, wide, edges), n), 1e-300))
-        lengths.append(cells)
-    return np.concatenate(tables), np.asarray(lengths, dtype=np.int64)
+    return np.concatenate(tables)
 
 
 def _derive_seed(seed, tag):
@@ -1588,7 +1592,7 @@ class RCCChannel(nn.Module):
         self.calibration_kl_bits = torch.as_tensor(kl, dtype=torch.float64, device=device)
         self.fallback_index_kl_bits = torch.tensor(float(max(fallback_kl, 0.0)), dtype=torch.float64, device=device)
         if self.factor_code == "fitted":
-            tables, _ = _fit_factor_tables(mean64, std64, widths, prior_scales)
+            tables = _fit_factor_tables(mean64, std64, widths, prior_scales)
             self.factor_tables = torch.as_tensor(tables, dtype=torch.float64, device=device)
         else:
             self.factor_tables = torch.zeros(0, dtype=torch.float64, device=device)
@@ -1648,7 +1652,7 @@ class RCCChannel(nn.Module):
         if self.factor_tables.numel():
             widths = self.widths.detach().cpu().numpy()
             tables = self.factor_tables.detach().cpu().numpy()
-            lengths = np.where(widths == 1, 1, widths * -(-_FACTOR_TABLE_CELLS // widths))
+            lengths = _factor_table_lengths(widths)
             if int(lengths.sum()) != tables.size:
                 raise ValueError("factor_tables buffer does not match the widths (corrupt state_dict)")
             return TabulatedFactorCode(np.split(tables, np.cumsum(lengths)[:-1]), widths)
