@@ -64,6 +64,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _CHUNK = 1 << 16
 _LOG2 = math.log(2.0)
 _SERIAL_BELOW = 2048
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class EncodedSample:
     method : str
     num_candidates : int or ndarray or None
         The fixed candidate count of ORC/MRC, else ``None``.
+    seed : int or None
+        The shared seed the message was encoded with (what
+        :func:`rcc.encode_messages` codes the factors against).
     """
 
     index: object
@@ -102,6 +106,7 @@ class EncodedSample:
     kl_bits: object
     method: str
     num_candidates: object = None
+    seed: object = None
 
 
 def _scalar_or_array(arr):
@@ -198,23 +203,51 @@ def _check_positive_int(value, name, allow_none=False):
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if value > _INT64_MAX:
+        raise ValueError(f"{name} must be < 2**63 (an int64), got {int(value)}")
     return int(value)
 
 
 def _check_width_array(width, shape):
     """Validate an explicit integer width (scalar or array) and broadcast it."""
-    arr = np.asarray(width)
-    if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise TypeError(f"width must be a positive integer or array of them, got {width!r}")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise TypeError(f"width must be integer-valued, got {width!r}")
+    arr = _as_int64(width, "width", "a positive integer or array of them")
     if (arr < 1).any():
         raise ValueError(f"width must be >= 1, got {arr[arr < 1].ravel()[:3]}")
     try:
         return np.broadcast_to(arr.astype(np.int64), shape)
     except ValueError as exc:
         raise ValueError(f"width of shape {arr.shape} does not broadcast to {shape}") from exc
+
+
+def _as_int64(value, name, what):
+    """``value`` as an int64 array; values beyond int64 raise ``ValueError`` showing them as given.
+
+    Python integers too large for int64 would become an object array (or wrap
+    when cast); unsigned values above ``2**63 - 1`` would wrap; floats must be
+    integer-valued and inside the int64 range.
+    """
+    try:
+        arr = np.asarray(value)
+    except OverflowError:
+        arr = np.asarray(value, dtype=object)
+    if arr.dtype == object:
+        flat = arr.ravel().tolist()
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in flat):
+            raise TypeError(f"{name} must be {what}, got {value!r}")
+        big = [int(v) for v in flat if not -_INT64_MAX - 1 <= int(v) <= _INT64_MAX]
+        if big:
+            raise ValueError(f"{name} must fit in int64 (|value| < 2**63), got {big[0]}")
+        return np.array(flat, dtype=np.int64).reshape(arr.shape)
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise TypeError(f"{name} must be {what} (integer-valued), got {value!r}")
+        if arr.size and (np.abs(arr) >= 2.0**63).any():
+            raise ValueError(f"{name} must fit in int64 (|value| < 2**63), got {arr[np.abs(arr) >= 2.0**63].ravel()[0]!r}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
+        raise ValueError(f"{name} must fit in int64 (< 2**63), got {int(arr.max())}")
+    return arr.astype(np.int64)
 
 
 def kl_divergence_bits(target, prior=None, tail_mass=DEFAULT_TAIL_MASS):
@@ -515,7 +548,7 @@ def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_c
     return EncodedSample(
         index=index, factor=factor, sample=sample, candidates=examined, width=width_used,
         tail_mass=float(target.tail_mass_of(tail_mass)), kl_bits=kl_bits, method=method,
-        num_candidates=None if mode == kernels.RACE else num_candidates,
+        num_candidates=None if mode == kernels.RACE else num_candidates, seed=int(seed),
     )
 
 
@@ -651,16 +684,12 @@ def encode_sample(
         kl_bits=_scalar_or_array(kl_bits.reshape(batch_shape)),
         method=method,
         num_candidates=None if mode == kernels.RACE else _scalar_or_array(counts.reshape(batch_shape)),
+        seed=int(seed_u64),
     )
 
 
 def _integer_array(value, name):
-    arr = np.asarray(value)
-    if arr.dtype == bool or arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
-            return arr.astype(np.int64)
-        raise TypeError(f"{name} must be an integer or an array of integers, got {value!r}")
-    return arr.astype(np.int64)
+    return _as_int64(value, name, "an integer or an array of integers")
 
 
 def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid", num_threads=None):

@@ -46,16 +46,22 @@ decoding to wrong integers.  :func:`message_bits` gives the ideal information
 content of each message; :func:`measure_bits` and :func:`bits_report` compare
 ideal and measured bits with the KL on the Gaussian channel.
 
-Stream layout (version 1), all multi-byte header fields little-endian::
+Stream layout (version 2), all multi-byte header fields little-endian::
 
-    b"RCC" | version (1 byte) | flags (1 byte) | count (LEB128) | event size (LEB128)
+    b"RCC" | version (1 byte) | flags (1 byte) | batch rank r (1 byte)
+    | r batch dimensions (LEB128 each) | event size (LEB128)
     | context CRC32 (4 bytes) | stream CRC32 (4 bytes) | payload
 
 ``flags`` holds the method (bits 0-1), whether the factor has an event axis
 (bit 2) and whether a :class:`ConditionedIndexCode` was used (bit 3).  The
-context CRC covers the seed, the method, both codes, the count, the event
-size and the widths; the stream CRC32 covers everything before it and the
-payload.  The header takes 13-16 bytes for up to 2**21 messages.  The payload is the range coder's 32-bit words, written
+batch shape's product is the message count.  The context CRC covers the seed,
+the method, both codes, the count, the event size and the widths; the stream
+CRC32 covers every header byte before it and the payload, so no header field
+is used before it is checked.  A reader that is not told the count accepts at
+most ``2**20 + 32 * len(data)`` factors from a header (a larger claim is
+rejected before anything is allocated).  The header takes 14-17 bytes for a
+flat batch of up to 2**21 messages.  Version 1 streams (a count instead of the
+batch shape) are still read.  The payload is the range coder's 32-bit words, written
 big-endian, with up to three trailing zero bytes dropped (restored on
 reading).  Symbols are grouped so that every group is coded with one
 vectorised call: all head symbols of the indices, then the escapes' buckets,
@@ -83,7 +89,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special
 
-from .coding import DEFAULT_TAIL_MASS, METHODS, EncodedSample, decode_sample, encode_sample, gaussian_width
+from .coding import (DEFAULT_TAIL_MASS, METHODS, EncodedSample, _as_int64, decode_sample, encode_sample,
+                     gaussian_width)
 from .random import check_seed, shared_uniform
 from .targets import Normal, Product, TruncatedNormal, Uniform
 
@@ -113,8 +120,8 @@ __all__ = [
     "bits_report",
 ]
 
-#: Version of the bitstream layout written by :func:`encode_messages`.
-STREAM_VERSION = 1
+#: Version of the bitstream layout written by :func:`encode_messages` (1 is still read).
+STREAM_VERSION = 2
 #: Version of the JSON format of saved index codes.
 CODE_FORMAT_VERSION = 1
 
@@ -130,6 +137,12 @@ _METHOD_CODES = {name: i for i, name in enumerate(METHODS)}
 _FLAG_EVENT = 4
 _FLAG_CONDITIONED = 8
 _KNOWN_FLAGS = 3 | _FLAG_EVENT | _FLAG_CONDITIONED
+_MAX_RANK = 32  # numpy's limit on array dimensions is 64; batches of more are not plausible
+_INT64_MAX = 2**63 - 1
+#: Factors a reader accepts from a header it was not told the count of: a stream of
+#: ``n`` bytes may claim ``_FREE_FACTORS + _FACTORS_PER_BYTE * n`` of them.
+_FREE_FACTORS = 1 << 20
+_FACTORS_PER_BYTE = 32
 #: Default of :class:`ConditionedIndexCode`: condition messages with ``sum_j 1/M_j <= 0.15``
 #: (``M >= 7`` in one dimension).  Measured on the Gaussian channel with 10^5 targets and
 #: 8 bins: conditioning loses 0.03 bits at ``M = 5`` and gains 0.05 at ``M = 7``, 0.06 at
@@ -151,6 +164,8 @@ def _check_int(value, name, minimum):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > _INT64_MAX:
+        raise ValueError(f"{name} must be < 2**63 (an int64), got {int(value)}")
     return int(value)
 
 
@@ -165,17 +180,7 @@ def _check_real(value, name, low=-math.inf, high=math.inf, low_open=False):
 
 
 def _int_array(values, name, minimum=None):
-    arr = np.asarray(values)
-    if arr.dtype == bool or arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.isfinite(arr).all() and (arr == np.round(arr)).all():
-            arr = arr.astype(np.int64)
-        elif arr.dtype.kind == "f" and arr.size == 0:
-            arr = arr.astype(np.int64)
-        else:
-            raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} must be < 2**63")
-    arr = arr.astype(np.int64)
+    arr = _as_int64(values, name, "integers")
     if minimum is not None and arr.size and arr.min() < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {arr[arr < minimum].ravel()[:3]}")
     return arr
@@ -1596,7 +1601,23 @@ def _encode_payload(encoder, index, factor, widths, seed, method, index_code, fa
         _encode_factors_given_dither(encoder, factor_code, k, m, lowest, dither, ctx)
 
 
-def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, factor_context=None):
+def _message_seed(enc, seed):
+    """The seed to code ``enc`` against: ``enc.seed``, which a given ``seed`` must equal."""
+    recorded = getattr(enc, "seed", None)
+    if seed is None:
+        if recorded is None:
+            raise TypeError("seed is required: this EncodedSample does not record the seed it was encoded with")
+        return int(check_seed(recorded, "enc.seed"))
+    seed_value = int(check_seed(seed))
+    if recorded is not None and int(recorded) != seed_value:
+        raise ValueError(
+            f"seed={seed_value} contradicts the seed the samples were encoded with (enc.seed={int(recorded)}); "
+            "omit seed to use enc.seed"
+        )
+    return seed_value
+
+
+def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None):
     """Entropy code a batch of messages ``(index, factor)`` into bytes.
 
     Parameters
@@ -1605,8 +1626,9 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
         From :func:`rcc.encode_sample` (any batch shape; a Product target has
         factors of shape ``(B, d)``).  Message ``i`` (flat C order) must use
         stream ``i`` of the seed, as :func:`rcc.encode_sample` does.
-    seed : int
-        The seed the samples were encoded with: the factor of message ``i`` is
+    seed : int, optional
+        The seed the samples were encoded with (``enc.seed`` by default; a
+        different value raises ``ValueError``): the factor of message ``i`` is
         coded given ``U_N = shared_uniform(seed, i, N_i, j)``.
     index_code : IndexCode or ConditionedIndexCode
         How to code the indices (the receiver needs the same code).
@@ -1631,12 +1653,12 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
     >>> import numpy as np, rcc
     >>> enc = rcc.encode_sample(rcc.Normal(np.array([0.1, -0.4]), 0.05), seed=7)
     >>> code = rcc.ZipfIndexCode(kl_bits=1.5)
-    >>> data = rcc.encode_messages(enc, seed=7, index_code=code, width=enc.width)
-    >>> index, factor = rcc.decode_messages(data, count=2, seed=7, index_code=code, width=enc.width)
+    >>> data = rcc.encode_messages(enc, index_code=code)   # the seed is enc.seed
+    >>> index, factor = rcc.decode_messages(data, seed=7, index_code=code, width=enc.width)
     >>> bool((index == enc.index).all() and (factor == enc.factor).all())
     True
     """
-    seed_value = int(check_seed(seed))
+    seed_value = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
     factor_code = _check_factor_code(factor_code)
     if isinstance(index_code, ConditionedIndexCode) and not isinstance(factor_code, UniformFactorCode):
@@ -1655,8 +1677,11 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
     flags = _METHOD_CODES[method] | (_FLAG_EVENT if event else 0)
     flags |= _FLAG_CONDITIONED if isinstance(index_code, ConditionedIndexCode) else 0
     context = _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths, context)
-    prefix = (_MAGIC + bytes([STREAM_VERSION, flags]) + _varint(count) + _varint(dims if event else 0)
-              + context.to_bytes(4, "little"))
+    batch_shape = tuple(int(n) for n in np.shape(enc.index))
+    if len(batch_shape) > _MAX_RANK:
+        raise ValueError(f"batches of more than {_MAX_RANK} dimensions cannot be written, got {len(batch_shape)}")
+    prefix = (_MAGIC + bytes([STREAM_VERSION, flags, len(batch_shape)]) + b"".join(_varint(n) for n in batch_shape)
+              + _varint(dims if event else 0) + context.to_bytes(4, "little"))
     checksum = zlib.crc32(payload, zlib.crc32(prefix))
     return prefix + checksum.to_bytes(4, "little") + payload
 
@@ -1692,6 +1717,11 @@ def _bytes_to_words(payload):
 
 
 def _parse_header(data):
+    """The header fields of a message stream, read without trusting them (see the module docstring).
+
+    Only a bounded number of bytes is read; ``intact`` says whether the stream
+    CRC32 matches, and no field is used by :func:`decode_messages` before that.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -1700,21 +1730,37 @@ def _parse_header(data):
     if data[: len(_MAGIC)] != _MAGIC:
         raise ValueError("not an rcc message bitstream (bad magic bytes)")
     version, flags = data[3], data[4]
-    if version != STREAM_VERSION:
-        raise ValueError(f"unsupported bitstream version {version} (this rcc reads version {STREAM_VERSION})")
+    if version not in (1, STREAM_VERSION):
+        raise ValueError(f"unsupported bitstream version {version} (this rcc reads versions 1 and {STREAM_VERSION})")
     if flags & ~_KNOWN_FLAGS:
         raise ValueError(f"corrupt bitstream header (unknown flags {flags:#x})")
-    count, pos = _read_varint(data, 5)
+    if version == 1:
+        count, pos = _read_varint(data, 5)
+        batch_shape = (count,)
+    else:
+        if len(data) < 6:
+            raise ValueError("bitstream truncated inside its header")
+        rank, pos = data[5], 6
+        if rank > _MAX_RANK:
+            raise ValueError(f"corrupt bitstream header (batch rank {rank} > {_MAX_RANK})")
+        batch_shape = []
+        for _ in range(rank):
+            n, pos = _read_varint(data, pos)
+            batch_shape.append(n)
+        batch_shape = tuple(batch_shape)
+        count = math.prod(batch_shape)
     dims, pos = _read_varint(data, pos)
     if len(data) < pos + 8:
         raise ValueError("bitstream truncated inside its header")
     context = int.from_bytes(data[pos : pos + 4], "little")
     payload_crc = int.from_bytes(data[pos + 4 : pos + 8], "little")
     return {
+        "version": version,
         "method": METHODS[flags & 3],
         "event": bool(flags & _FLAG_EVENT),
         "conditioned": bool(flags & _FLAG_CONDITIONED),
         "count": count,
+        "batch_shape": batch_shape,
         "dims": dims,
         "context": context,
         "payload_crc": payload_crc,
@@ -1724,65 +1770,89 @@ def _parse_header(data):
     }
 
 
-def decode_messages(data, count, seed, *, index_code, width=None, factor_code=None, factor_context=None, method=None):
+def decode_messages(data, count=None, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
+                    method=None, flat=True):
     """Decode bytes written by :func:`encode_messages`.
 
     Parameters
     ----------
     data : bytes
-    count : int
-        Number of messages expected (checked against the header).
+    count : int, optional
+        Number of messages expected (checked against the header, which stores
+        it).  Passing it also vouches for the memory of a stream whose
+        messages cost almost nothing: without it a header may claim at most
+        ``2**20 + 32 * len(data)`` decoding factors.
     seed : int
-        The seed the samples were encoded with.
+        The seed the samples were encoded with (required).
     index_code : IndexCode or ConditionedIndexCode
         The code the sender used.
     width : int or array_like of int
-        Required for hybrid streams: the widths the sender used.
+        Required for hybrid streams: the widths the sender used, broadcastable
+        to the batch (+ event) shape or to the flat ``(count[, d])`` shape
+        (``enc.width`` itself works).
     factor_code : FactorCode, optional
         The sender's factor code (uniform by default).
     factor_context : array_like of int, optional
         The sender's factor contexts (with a :class:`TabulatedFactorCode`).
     method : str, optional
         Expected coding method; by default the one in the header.
+    flat : bool, optional
+        ``True`` (default): messages in flat C order.  ``False``: in the
+        sender's batch shape (``enc.index.shape``; version 1 streams only know
+        the count).
 
     Returns
     -------
-    index : ndarray of int64, shape (count,)
-    factor : ndarray of int64, shape (count,) or (count, d)
-        Messages in flat C order; ``factor`` has the event axis when the
-        sender's samples did.
+    index : ndarray of int64, shape (count,) or the batch shape
+    factor : ndarray of int64, shape (count,) or (count, d), or the batch (+ event) shape
+        ``factor`` has the event axis when the sender's samples did.
 
     Raises
     ------
     ValueError
         If the stream is truncated, corrupted, or was written with another
-        seed, count, method, width or code.
+        seed, count, method, width or code; every failure of parsing or of the
+        range decoder is reported as ``ValueError``.
     """
+    if seed is None:
+        raise TypeError("decode_messages needs the sender's seed (seed=...)")
     seed_value = int(check_seed(seed))
-    count = _check_int(count, "count", 0)
+    if count is not None:
+        count = _check_int(count, "count", 0)
     index_code = _check_index_code(index_code)
     factor_code = _check_factor_code(factor_code)
-    header = _parse_header(data)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    header = _parse_header(data)
     if not header["intact"]:
         raise ValueError("bitstream checksum mismatch: the data is truncated or corrupted")
-    if header["count"] != count:
+    if count is not None and header["count"] != count:
         raise ValueError(f"the bitstream holds {header['count']} messages, but count={count}")
     if method is not None and header["method"] != method:
         raise ValueError(f"the bitstream was written for method={header['method']!r}, not {method!r}")
     method = header["method"]
+    given_count = count is not None
+    count = header["count"]
     if header["conditioned"] != isinstance(index_code, ConditionedIndexCode):
         raise ValueError("the bitstream was written with a different kind of index code (conditioned or not)")
     event = header["event"]
     dims = header["dims"] if event else 1
     if (event and dims < 1) or (not event and header["dims"] != 0):
         raise ValueError("corrupt bitstream header (event size)")
-    context = _factor_context(factor_context, factor_code, count, dims, event)
+    # Nothing sized by the header is allocated before this bound (a re-checksummed hostile
+    # header could claim any size); a caller who passed count vouches for count messages.
+    limit = _FREE_FACTORS + _FACTORS_PER_BYTE * len(data) + (8 * count if given_count else 0)
+    if count * dims > min(limit, _INT64_MAX):
+        raise ValueError(
+            f"the bitstream header claims {count} x {dims} decoding factors, more than {len(data)} bytes can "
+            "plausibly hold; pass count= if this stream is genuine"
+        )
+    batch_shape = header["batch_shape"]
+    context = _factor_context(factor_context, factor_code, count, dims, event, batch_shape)
     if method == "hybrid":
         if width is None:
             raise ValueError("width is required to decode method='hybrid' messages (the sender's widths)")
-        widths = _broadcast_width(width, count, dims, event)
+        widths = _broadcast_width(width, count, dims, event, batch_shape)
         _check_marginal_widths(factor_code, widths, context)
     else:
         if width is not None and not (np.asarray(width) == 1).all():
@@ -1794,15 +1864,28 @@ def decode_messages(data, count, seed, *, index_code, width=None, factor_code=No
             "the bitstream does not match the seed, index_code, factor_code or width given "
             "(its context checksum differs); decode with the sender's parameters"
         )
-    decoder = _constriction().stream.queue.RangeDecoder(_bytes_to_words(header["payload"]))
+    index, factor = _decode_checked(header["payload"], count, widths, seed_value, method, index_code,
+                                    factor_code, context)
+    if not flat:
+        return index.reshape(batch_shape), factor.reshape(batch_shape + ((dims,) if event else ()))
+    return index, (factor if event else factor.reshape(count))
+
+
+#: What the range decoder and the table lookups raise on a payload the models cannot
+#: have produced (constriction reports such data with AssertionError).
+_DECODE_ERRORS = (AssertionError, ArithmeticError, LookupError, RuntimeError, ValueError, TypeError)
+
+
+def _decode_checked(payload, count, widths, seed, method, index_code, factor_code, context=None):
+    """Decode a payload; every failure surfaces as ``ValueError``."""
     try:
-        index, factor = _decode_payload(decoder, count, widths, seed_value, method, index_code, factor_code,
-                                        context)
-    except (ValueError, OverflowError, RuntimeError) as exc:
-        raise ValueError(f"corrupt bitstream: {exc}") from exc
+        decoder = _constriction().stream.queue.RangeDecoder(_bytes_to_words(payload))
+        index, factor = _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context)
+    except _DECODE_ERRORS as exc:
+        raise ValueError(f"corrupt bitstream: the payload does not decode under the given codes ({exc})") from None
     if (index < 1).any():
         raise ValueError("corrupt bitstream: decoded an index < 1")
-    return index, (factor if event else factor.reshape(count))
+    return index, factor
 
 
 def _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context=None):
@@ -1859,7 +1942,7 @@ class MessageBits:
         return self.index + self.factor
 
 
-def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_context=None):
+def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None):
     """Ideal information content of each message under the given codes.
 
     Parameters are those of :func:`encode_messages`.
@@ -1868,7 +1951,7 @@ def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_
     -------
     MessageBits
     """
-    seed_value = int(check_seed(seed))
+    seed_value = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
     factor_code = _check_factor_code(factor_code)
     index, factor, widths, event, method = _message_arrays(enc, width)
@@ -1991,7 +2074,7 @@ class BitsReport:
         return out
 
 
-def measure_bits(enc, seed, *, index_code, width=None, factor_code=None, info_bits=None, block_size=None,
+def measure_bits(enc, seed=None, *, index_code, width=None, factor_code=None, info_bits=None, block_size=None,
                  verify=True):
     """Code ``enc`` into bytes, decode them back, and report ideal against measured bits.
 
@@ -2012,6 +2095,7 @@ def measure_bits(enc, seed, *, index_code, width=None, factor_code=None, info_bi
     -------
     BitsReport
     """
+    seed = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
     factor_code = _check_factor_code(factor_code)
     bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code)

@@ -924,6 +924,8 @@ def _check_int(value, name):
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if value >= 2**63:
+        raise ValueError(f"{name} must be < 2**63 (an int64), got {int(value)}")
     return int(value)
 
 
@@ -1070,5 +1072,5 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     return EncodedSample(
         index=out(index), factor=out(factor), sample=out(sample), candidates=out(examined),
         width=out(np.array(widths)), tail_mass=out(np.array(target.tail_mass, dtype=float)),
-        kl_bits=out(kl_bits), method=method, num_candidates=None,
+        kl_bits=out(kl_bits), method=method, num_candidates=None, seed=int(seed_u64),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -358,8 +359,13 @@ def test_encode_argument_checks():
         E.encode_messages(enc, SEED, index_code=code, factor_code="uniform")
     with pytest.raises(ValueError, match="enc.width"):
         E.encode_messages(enc, SEED, index_code=code, width=np.asarray(enc.width) - 1)
-    with pytest.raises(ValueError, match="inconsistent with the dither"):  # M = 1: K is fixed by U_N
+    with pytest.raises(ValueError, match="contradicts the seed"):
         E.encode_messages(gaussian_enc(1.0, 20), SEED + 1, index_code=code)
+    anonymous = dataclasses.replace(gaussian_enc(1.0, 20), seed=None)  # a message that does not record its seed
+    with pytest.raises(ValueError, match="inconsistent with the dither"):  # M = 1: K is fixed by U_N
+        E.encode_messages(anonymous, SEED + 1, index_code=code)
+    with pytest.raises(TypeError, match="seed is required"):
+        E.encode_messages(anonymous, index_code=code)
     with pytest.raises(TypeError, match="seed"):
         E.encode_messages(enc, 1.5, index_code=code)
     with pytest.raises(TypeError, match="count"):
