@@ -2,7 +2,8 @@
 
 A sender holding a target distribution ``q`` sends a short message; a
 receiver sharing only a seed and a prior reproduces an exact sample of ``q``.
-See :func:`encode_sample` and :func:`decode_sample`.
+See :func:`compress` and :func:`decompress` (one call each way, through
+bytes), or :func:`encode_sample` and :func:`decode_sample` (the messages).
 """
 
 from .coding import (
@@ -37,6 +38,7 @@ from .entropy import (
     message_bits,
     zipf_exponent,
 )
+from .compress import compress, decompress
 from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
 from .targets import Normal, Product, TruncatedNormal, Uniform
 from . import testing
@@ -44,6 +46,8 @@ from . import testing
 __version__ = "0.1.0"
 
 __all__ = [
+    "compress",
+    "decompress",
     "GaussianMixture",
     "GeneralTarget",
     "Laplace",
