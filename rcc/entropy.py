@@ -1661,18 +1661,10 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
     seed_value = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
     factor_code = _check_factor_code(factor_code)
-    if isinstance(index_code, ConditionedIndexCode) and not isinstance(factor_code, UniformFactorCode):
-        raise TypeError("a ConditionedIndexCode codes the factor itself; use factor_code=None (uniform)")
-    index, factor, widths, event, method = _message_arrays(enc, width)
-    count, dims = widths.shape
-    context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
-    if method == "hybrid":
-        _check_marginal_widths(factor_code, widths, context)
-    first = _split_groups(index_code, widths, method)
-    # Every index must have positive probability under the code that codes it.
-    _check_codable(index_code, index, factor, widths, first)
     encoder = _constriction().stream.queue.RangeEncoder()
-    _encode_payload(encoder, index, factor, widths, seed_value, method, index_code, factor_code, first, context)
+    widths, event, method, context = _encode_symbols(encoder, enc, seed_value, index_code, width, factor_code,
+                                                     factor_context)
+    count, dims = widths.shape
     payload = _words_to_bytes(encoder.get_compressed())
     flags = _METHOD_CODES[method] | (_FLAG_EVENT if event else 0)
     flags |= _FLAG_CONDITIONED if isinstance(index_code, ConditionedIndexCode) else 0
@@ -1684,6 +1676,23 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
               + _varint(dims if event else 0) + context.to_bytes(4, "little"))
     checksum = zlib.crc32(payload, zlib.crc32(prefix))
     return prefix + checksum.to_bytes(4, "little") + payload
+
+
+def _encode_symbols(encoder, enc, seed, index_code, width, factor_code, factor_context):
+    """Validate ``enc`` and write its symbols to ``encoder`` (no header); returns
+    ``(widths (B, d), event, method, factor contexts)``.  The codes are checked already."""
+    if isinstance(index_code, ConditionedIndexCode) and not isinstance(factor_code, UniformFactorCode):
+        raise TypeError("a ConditionedIndexCode codes the factor itself; use factor_code=None (uniform)")
+    index, factor, widths, event, method = _message_arrays(enc, width)
+    count, dims = widths.shape
+    context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
+    if method == "hybrid":
+        _check_marginal_widths(factor_code, widths, context)
+    first = _split_groups(index_code, widths, method)
+    # Every index must have positive probability under the code that codes it.
+    _check_codable(index_code, index, factor, widths, first)
+    _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context)
+    return widths, event, method, context
 
 
 def _check_codable(index_code, index, factor, widths, first):

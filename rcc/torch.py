@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import zlib
 
 import numpy as np
 import torch
@@ -812,6 +813,16 @@ class UniformNoiseChannel(nn.Module):
         log_mass = _logistic_log_mass_np(mid - 0.5, mid + 0.5, loc, scale)
         return float(-log_mass.sum() / _LN2)
 
+    def _stream_check(self, header, seed, shape, payload):
+        """CRC32 of the header byte, the seed, the shape, the parameters and the payload."""
+        crc = zlib.crc32(b"rcc.torch.UniformNoiseChannel" + bytes(header))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + repr(tuple(int(n) for n in shape)).encode(), crc)
+        for name, value in sorted(self.state_dict().items()):
+            arr = np.ascontiguousarray(value.detach().cpu().to(torch.float64).numpy())
+            crc = zlib.crc32(name.encode() + repr(arr.shape).encode() + arr.tobytes(), crc)
+        crc = zlib.crc32(repr((self.tail_mass, self.max_halfwidth)).encode(), crc)
+        return zlib.crc32(payload, crc)
+
     def compress(self, y, seed, *, return_stats=False):
         """Entropy code ``K = quantize(y, seed)`` given the shared dither.
 
@@ -821,9 +832,10 @@ class UniformNoiseChannel(nn.Module):
         ``tail_mass`` of the marginal) plus one escape symbol; escaped values are
         followed by their side (1 bit) and an Elias-gamma style code of the distance
         ``d >= 1`` beyond the window (6 bits for the length, then the bits of ``d``).
-        The bitstream is a one-byte dtype header followed by little-endian 32-bit
-        words.  The receiver needs the same module parameters, the seed and the
-        shape.
+        The bitstream is a header byte (format version, dtype), a CRC32 of the
+        header, the seed, the shape, the module's parameters and the payload, then
+        the range coder's little-endian 32-bit words (trailing zero bytes dropped).
+        The receiver needs the same module parameters, the seed and the shape.
 
         Parameters
         ----------
@@ -863,8 +875,10 @@ class UniformNoiseChannel(nn.Module):
             for value in r[outside]:
                 _encode_escape(encoder, int(value), half)
                 num_escapes += 1
-        words = encoder.get_compressed().astype("<u4", copy=False)
-        data = bytes([_DTYPE_CODES[y.dtype]]) + words.tobytes()
+        payload = _words_to_le_bytes(encoder.get_compressed())
+        header = bytes([(_NOISE_FORMAT_VERSION << 4) | _DTYPE_CODES[y.dtype]])
+        check = self._stream_check(header, seed, y.shape, payload)
+        data = header + check.to_bytes(4, "little") + payload
         if not return_stats:
             return data
         stats = {
@@ -899,13 +913,18 @@ class UniformNoiseChannel(nn.Module):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         data = bytes(data)
-        if len(data) < 1 or (len(data) - 1) % 4 != 0 or data[0] not in _CODE_DTYPES:
-            raise ValueError("data is not a UniformNoiseChannel bitstream (bad length or header)")
         seed = _check_seed(seed)
         shape = _check_shape(shape)
         self._check_layout(shape, "shape")
-        dtype = _CODE_DTYPES[data[0]]
-        words = np.frombuffer(data, dtype="<u4", offset=1).astype(np.uint32)
+        if len(data) < 5 or data[0] >> 4 != _NOISE_FORMAT_VERSION or data[0] & 0x0C:
+            raise ValueError("data is not a UniformNoiseChannel bitstream of format "
+                             f"{_NOISE_FORMAT_VERSION} (bad length or header byte)")
+        payload = data[5:]
+        if int.from_bytes(data[1:5], "little") != self._stream_check(data[:1], seed, shape, payload):
+            raise ValueError("UniformNoiseChannel checksum mismatch: the data is corrupted, or the seed, the shape "
+                             "or the module's parameters differ from the sender's")
+        dtype = _CODE_DTYPES[data[0] & 0x03]
+        words = np.frombuffer(payload + b"\x00" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
         u, loc, scale, half, center, rows = self._coding_layout(shape, seed)
         n = u.size
         family = constriction.stream.model.Categorical(perfect=False)
@@ -922,14 +941,28 @@ class UniformNoiseChannel(nn.Module):
                 for i in np.flatnonzero(symbols == escape):
                     r[i] = _decode_escape(decoder, half)
                 rel[start:stop] = r
-        except AssertionError as exc:  # constriction's report of data its models cannot produce
+            k = torch.from_numpy(rel + center.astype(np.int64)).reshape(shape)
+        except (AssertionError, ArithmeticError, LookupError, RuntimeError, ValueError) as exc:
+            # constriction reports data its models cannot produce with AssertionError
             raise ValueError(
                 "data cannot be decoded with this seed, shape and marginal: it is corrupted or was "
-                "written with other ones"
-            ) from exc
-        k = torch.from_numpy(rel + center.astype(np.int64)).reshape(shape)
+                f"written with other ones ({exc})"
+            ) from None
         device = torch.device("cpu") if device is None else device
         return self._reconstruct(self._dequantize_raw(k, seed, dtype, device))
+
+
+def _words_to_le_bytes(words):
+    """The range coder's words as little-endian bytes, trailing zero bytes dropped (restored on reading)."""
+    data = np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
+    strip = 0
+    while strip < 3 and len(data) > strip and data[len(data) - 1 - strip] == 0:
+        strip += 1
+    return data[: len(data) - strip]
+
+
+#: Format of UniformNoiseChannel's bitstream (the header byte's high nibble).
+_NOISE_FORMAT_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------
@@ -982,8 +1015,19 @@ def _decode_escape(decoder, half):
 _FIT_MARGIN = 1e-9
 #: Widths are capped at the largest width rcc.entropy.MarginalFactorCode codes.
 _MAX_WIDTH = 2**16
-_FORMAT_VERSION = 1
+#: Format of RCCChannel's batch stream (1, without header checksums, is no longer read).
+_FORMAT_VERSION = 2
 _HAS_FALLBACK = 0x08
+#: Format of RCCChannel's per-item streams, and their header: 2 bits version, 2 bits dtype,
+#: 1 bit fallback flag and an 11-bit check.
+_ITEM_FORMAT_VERSION = 1
+_ITEM_HAS_FALLBACK = 0x08
+_ITEM_CHECK_BITS = 11
+#: Item i of per-item streams draws its randomness from _derive_seed(seed, _ITEM_SEED_TAG + i).
+_ITEM_SEED_TAG = 3
+#: The buffers the decoder reads; a stream's check covers their CRC32.
+_DECODER_BUFFERS = ("latent_shape_buffer", "widths", "prior_scales", "wide_prior_scale", "block_dims",
+                    "index_code_json", "fallback_index_kl_bits", "factor_tables")
 _MASK64 = (1 << 64) - 1
 #: Tags of the seeds derived for the two message streams of a bitstream.
 _STREAM_JOINT = 1
@@ -1263,7 +1307,7 @@ class RCCChannel(nn.Module):
     >>> z.shape, channel.num_blocks
     (torch.Size([64, 8]), 1)
     >>> kl = float(channel.kl_bits(mean, log_scale.detach()).mean())   # about 22 bits per item
-    >>> bool(kl < 8 * len(data) / 64 < kl + 6)  # a block's index overhead, and ~17 header bytes
+    >>> bool(kl < 8 * len(data) / 64 < kl + 6)  # a block's index overhead, and ~22 header bytes
     True
     """
 
@@ -1770,19 +1814,54 @@ class RCCChannel(nn.Module):
         kl = kl_divergence_bits(Product(Normal(mean64, std64)), tail_mass=self.tail_mass)
         return np.asarray(kl, dtype=np.float64).reshape(-1)
 
-    def compress(self, mean, log_scale, seed, *, return_stats=False, progress=False):
-        """Code exact samples of the posteriors into bytes.
+    def _state_fingerprint(self):
+        """CRC32 of every buffer the decoder reads (a stream checks it: a receiver with another state fails)."""
+        crc = zlib.crc32(b"rcc.torch.RCCChannel")
+        for name in _DECODER_BUFFERS:
+            arr = np.ascontiguousarray(getattr(self, name).detach().cpu().numpy())
+            crc = zlib.crc32(repr((name, arr.dtype.str, arr.shape)).encode() + arr.tobytes(), crc)
+        return crc
+
+    def _header_check(self, header, seed, batch_shape):
+        """CRC32 of the batch stream's header bytes and of what the receiver must share."""
+        crc = zlib.crc32(bytes(header), zlib.crc32(b"rcc.torch.RCCChannel.stream"))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + repr(tuple(batch_shape)).encode(), crc)
+        return zlib.crc32(self._state_fingerprint().to_bytes(4, "little"), crc)
+
+    @staticmethod
+    def _item_check(flags, seed, item, payload, fingerprint):
+        """The per-item check: the low ``_ITEM_CHECK_BITS`` bits of a CRC32 of everything the item depends on."""
+        crc = zlib.crc32(b"rcc.torch.RCCChannel.item" + bytes([flags]))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + int(item).to_bytes(8, "little")
+                         + fingerprint.to_bytes(4, "little"), crc)
+        return zlib.crc32(payload, crc) & ((1 << _ITEM_CHECK_BITS) - 1)
+
+    def compress(self, mean, log_scale, seed, *, return_stats=False, progress=False, per_item=False):
+        """Code exact samples of the posteriors into bytes: one stream for the batch, or one per item.
 
         Every item-block is coded by hybrid coding (``rcc.encode_sample``) with the
         calibrated widths, or by the exact per-dimension fallback (class docstring);
-        all messages go through :func:`rcc.entropy.encode_messages`.  Layout of the
-        bytes: one header byte (format version, fallback flag, dtype); if there are
-        fallback blocks, their count and positions (LEB128 varints, gaps) and the
-        length of the joint message stream; then the joint message stream (seed
-        derived from ``seed``), then the fallback message stream (another derived
-        seed).  Without fallbacks this adds one byte to the message stream, whose own
-        header (``rcc.entropy``: magic, version, count, checksums) takes about 16
-        bytes, so code many items per call.
+        all messages are coded by :mod:`rcc.entropy`.
+
+        Batch stream (``per_item=False``, the default): one header byte (format
+        version, fallback flag, dtype); if there are fallback blocks, their count and
+        positions (LEB128 varints, gaps) and the length of the joint message stream;
+        a CRC32 of these header bytes, the seed, the batch shape and the channel's
+        state; then the joint message stream (:func:`rcc.entropy.encode_messages`,
+        seed derived from ``seed``), then the fallback message stream (another
+        derived seed).  Each message stream checks itself, so every byte is covered
+        by a checksum.  The headers take about 22 bytes in all, so code many items
+        per call.
+
+        Per-item streams (``per_item=True``): a list of ``bytes``, one per item (flat C
+        order of ``batch_shape``), each decodable on its own.  Item ``i`` draws its
+        shared randomness from a seed derived from ``(seed, i)`` and its bytes are a
+        2-byte header (format version, dtype, fallback flag and an 11-bit check of
+        the item's bytes, seed, position and the channel's state) followed by one
+        range-coded payload (which blocks fall back, if any; the joint messages; the
+        fallback messages).  Everything shared lives in the ``state_dict``.  The
+        receiver also re-encodes what it decoded and requires the same bytes, so a
+        damaged payload is rejected even where the short check would pass it.
 
         Parameters
         ----------
@@ -1794,40 +1873,72 @@ class RCCChannel(nn.Module):
         return_stats : bool, optional
             Also return a dict of statistics (below).
         progress : bool, optional
-            Progress bar for large batches.
+            Progress bar for large batches (batch stream only).
+        per_item : bool, optional
+            Return one ``bytes`` per item instead of one stream.
 
         Returns
         -------
-        data : bytes
-            The bitstream.
+        data : bytes, or list of bytes with ``per_item=True``
+            The bitstream(s).
         item_bits : torch.Tensor
             float64, shape ``batch_shape``: the information content of each item's
             messages under the coder's models (``-log2 P(N)`` of every index plus
             ``-log2 P(K | U_N)`` of every decoding factor,
-            :func:`rcc.entropy.message_bits`).  The range coder packs them into
-            ``8 * len(data)``, which exceeds ``item_bits.sum()`` only by the headers and
-            the coder's termination (about 20 bytes per stream).
+            :func:`rcc.entropy.message_bits`).  The range coder packs them into the
+            bytes, which exceed ``item_bits`` only by the headers and the coder's
+            termination (see ``"item_measured_bits"``).
         stats : dict
             With ``return_stats=True``: ``"latents"`` (the encoder's latents, the
-            input's dtype, on the CPU), ``"measured_bits"`` (``8 * len(data)``),
-            ``"kl_bits"`` (per item, ``D_KL`` of the truncated posteriors to ``N(0, 1)``,
-            what an ideal coder of these samples pays), ``"candidates"`` (per item,
-            candidates the races examined) and ``"fallback_blocks"`` (number of
-            item-blocks coded dimension by dimension).
+            input's dtype, on the CPU), ``"measured_bits"`` (``8 *`` all bytes),
+            ``"item_measured_bits"`` (per item, float64, summing to
+            ``"measured_bits"``: ``8 * len(data[i])`` per item, or for a batch stream
+            each item's ``item_bits`` plus an equal share of the rest: headers and
+            termination), ``"kl_bits"`` (per item, ``D_KL`` of the truncated
+            posteriors to ``N(0, 1)``, what an ideal coder of these samples pays),
+            ``"candidates"`` (per item, candidates the races examined) and
+            ``"fallback_blocks"`` (number of item-blocks coded dimension by
+            dimension).
         """
         batch_shape = self._check_posterior(mean, log_scale)
         seed = _check_seed(seed)
         self._require_calibration()
         if mean.dtype not in _DTYPE_CODES:
             raise TypeError(f"mean must be float16, bfloat16, float32 or float64, got {mean.dtype}")
+        if not isinstance(per_item, (bool, np.bool_)):
+            raise TypeError(f"per_item must be a bool, got {per_item!r}")
         mean64, std64, _ = self._posterior_arrays(mean, log_scale)
         n, d = mean64.shape
-        block_code, fallback_code = self._index_codes()
         plan = self._plan(mean64, std64)
-        joint, fallback = plan["positions_joint"], plan["positions_fallback"]
         latents = np.zeros((n, d), dtype=np.float64)
         item_bits = np.zeros(n, dtype=np.float64)
         candidates = np.zeros(n, dtype=np.int64)
+        if per_item:
+            data = self._compress_items(plan, _DTYPE_CODES[mean.dtype], seed, latents, item_bits, candidates)
+            item_measured = np.array([8.0 * len(blob) for blob in data])
+            measured = int(item_measured.sum())
+        else:
+            data = self._compress_batch(plan, _DTYPE_CODES[mean.dtype], seed, batch_shape, latents, item_bits,
+                                        candidates, progress)
+            measured = 8 * len(data)
+            item_measured = item_bits + (measured - item_bits.sum()) / max(n, 1)
+        item_bits_t = torch.from_numpy(item_bits).reshape(batch_shape)
+        if not return_stats:
+            return data, item_bits_t
+        stats = {
+            "latents": torch.from_numpy(latents).to(mean.dtype).reshape(mean.shape),
+            "measured_bits": measured,
+            "item_measured_bits": torch.from_numpy(item_measured).reshape(batch_shape),
+            "kl_bits": torch.from_numpy(self._truncated_kl_bits(mean64, std64)).reshape(batch_shape),
+            "candidates": torch.from_numpy(candidates).reshape(batch_shape),
+            "fallback_blocks": int(plan["positions_fallback"].size),
+        }
+        return data, item_bits_t, stats
+
+    def _compress_batch(self, plan, dtype_code, seed, batch_shape, latents, item_bits, candidates, progress):
+        """One stream for the whole batch (see :meth:`compress`); fills the per-item outputs."""
+        block_code, fallback_code = self._index_codes()
+        joint, fallback = plan["positions_joint"], plan["positions_fallback"]
         joint_data = b""
         fallback_data = b""
         if joint.size:
@@ -1849,8 +1960,7 @@ class RCCChannel(nn.Module):
             items = np.repeat(fallback // self.num_blocks, keep.sum(axis=1))
             np.add.at(item_bits, items, _message_bits(enc, seed_fallback, fallback_code, 1))
             np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
-
-        header = bytearray([(_FORMAT_VERSION << 4) | (_HAS_FALLBACK if fallback.size else 0) | _DTYPE_CODES[mean.dtype]])
+        header = bytearray([(_FORMAT_VERSION << 4) | (_HAS_FALLBACK if fallback.size else 0) | dtype_code])
         if fallback.size:
             header += _varint(fallback.size)
             previous = -1
@@ -1858,29 +1968,76 @@ class RCCChannel(nn.Module):
                 header += _varint(position - previous - 1)
                 previous = position
             header += _varint(len(joint_data))
-        data = bytes(header) + joint_data + fallback_data
-        item_bits_t = torch.from_numpy(item_bits).reshape(batch_shape)
-        if not return_stats:
-            return data, item_bits_t
-        stats = {
-            "latents": torch.from_numpy(latents).to(mean.dtype).reshape(mean.shape),
-            "measured_bits": 8 * len(data),
-            "kl_bits": torch.from_numpy(self._truncated_kl_bits(mean64, std64)).reshape(batch_shape),
-            "candidates": torch.from_numpy(candidates).reshape(batch_shape),
-            "fallback_blocks": int(fallback.size),
-        }
-        return data, item_bits_t, stats
+        check = self._header_check(header, seed, batch_shape).to_bytes(4, "little")
+        return bytes(header) + check + joint_data + fallback_data
+
+    def _item_symbols(self, encoder, plan, item, seed, codes, is_joint, enc_joint, enc_fallback):
+        """Write item ``item``'s symbols (fallback mask, joint messages, fallback messages) to ``encoder``."""
+        from . import entropy
+
+        block_code, fallback_code, factor_code = codes
+        positions = item * self.num_blocks + np.arange(self.num_blocks)
+        if not is_joint.all():
+            encoder.encode(np.where(is_joint, 0, 1).astype(np.int32), _constriction().stream.model.Uniform(2))
+        if enc_joint is not None:
+            joint = positions[is_joint]
+            entropy._encode_symbols(encoder, enc_joint, _derive_seed(seed, _STREAM_JOINT), block_code,
+                                    plan["block_widths"][joint % self.num_blocks], factor_code,
+                                    self._factor_context(plan, joint))
+        if enc_fallback is not None:
+            entropy._encode_symbols(encoder, enc_fallback, _derive_seed(seed, _STREAM_FALLBACK), fallback_code, 1,
+                                    entropy.UniformFactorCode(), None)
+
+    def _compress_items(self, plan, dtype_code, seed, latents, item_bits, candidates):
+        """One ``bytes`` per item (see :meth:`compress`); fills the per-item outputs."""
+        from . import entropy
+
+        block_code, fallback_code = self._index_codes()
+        codes = (block_code, fallback_code, entropy._check_factor_code(self._factor_code()))
+        fingerprint = self._state_fingerprint()
+        out = []
+        for item in range(plan["items"]):
+            item_seed = _derive_seed(seed, _ITEM_SEED_TAG + item)
+            positions = item * self.num_blocks + np.arange(self.num_blocks)
+            is_joint = plan["joint"][item]
+            joint, fallback = positions[is_joint], positions[~is_joint]
+            enc_joint = enc_fallback = None
+            if joint.size:
+                seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
+                enc_joint = self._encode_joint(plan, joint, seed_joint)
+                self._scatter(latents, plan, joint, np.asarray(enc_joint.sample))
+                widths = plan["block_widths"][joint % self.num_blocks]
+                item_bits[item] += _message_bits(enc_joint, seed_joint, block_code, widths, codes[2],
+                                                 self._factor_context(plan, joint)).sum()
+                candidates[item] += int(np.sum(enc_joint.candidates))
+            if fallback.size:
+                seed_fallback = _derive_seed(item_seed, _STREAM_FALLBACK)
+                enc_fallback = self._encode_fallback(plan, fallback, seed_fallback)
+                self._scatter(latents, plan, fallback, np.asarray(enc_fallback.sample),
+                              self._fallback_targets(plan, fallback))
+                item_bits[item] += _message_bits(enc_fallback, seed_fallback, fallback_code, 1).sum()
+                candidates[item] += int(np.sum(enc_fallback.candidates))
+            encoder = _constriction().stream.queue.RangeEncoder()
+            self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, enc_fallback)
+            payload = entropy._words_to_bytes(encoder.get_compressed())
+            flags = (_ITEM_FORMAT_VERSION << 6) | (dtype_code << 4) | (_ITEM_HAS_FALLBACK if fallback.size else 0)
+            check = self._item_check(flags, seed, item, payload, fingerprint)
+            out.append(bytes([flags | (check >> 8), check & 0xFF]) + payload)
+        return out
 
     def decompress(self, data, seed, shape, *, device=None):
         """Decode :meth:`compress`'s bytes into the encoder's latents, bit for bit.
 
         Needs only the bytes, the seed, the shape and the calibrated state (widths,
-        block layout, index codes).
+        block layout, index codes).  Every header field is checked before use; a
+        corrupted stream, or one decoded with another seed, shape or state, raises
+        ``ValueError``.
 
         Parameters
         ----------
-        data : bytes
-            The bitstream.
+        data : bytes, or sequence of bytes
+            The bitstream, or the per-item streams of ``compress(..., per_item=True)``
+            (one per item, in order).
         seed : int
             The sender's seed.
         shape : tuple of int
@@ -1893,42 +2050,66 @@ class RCCChannel(nn.Module):
         torch.Tensor
             The latents, in the dtype the sender's ``mean`` had.
         """
-        from .coding import decode_sample
-        from .targets import Normal
-
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
+        per_item = isinstance(data, (list, tuple))
+        if not per_item and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes or a list of bytes (one per item), got {type(data).__name__}")
         seed = _check_seed(seed)
         shape = _check_shape(shape)
         k = len(self.latent_shape)
         if len(shape) < k or tuple(shape[len(shape) - k:]) != tuple(self.latent_shape):
             raise ValueError(f"shape {tuple(shape)} must end with latent_shape {tuple(self.latent_shape)}")
         self._require_calibration()
+        batch_shape = tuple(shape[: len(shape) - k])
+        n = math.prod(batch_shape)
+        latents = np.zeros((n, self.num_latents), dtype=np.float64)
+        if per_item:
+            dtype = self._decompress_items(data, seed, n, latents)
+        else:
+            dtype = self._decompress_batch(bytes(data), seed, batch_shape, n, latents)
+        out = torch.from_numpy(latents).to(dtype).reshape(shape)
+        device = torch.device("cpu") if device is None else device
+        return out.to(device)
+
+    def _decompress_batch(self, data, seed, batch_shape, n, latents):
+        from .coding import decode_sample
+        from .targets import Normal
+
         if not data:
             raise ValueError("data is empty (not an RCCChannel bitstream)")
         flags = data[0]
-        if flags >> 4 != _FORMAT_VERSION or (flags & 0x03) not in _CODE_DTYPES or flags & 0x04:
+        if flags >> 4 == 1:
+            raise ValueError("data is an RCCChannel stream of format 1 (without header checksums), which this "
+                             "rcc no longer reads; compress the latents again")
+        if flags >> 4 != _FORMAT_VERSION or flags & 0x04:
             raise ValueError("data is not an RCCChannel bitstream (bad header byte)")
         dtype = _CODE_DTYPES[flags & 0x03]
-        n = math.prod(shape[: len(shape) - k])
         total = n * self.num_blocks
         pos = 1
         fallback = np.zeros(0, dtype=np.int64)
         if flags & _HAS_FALLBACK:
             count, pos = _read_varint(data, pos)
-            if count > total:
-                raise ValueError("data does not match shape (more fallback blocks than item-blocks)")
+            # Each position takes at least one byte: a larger count is corrupt (checked before allocating).
+            if count > total or count > len(data):
+                raise ValueError("data does not match shape (more fallback blocks than item-blocks or bytes)")
             positions = []
             previous = -1
             for _ in range(count):
                 gap, pos = _read_varint(data, pos)
                 previous = previous + 1 + gap
+                if previous >= total:
+                    raise ValueError("data does not match shape (fallback position out of range)")
                 positions.append(previous)
-            if positions and positions[-1] >= total:
-                raise ValueError("data does not match shape (fallback position out of range)")
             fallback = np.asarray(positions, dtype=np.int64)
             joint_length, pos = _read_varint(data, pos)
+        if len(data) < pos + 4:
+            raise ValueError("data is truncated inside its header")
+        if int.from_bytes(data[pos : pos + 4], "little") != self._header_check(data[:pos], seed, batch_shape):
+            raise ValueError(
+                "RCCChannel header checksum mismatch: the data is corrupted, or the seed, the shape or the "
+                "channel's state differs from the sender's"
+            )
+        pos += 4
+        if flags & _HAS_FALLBACK:
             if pos + joint_length > len(data):
                 raise ValueError("data is truncated")
             joint_data, fallback_data = data[pos: pos + joint_length], data[pos + joint_length:]
@@ -1939,7 +2120,6 @@ class RCCChannel(nn.Module):
         joint = np.flatnonzero(is_joint)
         block_code, fallback_code = self._index_codes()
         plan = self._layout()
-        latents = np.zeros((n, self.num_latents), dtype=np.float64)
         if joint.size:
             seed_joint = _derive_seed(seed, _STREAM_JOINT)
             blocks = joint % self.num_blocks
@@ -1949,6 +2129,8 @@ class RCCChannel(nn.Module):
             prior = Normal(0.0, plan["block_scales"][blocks])
             sample = decode_sample(index, np.reshape(factor, widths.shape), seed_joint, prior=prior, width=widths)
             self._scatter(latents, plan, joint, np.asarray(sample))
+        elif joint_data:
+            raise ValueError("data holds a joint message stream where its header says there is none")
         if fallback.size:
             seed_fallback = _derive_seed(seed, _STREAM_FALLBACK)
             keep = self._fallback_targets(plan, fallback)
@@ -1957,9 +2139,103 @@ class RCCChannel(nn.Module):
             prior = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
             sample = decode_sample(index, np.reshape(factor, (count,)), seed_fallback, prior=prior, width=1)
             self._scatter(latents, plan, fallback, np.asarray(sample), keep)
-        out = torch.from_numpy(latents).to(dtype).reshape(shape)
-        device = torch.device("cpu") if device is None else device
-        return out.to(device)
+        return dtype
+
+    def _decompress_items(self, data, seed, n, latents):
+        from . import entropy
+        from .coding import decode_sample
+        from .targets import Normal
+
+        if len(data) != n:
+            raise ValueError(f"got {len(data)} per-item streams for a batch of {n} items")
+        block_code, fallback_code = self._index_codes()
+        factor_code = entropy._check_factor_code(self._factor_code())
+        codes = (block_code, fallback_code, factor_code)
+        plan = self._layout()
+        fingerprint = self._state_fingerprint()
+        dtype_code = None
+        cons = _constriction()
+        blocks = np.arange(self.num_blocks)
+        for item, blob in enumerate(data):
+            if not isinstance(blob, (bytes, bytearray, memoryview)):
+                raise TypeError(f"data[{item}] must be bytes, got {type(blob).__name__}")
+            blob = bytes(blob)
+            if len(blob) < 2:
+                raise ValueError(f"data[{item}] is too short ({len(blob)} bytes) to be an RCCChannel item")
+            flags = blob[0] & 0xF8
+            if flags >> 6 != _ITEM_FORMAT_VERSION:
+                raise ValueError(f"data[{item}] is not an RCCChannel item stream (format {flags >> 6})")
+            payload = blob[2:]
+            if ((blob[0] & 0x07) << 8 | blob[1]) != self._item_check(flags, seed, item, payload, fingerprint):
+                raise ValueError(
+                    f"data[{item}]: checksum mismatch: the bytes are corrupted, out of order, or the seed or the "
+                    "channel's state differs from the sender's"
+                )
+            code = (flags >> 4) & 0x03
+            if dtype_code is not None and code != dtype_code:
+                raise ValueError(f"data[{item}] was written for another dtype than data[0]")
+            dtype_code = code
+            item_seed = _derive_seed(seed, _ITEM_SEED_TAG + item)
+            positions = item * self.num_blocks + blocks
+            try:
+                decoder = cons.stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
+                is_joint = np.ones(self.num_blocks, dtype=bool)
+                if flags & _ITEM_HAS_FALLBACK:
+                    is_joint = np.asarray(decoder.decode(cons.stream.model.Uniform(2), self.num_blocks)) == 0
+                    if is_joint.all():
+                        raise ValueError("a fallback flag without fallback blocks")
+                joint, fallback = positions[is_joint], positions[~is_joint]
+                enc_joint = enc_fallback = None
+                if joint.size:
+                    seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
+                    widths = plan["block_widths"][joint % self.num_blocks]
+                    context = self._factor_context(plan, joint)
+                    entropy._check_marginal_widths(factor_code, widths, context)
+                    index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid",
+                                                            block_code, factor_code, context)
+                    enc_joint = _message_record(index, factor, widths, seed_joint)
+                if fallback.size:
+                    seed_fallback = _derive_seed(item_seed, _STREAM_FALLBACK)
+                    count = int(self._fallback_targets(plan, fallback).sum())
+                    index, factor = entropy._decode_payload(decoder, count, np.ones((count, 1), dtype=np.int64),
+                                                            seed_fallback, "hybrid", fallback_code,
+                                                            entropy.UniformFactorCode())
+                    enc_fallback = _message_record(index, factor.reshape(count), np.ones(count, dtype=np.int64),
+                                                   seed_fallback)
+                # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
+                encoder = cons.stream.queue.RangeEncoder()
+                self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, enc_fallback)
+            except entropy._DECODE_ERRORS as exc:
+                raise ValueError(f"data[{item}] is corrupted: its payload does not decode ({exc})") from None
+            if entropy._words_to_bytes(encoder.get_compressed()) != payload:
+                raise ValueError(f"data[{item}] is corrupted: its payload is not what the sender's coder writes")
+            if enc_joint is not None:
+                prior = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
+                sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=prior,
+                                       width=enc_joint.width)
+                self._scatter(latents, plan, joint, np.asarray(sample))
+            if enc_fallback is not None:
+                keep = self._fallback_targets(plan, fallback)
+                prior = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
+                sample = decode_sample(enc_fallback.index, enc_fallback.factor, enc_fallback.seed, prior=prior,
+                                       width=1)
+                self._scatter(latents, plan, fallback, np.asarray(sample), keep)
+        return _CODE_DTYPES[0 if dtype_code is None else dtype_code]
+
+
+def _message_record(index, factor, widths, seed):
+    """Decoded messages as an :class:`rcc.EncodedSample` (for re-encoding; no samples)."""
+    from .coding import EncodedSample
+
+    zeros = np.zeros(np.shape(index))
+    return EncodedSample(index=index, factor=factor, sample=zeros, candidates=zeros, width=widths, tail_mass=zeros,
+                         kl_bits=zeros, method="hybrid", seed=int(seed))
+
+
+def _constriction():
+    import constriction
+
+    return constriction
 
 
 def _check_positive_real(value, name):
