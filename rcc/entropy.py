@@ -137,6 +137,11 @@ _METHOD_CODES = {name: i for i, name in enumerate(METHODS)}
 _FLAG_EVENT = 4
 _FLAG_CONDITIONED = 8
 _KNOWN_FLAGS = 3 | _FLAG_EVENT | _FLAG_CONDITIONED
+#: ZipfIndexCode's KL is at most this (its exponent stays measurably above 1).
+_MAX_ZIPF_KL_BITS = float(1 << 20)
+#: EmpiricalIndexCode's histogram holds at most this many counts, totalling under 2**62.
+_MAX_HEAD_COUNTS = 1 << 20
+_MAX_TOTAL_COUNT = 1 << 62
 _MAX_RANK = 32  # numpy's limit on array dimensions is 64; batches of more are not plausible
 _INT64_MAX = 2**63 - 1
 #: Factors a reader accepts from a header it was not told the count of: a stream of
@@ -281,7 +286,7 @@ class IndexCode:
     @classmethod
     def load(cls, path):
         """Read a code written by :meth:`save`; raises ``ValueError`` on a wrong or damaged file."""
-        return cls.from_dict(_read_json(path))
+        return _load_code(path, cls.from_dict)
 
     @property
     def fingerprint(self):
@@ -339,7 +344,7 @@ class ZipfIndexCode(IndexCode):
         if (kl_bits is None) == (exponent is None):
             raise TypeError("give exactly one of kl_bits and exponent")
         if kl_bits is not None:
-            self.kl_bits = _check_real(kl_bits, "kl_bits", low=0.0)
+            self.kl_bits = _check_real(kl_bits, "kl_bits", low=0.0, high=_MAX_ZIPF_KL_BITS)
             self.exponent = zipf_exponent(self.kl_bits)
         else:
             self.kl_bits = None
@@ -348,6 +353,8 @@ class ZipfIndexCode(IndexCode):
                 raise ValueError(f"exponent must be > 1 (a normalisable Zipf law), got {self.exponent}")
         self.head_bits = _check_head_bits(head_bits)
         self._log2_zeta = math.log2(special.zeta(self.exponent, 1.0))
+        if not math.isfinite(self._log2_zeta):
+            raise ValueError(f"exponent {self.exponent!r} is too close to 1 for a normalisable Zipf law")
 
     @classmethod
     def fit(cls, indices, *, head_bits=10):
@@ -451,11 +458,17 @@ class EmpiricalIndexCode(IndexCode):
         counts = _int_array(head_counts, "head_counts", minimum=0).ravel()
         if counts.size == 0:
             raise ValueError("head_counts must hold at least one count (n0 >= 1)")
+        if counts.size > _MAX_HEAD_COUNTS:
+            raise ValueError(f"head_counts holds {counts.size} counts; at most {_MAX_HEAD_COUNTS} are supported")
         self.head_counts = counts
         self.tail_count = _check_int(tail_count, "tail_count", 0)
         self.tail_exponent = _check_real(tail_exponent, "tail_exponent", low=1.0, low_open=True, high=64.0)
-        self.pseudo_count = _check_real(pseudo_count, "pseudo_count", low=0.0)
-        total = counts.sum() + self.tail_count + self.pseudo_count * (counts.size + 1)
+        self.pseudo_count = _check_real(pseudo_count, "pseudo_count", low=0.0, high=float(_MAX_TOTAL_COUNT))
+        # The exact (Python integer) sum: an int64 sum of large counts would wrap.
+        observed = sum(int(c) for c in counts.tolist()) + self.tail_count
+        if observed >= _MAX_TOTAL_COUNT:
+            raise ValueError(f"head_counts and tail_count sum to {observed}, more than 2**62 observations")
+        total = float(observed) + self.pseudo_count * (counts.size + 1)
         if total <= 0:
             raise ValueError("the code has no mass: give counts or a positive pseudo_count")
         if self.tail_count + self.pseudo_count <= 0:
@@ -678,6 +691,10 @@ class BucketIndexCode(IndexCode):
             raise ValueError(f"bucket_weights must have 63 entries, got {weights.size}")
         if not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
             raise ValueError("bucket_weights must be positive and finite")
+        with np.errstate(over="ignore"):
+            weights_total = weights.sum()
+        if not np.isfinite(weights_total) or not np.all(weights / weights_total > 0):
+            raise ValueError("bucket_weights must sum to a finite total in which every bucket keeps a positive share")
         self.bucket_weights = weights
         self.bucket_probabilities = weights / weights.sum()
         if isinstance(head_bits, (bool, np.bool_)) or not isinstance(head_bits, numbers.Integral):
@@ -772,12 +789,51 @@ _CODE_TYPES = {
 }
 
 
+#: Saved codes are small (a head table of at most 2**16 counts): larger files are not read.
+_MAX_CODE_FILE_BYTES = 64 << 20
+#: Nesting deeper than this is not a saved code (a conditioned code nests codes two levels down).
+_MAX_JSON_DEPTH = 16
+
+
+def _json_depth(value, limit):
+    """Nesting depth of parsed JSON, without recursion (stops counting at ``limit + 1``)."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
+
+
 def _read_json(path):
+    """Parse a saved code's JSON; malformed, oversized or deeply nested files raise ``ValueError``."""
+    name = os.fspath(path)
+    if os.path.getsize(name) > _MAX_CODE_FILE_BYTES:
+        raise ValueError(f"{name!r} is larger than {_MAX_CODE_FILE_BYTES} bytes: not a saved rcc code")
     try:
-        with open(os.fspath(path), encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a valid index-code JSON file: {exc}") from exc
+        with open(name, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ValueError(f"{name!r} is not a valid rcc code JSON file: {reason}") from None
+    if _json_depth(data, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+        raise ValueError(f"{name!r} is not a saved rcc code: JSON nested more than {_MAX_JSON_DEPTH} levels")
+    return data
+
+
+def _load_code(path, build):
+    """``build(parsed JSON)``, with every problem of the content reported as ``ValueError`` naming the file."""
+    data = _read_json(path)
+    try:
+        return build(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{os.fspath(path)!r}: {exc}") from None
 
 
 def _code_from_dict(data, expected=None):
@@ -800,12 +856,18 @@ def _code_from_dict(data, expected=None):
     try:
         return cls._from_fields(data)
     except KeyError as exc:
-        raise ValueError(f"{name} data lacks the field {exc.args[0]!r}") from exc
+        raise ValueError(f"{name} data lacks the field {exc.args[0]!r}") from None
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"{name} data has a field of the wrong type: {exc}") from None
 
 
 def load_index_code(path):
-    """Load any index code saved with ``save`` (Zipf, empirical, uniform or conditioned)."""
-    return _code_from_dict(_read_json(path))
+    """Load any index code saved with ``save`` (Zipf, empirical, uniform, bucket or conditioned).
+
+    Sizes and numeric ranges are validated: a damaged or hostile file raises
+    ``ValueError`` naming the file and the field, and a code that loads is usable.
+    """
+    return _load_code(path, _code_from_dict)
 
 
 # --------------------------------------------------------------------------- conditioned index code
@@ -978,8 +1040,8 @@ class ConditionedIndexCode:
 
     @classmethod
     def load(cls, path):
-        """Read a code written by :meth:`save`."""
-        return cls.from_dict(_read_json(path))
+        """Read a code written by :meth:`save`; raises ``ValueError`` on a wrong or damaged file."""
+        return _load_code(path, cls.from_dict)
 
     def __eq__(self, other):
         return type(self) is type(other) and self.to_dict() == other.to_dict()
@@ -1143,6 +1205,10 @@ class TabulatedFactorCode(FactorCode):
                 raise ValueError(f"tables[{c}] has {row.size} cells; at most {16 * self.max_width} are supported")
             if not (np.all(np.isfinite(row)) and np.all(row > 0)):
                 raise ValueError(f"tables[{c}] must be positive and finite")
+            with np.errstate(over="ignore"):
+                row_total = row.sum()
+            if not np.isfinite(row_total) or not np.all(row / row_total > 0):
+                raise ValueError(f"tables[{c}] must sum to a finite total in which every cell keeps a positive share")
         if widths is None:
             widths = [row.size for row in rows]
         widths = np.asarray(widths)
@@ -1172,7 +1238,27 @@ class TabulatedFactorCode(FactorCode):
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, dict) or data.get("type") != "TabulatedFactorCode":
             raise ValueError("data is not a TabulatedFactorCode description")
-        return cls(data["tables"], data.get("widths"))
+        tables, widths = data.get("tables"), data.get("widths")
+        if not isinstance(tables, list) or not all(isinstance(t, list) for t in tables):
+            raise ValueError("TabulatedFactorCode data: the field 'tables' must be a list of lists of numbers")
+        if widths is not None and not (isinstance(widths, list) and all(
+                isinstance(w, int) and not isinstance(w, bool) for w in widths)):
+            raise ValueError("TabulatedFactorCode data: the field 'widths' must be a list of integers")
+        try:
+            return cls(tables, widths)
+        except TypeError as exc:
+            raise ValueError(f"TabulatedFactorCode data: {exc}") from None
+
+    def save(self, path):
+        """Write the code as JSON to ``path`` (:meth:`load` reads it)."""
+        with open(os.fspath(path), "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle)
+            handle.write("\n")
+
+    @classmethod
+    def load(cls, path):
+        """Read a code written by :meth:`save`; raises ``ValueError`` naming the file on a damaged one."""
+        return _load_code(path, cls.from_dict)
 
     def __repr__(self):
         return f"TabulatedFactorCode(contexts={self.num_contexts}, widths={self.widths.tolist()})"

@@ -303,3 +303,91 @@ def test_fuzz_compress(width):
         rcc.decompress(data, SEED + 1)
     with pytest.raises(TypeError):
         rcc.decompress("text", SEED)
+
+
+# ----------------------------------------------------------------------------- saved codes
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _empirical(**fields):
+    data = E.EmpiricalIndexCode([5, 3, 2], 1, 2.0).to_dict()
+    data.update(fields)
+    return data
+
+
+@pytest.mark.parametrize("data, field", [
+    (_empirical(head_counts=[10**30, 1]), "head_counts"),
+    (_empirical(head_counts=[2**62, 2**62]), "2\\*\\*62"),
+    (_empirical(head_counts=[-1, 2]), "head_counts"),
+    (_empirical(head_counts=[1.5]), "head_counts"),
+    (_empirical(head_counts="abc"), "head_counts"),
+    (_empirical(pseudo_count=1e308), "pseudo_count"),
+    (_empirical(pseudo_count=True), "pseudo_count"),
+    (_empirical(tail_count=2**70), "tail_count"),
+    (_empirical(tail_exponent=1.0), "tail_exponent"),
+    (_empirical(head_bits=99), "head_bits"),
+    ({**E.ZipfIndexCode(2.0).to_dict(), "kl_bits": 1e308, "exponent": 1.0}, "kl_bits"),
+    ({**E.ZipfIndexCode(exponent=2.0).to_dict(), "exponent": 1.0 + 1e-15}, "exponent"),
+    ({**E.BucketIndexCode(np.ones(63)).to_dict(), "bucket_weights": [1e308] * 63}, "bucket_weights"),
+    ({**E.BucketIndexCode(np.ones(63)).to_dict(), "bucket_weights": [1.0] * 62 + [0.0]}, "bucket_weights"),
+    ({**E.UniformIndexCode(10).to_dict(), "num_candidates": 2**64}, "num_candidates"),
+    ({**E.EmpiricalIndexCode([5, 3], 1, 2.0).to_dict(), "version": 99}, "version"),
+    ({**E.ConditionedIndexCode([0.5], [E.ZipfIndexCode(1.0)] * 2, E.ZipfIndexCode(1.0)).to_dict(),
+      "edges": [float("nan")]}, "edges"),
+])
+def test_hostile_saved_index_codes_raise_value_errors_naming_file_and_field(tmp_path, data, field):
+    import json
+
+    path = _write(tmp_path, "code.json", json.dumps(data))
+    with pytest.raises(ValueError, match=field) as info:
+        E.load_index_code(path)
+    assert "code.json" in str(info.value)
+
+
+def test_malformed_code_files(tmp_path):
+    deep = _write(tmp_path, "deep.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="deep.json"):
+        E.load_index_code(deep)
+    nested = _write(tmp_path, "nested.json", '{"a":' * 40 + "1" + "}" * 40)
+    with pytest.raises(ValueError, match="nested"):
+        E.load_index_code(nested)
+    for text in ("not json", '"a string"', "[]", '{"format": "rcc.IndexCode"}', "\xff"):
+        with pytest.raises(ValueError, match="bad.json"):
+            E.load_index_code(_write(tmp_path, "bad.json", text))
+
+
+def test_loaded_codes_are_usable(tmp_path):
+    codes = [E.ZipfIndexCode(3.0), E.EmpiricalIndexCode([2**40, 3, 1], 5, 1.5, pseudo_count=1e6),
+             E.BucketIndexCode(np.linspace(1.0, 1e300, 63)), E.UniformIndexCode(2**62)]
+    for i, code in enumerate(codes):
+        path = tmp_path / f"code{i}.json"
+        code.save(path)
+        loaded = E.load_index_code(path)
+        n = np.array([1, 2, 1000, 2**40, 2**62])
+        n = n[np.isfinite(loaded.bits(n))]
+        bits = loaded.bits(n)
+        assert np.all(np.isfinite(bits)) and np.all(bits >= 0)
+        enc = rcc.encode_sample(rcc.Normal(np.linspace(-1, 1, 20), 0.3), SEED, method="pfr")
+        data = E.encode_messages(enc, index_code=loaded)
+        assert np.array_equal(E.decode_messages(data, seed=SEED, index_code=code)[0], enc.index)
+
+
+def test_tabulated_factor_code_load(tmp_path):
+    import json
+
+    code = E.TabulatedFactorCode([[1.0, 2.0, 3.0], [1.0]])
+    path = tmp_path / "factor.json"
+    code.save(path)
+    assert E.TabulatedFactorCode.load(path).to_dict() == code.to_dict()
+    for tables, widths, field in (([[1e308, 1e308]], None, "tables"), ([[1.0, -1.0]], None, "tables"),
+                                  ([[1.0, 2.0]], [2**64], "widths"), ("x", None, "tables"),
+                                  ([[1.0, "a"]], None, "tables"), ([[1.0, 2.0]], [True], "widths")):
+        path.write_text(json.dumps({"type": "TabulatedFactorCode", "tables": tables, "widths": widths}))
+        with pytest.raises(ValueError, match=field) as info:
+            E.TabulatedFactorCode.load(path)
+        assert "factor.json" in str(info.value)
