@@ -255,9 +255,12 @@ def test_compress_round_trips_bit_exact(target, method, width, seed):
 
 
 def test_compress_general_targets_and_priors():
-    for target in (rcc.Laplace(0.1, 0.2), rcc.GaussianMixture(0.5, -0.5, 0.2, 0.5, 0.2)):
-        data, enc = rcc.compress(target, SEED, return_encoded=True)
-        assert np.array_equal(rcc.decompress(data, SEED), enc.sample)
+    general = (rcc.Laplace(np.array([0.1, -0.3]), 0.2), rcc.GaussianMixture(0.5, -0.5, 0.2, 0.5, 0.2),
+               rcc.ScaledBeta(2.0, 3.0, -0.5, 0.5))
+    for target in general:
+        for method in ("hybrid", "pfr"):
+            data, enc = rcc.compress(target, SEED, method=method, return_encoded=True)
+            assert np.array_equal(rcc.decompress(data, SEED), enc.sample)
     prior = rcc.Normal(0.5, 2.0)
     target = rcc.Normal(np.linspace(-3, 3, 50), 0.05)
     data, enc = rcc.compress(target, SEED, prior=prior, return_encoded=True)
