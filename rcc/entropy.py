@@ -40,9 +40,9 @@ Decoding-factor codes, both given the shared dither ``U_N``:
 
 Bitstreams: :func:`encode_messages` / :func:`decode_messages` write and read a
 range-coded stream (``constriction``) with a small header (magic, version,
-count, a check of the seed/codes/widths and a CRC32 of the payload), so that
-truncated, corrupted or mismatched streams raise ``ValueError`` instead of
-decoding to wrong integers.  :func:`message_bits` gives the ideal information
+batch shape, a check of the seed/codes/widths and a CRC32 of the header and
+payload), so that truncated, corrupted or mismatched streams raise
+``ValueError`` instead of decoding to wrong integers.  :func:`message_bits` gives the ideal information
 content of each message; :func:`measure_bits` and :func:`bits_report` compare
 ideal and measured bits with the KL on the Gaussian channel.
 

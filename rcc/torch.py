@@ -1184,7 +1184,7 @@ class RCCChannel(nn.Module):
     (DESIGN.md 2.7: the decoded latent is an exact sample of the truncated posterior,
     at total-variation distance ``tail_mass`` per dimension from the untruncated one).
     All messages of all items go through :func:`rcc.entropy.encode_messages` into
-    one bitstream.
+    one bitstream, or (``compress(..., per_item=True)``) into one short stream per item.
 
     The CDF transform uses a *coding prior* ``N(0, sigma_j**2)`` per dimension:
     ``sigma_j = coding_prior_scale`` (default 4) for the dimensions that carry
