@@ -38,7 +38,7 @@ from .entropy import (
     message_bits,
     zipf_exponent,
 )
-from .compress import compress, decompress
+from .compression import compress, decompress
 from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
 from .targets import Normal, Product, TruncatedNormal, Uniform
 from . import testing
