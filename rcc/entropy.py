@@ -54,7 +54,7 @@ Stream layout (version 1), all multi-byte header fields little-endian::
 ``flags`` holds the method (bits 0-1), whether the factor has an event axis
 (bit 2) and whether a :class:`ConditionedIndexCode` was used (bit 3).  The
 context CRC covers the seed, the method, both codes, the count, the event
-size and the widths; the stream CRC32 covers everything before it and the
+size, the widths and a non-zero stream offset; the stream CRC32 covers everything before it and the
 payload.  The header takes 13-16 bytes for up to 2**21 messages.  The payload is the range coder's 32-bit words, written
 big-endian, with up to three trailing zero bytes dropped (restored on
 reading).  Symbols are grouped so that every group is coded with one
@@ -84,7 +84,7 @@ import numpy as np
 from scipy import optimize, special
 
 from .coding import DEFAULT_TAIL_MASS, METHODS, EncodedSample, decode_sample, encode_sample, gaussian_width
-from .random import check_seed, shared_uniform
+from .random import check_seed, check_stream_offset, shared_uniform
 from .targets import Normal, Product, TruncatedNormal, Uniform
 
 __all__ = [
@@ -1328,10 +1328,13 @@ def _decode_uniform(decoder, sizes):
     return out
 
 
-def _lowest_factor(seed, index, dims):
-    """Smallest ``K`` with ``K + U_N >= 0``: 0 where ``U_N >= 0`` else 1; shape (count, dims)."""
+def _lowest_factor(seed, index, dims, stream_offset=np.uint64(0)):
+    """Smallest ``K`` with ``K + U_N >= 0``: 0 where ``U_N >= 0`` else 1; shape (count, dims).
+
+    Message ``i`` uses stream ``stream_offset + i``.
+    """
     count = index.size
-    stream = np.repeat(np.arange(count, dtype=np.int64), dims)
+    stream = np.repeat(np.arange(count, dtype=np.uint64) + np.uint64(stream_offset), dims)
     dim = np.tile(np.arange(dims, dtype=np.int64), count)
     dither = shared_uniform(seed, stream, np.repeat(index, dims), dim)
     dither = np.asarray(dither, dtype=np.float64).reshape(count, dims)
@@ -1520,7 +1523,8 @@ def _to_factor_shape(arr, count, dims, event, batch_shape, name):
     raise ValueError(f"{name} of shape {arr.shape} does not broadcast to the messages' factor shape {shapes[0]}")
 
 
-def _context_crc(seed, method, index_code, factor_code, count, dims, event, widths, factor_context=None):
+def _context_crc(seed, method, index_code, factor_code, count, dims, event, widths, factor_context=None,
+                 stream_offset=0):
     crc = zlib.crc32(b"rcc-messages")
     crc = zlib.crc32(int(seed).to_bytes(8, "little"), crc)
     crc = zlib.crc32(f"{method}|{count}|{dims}|{int(event)}".encode(), crc)
@@ -1529,6 +1533,9 @@ def _context_crc(seed, method, index_code, factor_code, count, dims, event, widt
     crc = zlib.crc32(np.ascontiguousarray(widths, dtype="<i8").tobytes(), crc)
     if factor_context is not None:
         crc = zlib.crc32(np.ascontiguousarray(factor_context, dtype="<i8").tobytes(), crc)
+    if stream_offset:
+        # Only a non-zero offset enters the check, so offset-0 streams keep their bytes.
+        crc = zlib.crc32(b"offset" + int(stream_offset).to_bytes(8, "little"), crc)
     return crc
 
 
@@ -1566,7 +1573,8 @@ def _split_groups(index_code, widths, method):
     return np.zeros(widths.shape[0], dtype=bool)
 
 
-def _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context=None):
+def _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context=None,
+                    stream_offset=np.uint64(0)):
     """Write the symbols of all messages (see the module docstring for the order)."""
     dims = widths.shape[1]
     if isinstance(index_code, ConditionedIndexCode):
@@ -1582,7 +1590,7 @@ def _encode_payload(encoder, index, factor, widths, seed, method, index_code, fa
     rest = np.flatnonzero(~first)
     _encode_indices(encoder, fallback, index[rest])
     if method == "hybrid" and rest.size:
-        lowest, dither = _lowest_factor(seed, index, dims)
+        lowest, dither = _lowest_factor(seed, index, dims, stream_offset)
         lowest, dither = lowest[rest].ravel(), dither[rest].ravel()
         k, m = factor[rest].ravel(), widths[rest].ravel()
         offset = k - lowest
@@ -1596,7 +1604,7 @@ def _encode_payload(encoder, index, factor, widths, seed, method, index_code, fa
         _encode_factors_given_dither(encoder, factor_code, k, m, lowest, dither, ctx)
 
 
-def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, factor_context=None):
+def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, factor_context=None, stream_offset=0):
     """Entropy code a batch of messages ``(index, factor)`` into bytes.
 
     Parameters
@@ -1604,7 +1612,8 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
     enc : rcc.EncodedSample
         From :func:`rcc.encode_sample` (any batch shape; a Product target has
         factors of shape ``(B, d)``).  Message ``i`` (flat C order) must use
-        stream ``i`` of the seed, as :func:`rcc.encode_sample` does.
+        stream ``stream_offset + i`` of the seed, as :func:`rcc.encode_sample`
+        with the same ``stream_offset`` does.
     seed : int
         The seed the samples were encoded with: the factor of message ``i`` is
         coded given ``U_N = shared_uniform(seed, i, N_i, j)``.
@@ -1620,6 +1629,9 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
         With a :class:`TabulatedFactorCode` only: the table that codes each
         factor (broadcastable to the factor shape); the event dimension ``j`` by
         default.  The receiver needs the same contexts.
+    stream_offset : int
+        The ``stream_offset`` the samples were encoded with (default 0); the
+        receiver needs it too (a non-zero offset enters the context check).
 
     Returns
     -------
@@ -1643,6 +1655,7 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
         raise TypeError("a ConditionedIndexCode codes the factor itself; use factor_code=None (uniform)")
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
+    stream_offset = check_stream_offset(stream_offset, count)
     context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
     if method == "hybrid":
         _check_marginal_widths(factor_code, widths, context)
@@ -1650,11 +1663,13 @@ def encode_messages(enc, seed, *, index_code, width=None, factor_code=None, fact
     # Every index must have positive probability under the code that codes it.
     _check_codable(index_code, index, factor, widths, first)
     encoder = _constriction().stream.queue.RangeEncoder()
-    _encode_payload(encoder, index, factor, widths, seed_value, method, index_code, factor_code, first, context)
+    _encode_payload(encoder, index, factor, widths, seed_value, method, index_code, factor_code, first, context,
+                    stream_offset)
     payload = _words_to_bytes(encoder.get_compressed())
     flags = _METHOD_CODES[method] | (_FLAG_EVENT if event else 0)
     flags |= _FLAG_CONDITIONED if isinstance(index_code, ConditionedIndexCode) else 0
-    context = _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths, context)
+    context = _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths, context,
+                           stream_offset)
     prefix = (_MAGIC + bytes([STREAM_VERSION, flags]) + _varint(count) + _varint(dims if event else 0)
               + context.to_bytes(4, "little"))
     checksum = zlib.crc32(payload, zlib.crc32(prefix))
@@ -1724,7 +1739,8 @@ def _parse_header(data):
     }
 
 
-def decode_messages(data, count, seed, *, index_code, width=None, factor_code=None, factor_context=None, method=None):
+def decode_messages(data, count, seed, *, index_code, width=None, factor_code=None, factor_context=None, method=None,
+                    stream_offset=0):
     """Decode bytes written by :func:`encode_messages`.
 
     Parameters
@@ -1744,6 +1760,8 @@ def decode_messages(data, count, seed, *, index_code, width=None, factor_code=No
         The sender's factor contexts (with a :class:`TabulatedFactorCode`).
     method : str, optional
         Expected coding method; by default the one in the header.
+    stream_offset : int
+        The sender's ``stream_offset`` (default 0).
 
     Returns
     -------
@@ -1760,6 +1778,7 @@ def decode_messages(data, count, seed, *, index_code, width=None, factor_code=No
     """
     seed_value = int(check_seed(seed))
     count = _check_int(count, "count", 0)
+    stream_offset = check_stream_offset(stream_offset, count)
     index_code = _check_index_code(index_code)
     factor_code = _check_factor_code(factor_code)
     header = _parse_header(data)
@@ -1789,15 +1808,15 @@ def decode_messages(data, count, seed, *, index_code, width=None, factor_code=No
             raise ValueError(f"width applies to method='hybrid' only; the stream used {method!r}")
         widths = np.ones((count, dims), dtype=np.int64)
     if _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths,
-                    context) != header["context"]:
+                    context, stream_offset) != header["context"]:
         raise ValueError(
-            "the bitstream does not match the seed, index_code, factor_code or width given "
+            "the bitstream does not match the seed, stream_offset, index_code, factor_code or width given "
             "(its context checksum differs); decode with the sender's parameters"
         )
     decoder = _constriction().stream.queue.RangeDecoder(_bytes_to_words(header["payload"]))
     try:
         index, factor = _decode_payload(decoder, count, widths, seed_value, method, index_code, factor_code,
-                                        context)
+                                        context, stream_offset)
     except (ValueError, OverflowError, RuntimeError) as exc:
         raise ValueError(f"corrupt bitstream: {exc}") from exc
     if (index < 1).any():
@@ -1805,7 +1824,8 @@ def decode_messages(data, count, seed, *, index_code, width=None, factor_code=No
     return index, (factor if event else factor.reshape(count))
 
 
-def _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context=None):
+def _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context=None,
+                    stream_offset=np.uint64(0)):
     dims = widths.shape[1]
     index = np.zeros(count, dtype=np.int64)
     factor = np.zeros((count, dims), dtype=np.int64)
@@ -1826,7 +1846,7 @@ def _decode_payload(decoder, count, widths, seed, method, index_code, factor_cod
     if method == "hybrid" and rest.size:
         if (index[rest] < 1).any():
             raise ValueError("decoded an index < 1")
-        lowest, dither = _lowest_factor(seed, np.maximum(index, 1), dims)
+        lowest, dither = _lowest_factor(seed, np.maximum(index, 1), dims, stream_offset)
         ctx = None if context is None else context[rest].ravel()
         k = _decode_factors_given_dither(decoder, factor_code, widths[rest].ravel(), lowest[rest].ravel(),
                                          dither[rest].ravel(), ctx)
@@ -1859,7 +1879,7 @@ class MessageBits:
         return self.index + self.factor
 
 
-def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_context=None):
+def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_context=None, stream_offset=0):
     """Ideal information content of each message under the given codes.
 
     Parameters are those of :func:`encode_messages`.
@@ -1873,6 +1893,7 @@ def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_
     factor_code = _check_factor_code(factor_code)
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
+    stream_offset = check_stream_offset(stream_offset, count)
     context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
     first = _split_groups(index_code, widths, method)
     index_bits = np.zeros(count)
@@ -1897,7 +1918,7 @@ def message_bits(enc, seed, *, index_code, width=None, factor_code=None, factor_
                 factor_bits[rest] = np.log2(widths[rest].astype(np.float64)).sum(axis=1)
             else:
                 _check_marginal_widths(factor_code, widths, context)
-                lowest, dither = _lowest_factor(seed_value, index, dims)
+                lowest, dither = _lowest_factor(seed_value, index, dims, stream_offset)
                 k, m = factor[rest].ravel(), widths[rest].ravel()
                 low, dit = lowest[rest].ravel(), dither[rest].ravel()
                 bits = np.zeros(k.size)
