@@ -1810,7 +1810,7 @@ def decode_messages(data, count, seed, *, index_code, width=None, factor_code=No
     if _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths,
                     context, stream_offset) != header["context"]:
         raise ValueError(
-            "the bitstream does not match the seed, stream_offset, index_code, factor_code or width given "
+            "the bitstream does not match the seed, index_code, factor_code, width or stream_offset given "
             "(its context checksum differs); decode with the sender's parameters"
         )
     decoder = _constriction().stream.queue.RangeDecoder(_bytes_to_words(header["payload"]))
