@@ -33,6 +33,7 @@ Requires the optional extra ``rcc[dask]`` (``dask[distributed]``); importing
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import zlib
@@ -43,6 +44,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .coding import EncodedSample, decode_sample as _decode_sample, encode_sample as _encode_sample
+from .general import GeneralTarget, encode_general
 from .entropy import _read_varint, _varint, decode_messages as _decode_messages
 from .entropy import encode_messages as _encode_messages
 from .random import check_seed
@@ -200,21 +202,21 @@ def _rng_word(rng):
     return int(generator.integers(0, 2**64, dtype=np.uint64))
 
 
-def _encode_block(*blocks, distribution, names, constants, seed, options, block_info=None):
+def _encode_block(*blocks, distribution, array_names, param_names, keyword_names, constants, seed, options,
+                  block_info=None):
     location, shape = _location(block_info, None)
     extent = tuple(stop - start for start, stop in location)
     count = math.prod(extent)
     out = np.empty(count, dtype=_RECORD)
     run_length, firsts = _run_layout(location, shape)
-    flat = {name: np.broadcast_to(block, extent).reshape(count) for name, block in zip(names, blocks)}
+    flat = {name: np.broadcast_to(block, extent).reshape(count) for name, block in zip(array_names, blocks)}
     try:
         for r, first in enumerate(firsts):
             rows = slice(r * run_length, (r + 1) * run_length)
             values = {name: arr[rows] for name, arr in flat.items()}
             values.update(constants)
-            params = [values[name] for name in names if not name.startswith("=")]
-            keywords = {name[1:]: values[name] for name in names if name.startswith("=")}
-            target = distribution(*params)
+            target = distribution(*[values[name] for name in param_names])
+            keywords = {name: values["=" + name] for name in keyword_names}
             enc = _encode_sample(target, seed, stream_offset=first, **options, **keywords)
             part = out[rows]
             for field in _RECORD.names:
@@ -224,7 +226,7 @@ def _encode_block(*blocks, distribution, names, constants, seed, options, block_
     return out.reshape(extent)
 
 
-def _dry_run_encode(distribution, param_names, arrays, constants, seed, options, keywords_constant):
+def _dry_run_encode(distribution, param_names, keyword_names, arrays, constants, seed, options):
     """Encode an empty batch now, so bad arguments raise at graph construction."""
     empty = {name: np.zeros(0, dtype=arrays[name].dtype) for name in arrays}
     empty.update(constants)
@@ -236,7 +238,11 @@ def _dry_run_encode(distribution, param_names, arrays, constants, seed, options,
         raise TypeError(f"distribution({', '.join(param_names)}) failed on an empty batch: {exc}") from exc
     if isinstance(target, Distribution) and target.event_shape:
         raise TypeError("rcc.dask codes batches of scalar targets; Product targets (an event axis) are not supported")
-    keywords = {name[1:]: empty[name] for name in keywords_constant}
+    keywords = {name: empty["=" + name] for name in keyword_names}
+    if isinstance(target, GeneralTarget):
+        # encode_general needs a non-empty batch: check the arguments' names only.
+        inspect.signature(encode_general).bind(target, seed, stream_offset=0, **options, **keywords)
+        return
     _encode_sample(target, seed, stream_offset=0, **options, **keywords)
 
 
@@ -299,13 +305,13 @@ def encode_sample(distribution, *params, seed, method="hybrid", rng=None, num_th
     if not any(isinstance(value, da.Array) for value in params):
         raise TypeError("encode_sample needs at least one dask array parameter; for numpy arrays use rcc.encode_sample")
     options = dict(options, method=method, rng=_rng_word(rng), num_threads=num_threads)
-    _dry_run_encode(distribution, param_names, arrays, constants, seed, options,
-                    [name for name in names if name.startswith("=")])
+    keyword_names = [name[1:] for name in names if name.startswith("=")]
+    _dry_run_encode(distribution, param_names, keyword_names, arrays, constants, seed, options)
     shape, unified = _unify(arrays)
     order = [name for name in names if name in unified]
     records = da.map_blocks(
-        _encode_block, *[unified[name] for name in order], distribution=distribution, names=order,
-        constants=constants, seed=seed, options=options, dtype=_RECORD, meta=np.empty((0,) * len(shape), _RECORD),
+        _encode_block, *[unified[name] for name in order], distribution=distribution, array_names=order,
+        param_names=param_names, keyword_names=keyword_names, constants=constants, seed=seed, options=options, dtype=_RECORD, meta=np.empty((0,) * len(shape), _RECORD),
         name=f"rcc-encode-{_token(distribution, seed, options, constants, *[unified[n] for n in order])}",
     )
     return DaskEncodedSample(records=records, method=method, seed=seed, **_fields(records, _RECORD.names))

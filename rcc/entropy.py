@@ -291,6 +291,13 @@ class IndexCode:
         return hash((type(self).__name__, self.fingerprint))
 
     # -- coder tables (cached) ---------------------------------------------------
+    def __getstate__(self):
+        # The cached tables hold constriction models, which do not pickle; they
+        # are rebuilt on first use, so a code can be sent to other processes.
+        state = dict(self.__dict__)
+        state.pop("_tables", None)
+        return state
+
     def _coder(self):
         tables = self.__dict__.get("_tables")
         if tables is None:
