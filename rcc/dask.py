@@ -37,7 +37,7 @@ import inspect
 import math
 import numbers
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
@@ -59,10 +59,10 @@ __all__ = [
     "decode_messages",
 ]
 
-# One record per element: every output of a chunk comes from one task.
-_RECORD = np.dtype([("index", np.int64), ("factor", np.int64), ("sample", np.float64), ("candidates", np.int64),
-                    ("width", np.int64), ("kl_bits", np.float64), ("tail_mass", np.float64)])
-_MESSAGE = np.dtype([("index", np.int64), ("factor", np.int64)])
+# The outputs of a chunk's task (a dict of arrays): each field's dask array picks its own.
+_FIELDS = {"index": np.int64, "factor": np.int64, "sample": np.float64, "candidates": np.int64, "width": np.int64,
+           "kl_bits": np.float64, "tail_mass": np.float64}
+_MESSAGE_FIELDS = {"index": np.int64, "factor": np.int64}
 _MAGIC = b"RCCD"
 _VERSION = 1
 _MAX_NDIM = 32
@@ -72,16 +72,15 @@ _MAX_NDIM = 32
 class DaskEncodedSample:
     """What :func:`encode_sample` returns: the fields of :class:`rcc.EncodedSample` as dask arrays.
 
-    All arrays have the targets' shape and chunks and are lazy views of one
-    structured array, ``records``, so computing several of them together
-    (``dask.compute(enc.index, enc.factor)``) encodes each chunk once.
+    All arrays have the targets' shape and chunks.  One task encodes a chunk
+    and each array picks its field from that task's result, so computing
+    several together (``dask.compute(enc.index, enc.factor)``) encodes each
+    chunk once.
 
     Attributes
     ----------
     index, factor, sample, candidates, width, kl_bits, tail_mass : dask.array.Array
         As in :class:`rcc.EncodedSample`.
-    records : dask.array.Array
-        All of the above as one structured array (one task per chunk).
     method : str
     seed : int
     """
@@ -93,21 +92,40 @@ class DaskEncodedSample:
     width: da.Array
     kl_bits: da.Array
     tail_mass: da.Array
-    records: da.Array
     method: str
     seed: int
+    # The per-chunk results all fields pick from (a dict of arrays per chunk).
+    _results: da.Array = field(repr=False, compare=False, default=None)
 
     @property
     def shape(self):
-        return self.records.shape
+        return self.index.shape
 
     @property
     def chunks(self):
-        return self.records.chunks
+        return self.index.chunks
 
 
-def _fields(records, names):
-    return {name: records[name] for name in names}
+def _pick(result, name):
+    return result[name]
+
+
+def _field_arrays(results, fields):
+    """One dask array per field, each block picked from the chunk task's dict (no copy)."""
+    return {name: da.map_blocks(_pick, results, name, dtype=dtype, meta=np.empty((0,) * results.ndim, dtype),
+                                name=f"{name}-{results.name}")
+            for name, dtype in fields.items()}
+
+
+def _assemble(parts, fields, run_length, count, extent):
+    """A chunk's field arrays from the per-run results (no copy for a single run)."""
+    if len(parts) == 1:
+        return {name: np.ravel(parts[0][name]).reshape(extent) for name in fields}
+    out = {name: np.empty(count, dtype) for name, dtype in fields.items()}
+    for r, part in enumerate(parts):
+        for name in fields:
+            out[name][r * run_length:(r + 1) * run_length] = np.ravel(part[name])
+    return {name: arr.reshape(extent) for name, arr in out.items()}
 
 
 def _check_distribution(distribution):
@@ -207,9 +225,9 @@ def _encode_block(*blocks, distribution, array_names, param_names, keyword_names
     location, shape = _location(block_info, None)
     extent = tuple(stop - start for start, stop in location)
     count = math.prod(extent)
-    out = np.empty(count, dtype=_RECORD)
     run_length, firsts = _run_layout(location, shape)
-    flat = {name: np.broadcast_to(block, extent).reshape(count) for name, block in zip(array_names, blocks)}
+    flat = {name: _flat_block(block, extent, count) for name, block in zip(array_names, blocks)}
+    parts = []
     try:
         for r, first in enumerate(firsts):
             rows = slice(r * run_length, (r + 1) * run_length)
@@ -218,12 +236,22 @@ def _encode_block(*blocks, distribution, array_names, param_names, keyword_names
             target = distribution(*[values[name] for name in param_names])
             keywords = {name: values["=" + name] for name in keyword_names}
             enc = _encode_sample(target, seed, stream_offset=first, **options, **keywords)
-            part = out[rows]
-            for field in _RECORD.names:
-                part[field] = np.ravel(getattr(enc, field))
+            parts.append({name: getattr(enc, name) for name in _FIELDS})
     except (ValueError, TypeError, RuntimeError) as exc:
         _raise_in_chunk(exc, location)
-    return out.reshape(extent)
+    if not parts:
+        return {name: np.empty(extent, dtype) for name, dtype in _FIELDS.items()}
+    return _assemble(parts, _FIELDS, run_length, count, extent)
+
+
+def _flat_block(block, extent, count):
+    """A parameter block as a flat, writeable array (read-only views would make numba compile anew)."""
+    block = np.asarray(block)
+    if block.shape != extent:
+        block = np.broadcast_to(block, extent)
+    if not block.flags.writeable:
+        block = block.copy()
+    return block.reshape(count)
 
 
 def _dry_run_encode(distribution, param_names, keyword_names, arrays, constants, seed, options):
@@ -309,12 +337,13 @@ def encode_sample(distribution, *params, seed, method="hybrid", rng=None, num_th
     _dry_run_encode(distribution, param_names, keyword_names, arrays, constants, seed, options)
     shape, unified = _unify(arrays)
     order = [name for name in names if name in unified]
-    records = da.map_blocks(
+    results = da.map_blocks(
         _encode_block, *[unified[name] for name in order], distribution=distribution, array_names=order,
-        param_names=param_names, keyword_names=keyword_names, constants=constants, seed=seed, options=options, dtype=_RECORD, meta=np.empty((0,) * len(shape), _RECORD),
+        param_names=param_names, keyword_names=keyword_names, constants=constants, seed=seed, options=options,
+        dtype=object, meta=np.empty((0,) * len(shape), object),
         name=f"rcc-encode-{_token(distribution, seed, options, constants, *[unified[n] for n in order])}",
     )
-    return DaskEncodedSample(records=records, method=method, seed=seed, **_fields(records, _RECORD.names))
+    return DaskEncodedSample(method=method, seed=seed, _results=results, **_field_arrays(results, _FIELDS))
 
 
 def _token(*args):
@@ -479,17 +508,17 @@ class ChunkedMessages:
         return cls(streams=streams, chunks=tuple(chunks))
 
 
-def _encode_messages_block(records, *, seed, method, options, block_info=None):
+def _encode_messages_block(result, *, seed, method, options, block_info=None):
     location, shape = _location(block_info, 0)
-    extent = records.shape
+    extent = tuple(stop - start for start, stop in location)
     count = math.prod(extent)
-    flat = records.reshape(count)
+    flat = {name: np.reshape(result[name], count) for name in _FIELDS}
     run_length, firsts = _run_layout(location, shape)
     parts = []
     try:
         for r, first in enumerate(firsts):
-            rows = flat[r * run_length:(r + 1) * run_length]
-            enc = EncodedSample(method=method, **{field: rows[field] for field in _RECORD.names})
+            rows = slice(r * run_length, (r + 1) * run_length)
+            enc = EncodedSample(method=method, **{name: arr[rows] for name, arr in flat.items()})
             stream = _encode_messages(enc, seed, stream_offset=first, **options)
             parts.append(_varint(len(stream)) + stream)
     except (ValueError, TypeError) as exc:
@@ -524,15 +553,16 @@ def encode_messages(enc, seed, *, index_code, **options):
     if "stream_offset" in options or "width" in options:
         raise TypeError("rcc.dask takes the stream offsets from the chunk layout and the widths from enc.width")
     options = dict(options, index_code=index_code)
-    _encode_messages(EncodedSample(method=enc.method, **{f: np.zeros(0, _RECORD[f]) for f in _RECORD.names}),
+    # Code an empty batch now, so bad arguments raise at graph construction.
+    _encode_messages(EncodedSample(method=enc.method, **{name: np.zeros(0, dtype) for name, dtype in _FIELDS.items()}),
                      seed, **options)
-    records = enc.records
+    results = enc._results
     streams = da.map_blocks(
-        _encode_messages_block, records, seed=seed, method=enc.method, options=options, dtype=object,
-        chunks=tuple((1,) * n for n in records.numblocks), meta=np.empty((0,) * records.ndim, object),
-        name=f"rcc-messages-{_token(records, seed, enc.method, options)}",
+        _encode_messages_block, results, seed=seed, method=enc.method, options=options, dtype=object,
+        chunks=tuple((1,) * n for n in results.numblocks), meta=np.empty((0,) * results.ndim, object),
+        name=f"rcc-messages-{_token(results, seed, enc.method, options)}",
     )
-    return ChunkedMessages(streams=streams, chunks=records.chunks)
+    return ChunkedMessages(streams=streams, chunks=results.chunks)
 
 
 def _decode_messages_block(cell, *width, seed, options, block_info=None):
@@ -542,7 +572,7 @@ def _decode_messages_block(cell, *width, seed, options, block_info=None):
     run_length, firsts = _run_layout(location, shape)
     data = cell.reshape(-1)[0]
     widths = np.broadcast_to(width[0], extent).reshape(count) if width else None
-    out = np.empty(count, dtype=_MESSAGE)
+    parts = []
     pos = 0
     try:
         for r, first in enumerate(firsts):
@@ -557,13 +587,15 @@ def _decode_messages_block(cell, *width, seed, options, block_info=None):
                 keywords["width"] = widths[rows]
             index, factor = _decode_messages(data[pos:pos + length], run_length, seed, stream_offset=first,
                                              **keywords)
-            out["index"][rows], out["factor"][rows] = index, factor
+            parts.append({"index": index, "factor": factor})
             pos += length
         if pos != len(data):
             raise ValueError(f"chunk stream has {len(data) - pos} bytes beyond its runs")
     except (ValueError, TypeError) as exc:
         _raise_in_chunk(exc, location)
-    return out.reshape(extent)
+    if not parts:
+        return {name: np.empty(extent, dtype) for name, dtype in _MESSAGE_FIELDS.items()}
+    return _assemble(parts, _MESSAGE_FIELDS, run_length, count, extent)
 
 
 def decode_messages(messages, seed, *, index_code, width=None, **options):
@@ -602,9 +634,10 @@ def decode_messages(messages, seed, *, index_code, width=None, **options):
             arrays.append(width)
         else:
             options["width"] = width
-    records = da.map_blocks(
-        _decode_messages_block, *arrays, seed=seed, options=options, dtype=_MESSAGE, chunks=chunks,
-        meta=np.empty((0,) * len(shape), _MESSAGE),
+    results = da.map_blocks(
+        _decode_messages_block, *arrays, seed=seed, options=options, dtype=object, chunks=chunks,
+        meta=np.empty((0,) * len(shape), object),
         name=f"rcc-decode-messages-{_token(seed, options, *arrays)}",
     )
-    return records["index"], records["factor"]
+    fields = _field_arrays(results, _MESSAGE_FIELDS)
+    return fields["index"], fields["factor"]

@@ -119,12 +119,13 @@ def test_a_billion_targets_make_a_graph_of_independent_chunks():
     size, chunk = 10**9, 10**7
     mean = da.zeros(size, chunks=chunk)
     enc = rcc.dask.encode_sample(rcc.Normal, mean, da.full(size, 0.1, chunks=chunk), seed=SEED)
-    graph = dict(enc.records.__dask_graph__())
-    encode_keys = [k for k in enc.records.__dask_keys__()]
-    assert len(encode_keys) == size // chunk
-    layer = enc.records.__dask_graph__().layers[enc.records.name]
-    dependencies = layer.get_dependencies(encode_keys[57], graph)
-    assert len(dependencies) == 2 and all(key[-1] == 57 for key in dependencies)
+    graph = enc.sample.__dask_graph__()
+    dependencies = graph.get_all_dependencies()
+    sample_keys = list(enc.sample.__dask_keys__())
+    assert len(sample_keys) == size // chunk
+    (encode_key,) = dependencies[sample_keys[57]]  # the chunk's encode task
+    parameter_keys = dependencies[encode_key]
+    assert len(parameter_keys) == 2 and all(key[-1] == 57 for key in parameter_keys)
 
 
 def test_bad_arguments_raise_at_construction():
@@ -208,12 +209,12 @@ def test_a_local_cluster_of_two_worker_processes_gives_the_one_call_result():
         messages = rcc.dask.encode_messages(enc, SEED, index_code=CODE)
         index, factor = rcc.dask.decode_messages(messages.to_bytes(), SEED, index_code=CODE, width=enc.width)
         z = rcc.dask.decode_sample(index, factor, SEED, width=enc.width)
-        futures = client.compute([enc.records, z, index, factor])
-        records, z, index, factor = client.gather(futures)
+        futures = client.compute([*(getattr(enc, f) for f in FIELDS), z, index, factor])
+        *fields, z, index, factor = client.gather(futures)
         workers = {w for w in client.run(lambda: 0)}
     assert len(workers) == 2
-    for field in FIELDS:
-        np.testing.assert_array_equal(records[field], getattr(ONE, field), err_msg=field)
+    for field, value in zip(FIELDS, fields):
+        np.testing.assert_array_equal(value, getattr(ONE, field), err_msg=field)
     np.testing.assert_array_equal(z, ONE.sample)
     np.testing.assert_array_equal(index, ONE.index)
     np.testing.assert_array_equal(factor, ONE.factor)
