@@ -105,6 +105,17 @@ class DaskEncodedSample:
     def chunks(self):
         return self.index.chunks
 
+    def persist(self, **kwargs):
+        """Encode every chunk now and keep the results in memory (on the workers, with distributed).
+
+        Returns a :class:`DaskEncodedSample` whose arrays, and
+        :func:`encode_messages` of it, reuse those results instead of
+        encoding again; ``kwargs`` go to :meth:`dask.array.Array.persist`.
+        """
+        results = self._results.persist(**kwargs)
+        return DaskEncodedSample(method=self.method, seed=self.seed, _results=results,
+                                 **_field_arrays(results, _FIELDS))
+
 
 def _pick(result, name):
     return result[name]
@@ -169,9 +180,11 @@ def _location(block_info, which):
 def _raise_in_chunk(exc, location):
     """Re-raise a chunk's error with the chunk named (same exception type)."""
     where = ", ".join(f"{start}:{stop}" for start, stop in location) or "()"
-    if isinstance(exc, (ValueError, TypeError, RuntimeError)):
-        raise type(exc)(f"in the chunk [{where}]: {exc}") from exc
-    raise exc
+    try:
+        named = type(exc)(f"in the chunk [{where}]: {exc}")
+    except Exception:  # an exception type that takes other arguments: keep it as it is
+        raise exc from None
+    raise named from exc
 
 
 def _as_params(values, names):
@@ -323,7 +336,7 @@ def encode_sample(distribution, *params, seed, method="hybrid", rng=None, num_th
         raise ValueError("rcc.dask needs a prior with scalar parameters; chunked prior parameters are not supported")
     if "stream_offset" in options:
         raise TypeError("rcc.dask derives each chunk's stream_offset from the chunk layout; do not pass it")
-    param_names = [f"p{k}" for k in range(len(params))]
+    param_names = [f"parameter {k}" for k in range(len(params))]
     values = list(params)
     names = list(param_names)
     if "width" in options and not isinstance(options["width"], str) and options["width"] is not None:
