@@ -24,8 +24,12 @@ chunk's stream offset) plus a small index of the chunk layout
 (:class:`ChunkedMessages`), so chunks decode independently and in parallel.
 
 Memory: a chunk's task holds that chunk's parameters and outputs only, and
-tasks of different chunks share nothing, so a worker holds as many chunks as
-it runs tasks at once (plus what the scheduler keeps for the next step).
+tasks of different chunks share nothing (each output chunk depends on its own
+parameter chunks alone), so a worker holds the chunks of the tasks it runs
+plus the few the scheduler queues next, however large the array, as long as
+the results are reduced, stored chunk by chunk (``dask.array.to_zarr``) or
+turned into bytes.  :meth:`ChunkedMessages.to_bytes` gathers every chunk's
+stream on the client: about ``bits per element / 8`` bytes per element.
 
 Requires the optional extra ``rcc[dask]`` (``dask[distributed]``); importing
 :mod:`rcc` does not import dask.
