@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from . import kernels
-from .random import MAX_SEED, check_seed, private_key
+from .random import MAX_SEED, check_seed, check_stream_offset, private_key
 from .targets import (
     NORMAL_FAMILY,
     normal_half_width,
@@ -509,7 +509,8 @@ def _raise_encode_error(status, inputs, threads, max_candidates):
 _NO_KEY = np.uint64(0)
 
 
-def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_candidates, width, rng):
+def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_candidates, width, rng,
+                   stream_offset):
     """The low-latency path of :func:`encode_sample` for one scalar target (same result as a batch of one).
 
     One kernel call does the preparation, the key derivation and the race;
@@ -529,7 +530,7 @@ def _encode_scalar(target, seed, prior, method, tail_mass, max_candidates, num_c
     key = _NO_KEY if rng is None else private_key(seed, rng)
     low, high = float(spec["low"]), float(spec["high"])
     (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
-        seed, key, rng is None, int(spec["family"]), float(spec["loc"]), float(spec["scale"]), low, high,
+        seed, key, rng is None, stream_offset, int(spec["family"]), float(spec["loc"]), float(spec["scale"]), low, high,
         float(spec["log_normalizer"]), prior_family, prior_loc, prior_scale, width_mode, int(width_given),
         _half_width(tail_mass), hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
         log_max_candidates,
@@ -565,6 +566,7 @@ def encode_sample(
     rng=None,
     num_threads=None,
     progress=False,
+    stream_offset=0,
 ):
     """Encode an exact sample of ``target`` as a message ``(index, factor)``.
 
@@ -572,7 +574,8 @@ def encode_sample(
     ----------
     target : rcc.Normal, rcc.TruncatedNormal, rcc.Uniform, rcc.Product or rcc.GeneralTarget
         The distribution to sample; array parameters form a batch whose
-        element ``i`` uses the independent stream ``(seed, i)`` (flat C order).
+        element ``i`` uses the independent stream ``(seed, stream_offset + i)``
+        (flat C order).
         A :class:`rcc.general.GeneralTarget` is handed to
         :func:`rcc.general.encode_general` (methods "hybrid" and "pfr").
     seed : int
@@ -598,11 +601,18 @@ def encode_sample(
         per element (KL in bits), capped at ``max_candidates``.
     rng : None, int or numpy.random.Generator
         Sender's private randomness for the race's arrival times; ``None``
-        derives it from the seed so that runs reproduce.
+        derives it from the seed so that runs reproduce.  A batch encoded in
+        parts equals one call only when every part gets the same private key:
+        ``None`` or one integer (see :func:`rcc.random.private_key`).
     num_threads : int, optional
         Threads for the batch loop; results do not depend on it.
     progress : bool
         Show a progress bar for large batches.
+    stream_offset : int
+        First stream of the batch (default 0).  Encoding the parts
+        ``x[a:b]`` of a flat batch with ``stream_offset=a`` gives exactly the
+        messages and samples of one call on ``x``;
+        ``stream_offset + batch size`` must not exceed ``2**64``.
 
     Returns
     -------
@@ -623,7 +633,8 @@ def encode_sample(
         if isinstance(target, GeneralTarget):
             # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
             return encode_general(target, seed, prior=prior, width=width, method=method,
-                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads)
+                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads,
+                                  stream_offset=stream_offset)
         _check_target(target)
     # Fast path for the common plain int; check_seed handles (and rejects) the rest.
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
@@ -640,10 +651,14 @@ def encode_sample(
     if num_candidates is not None and num_candidates > max_candidates:
         raise ValueError(f"num_candidates={num_candidates} exceeds max_candidates={max_candidates}")
     if not target.shape and not prior.batch_shape and not isinstance(width, np.ndarray):
+        # The common offset 0 skips the check (the scalar path is latency-bound).
+        stream = (np.uint64(0) if type(stream_offset) is int and stream_offset == 0
+                  else check_stream_offset(stream_offset, 1))
         return _encode_scalar(target, seed_u64, prior, method, tail_mass, max_candidates, num_candidates,
-                              width, rng)
+                              width, rng, stream)
     inputs = _BatchInputs(target, prior, tail_mass, hybrid, width)
     count, dims = inputs.count, inputs.dims
+    stream_offset = check_stream_offset(stream_offset, count)
     mode = _MODES[method]
     key = private_key(seed_u64, rng)
     # The kernel writes every output of every element that encodes (and the
@@ -662,9 +677,9 @@ def encode_sample(
     def run(begin, end):
         # One pass per element: parameters, bound, KL and the race (kernels.encode_fused).
         threads.kernel("encode_fused", end - begin)(
-            begin, end, seed_u64, key, inputs.columns, inputs.steps, inputs.width_mode, inputs.half_width,
-            hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates, log_max_candidates,
-            index, factor, sample, examined, widths, kl_bits, counts, status,
+            begin, end, seed_u64, key, stream_offset, inputs.columns, inputs.steps, inputs.width_mode,
+            inputs.half_width, hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
+            log_max_candidates, index, factor, sample, examined, widths, kl_bits, counts, status,
         )
 
     with threads:
@@ -692,7 +707,8 @@ def _integer_array(value, name):
     return _as_int64(value, name, "an integer or an array of integers")
 
 
-def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid", num_threads=None):
+def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid", num_threads=None,
+                  stream_offset=0):
     """Reproduce the sample of a message ``(index, factor)``, bit for bit.
 
     Decoding costs O(1) per sample whatever the index: the receiver jumps
@@ -713,6 +729,9 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
         Width ``M`` per dimension (``enc.width``); required for hybrid.
     method : {"hybrid", "pfr", "orc", "mrc"}
     num_threads : int, optional
+    stream_offset : int
+        The encoder's ``stream_offset``: message ``i`` (flat C order) uses
+        stream ``stream_offset + i``.
 
     Returns
     -------
@@ -750,6 +769,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
     count = int(index.size)
     dims = int(shape[-1]) if factor.ndim > index.ndim else 1
+    stream_offset = check_stream_offset(stream_offset, count)
 
     def flat(arr, dtype):
         return _flat(arr, shape, count, dims, dtype)
@@ -758,7 +778,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     status = np.zeros(count, dtype=np.int64)
     with _Threads(num_threads) as threads:
         threads.kernel("decode_batch", count)(
-            seed_u64, np.uint64(0), index.reshape(count), flat(factor, np.int64), flat(widths, np.int64),
+            seed_u64, stream_offset, index.reshape(count), flat(factor, np.int64), flat(widths, np.int64),
             flat(prior_family, np.int64), flat(prior_loc, np.float64), flat(prior_scale, np.float64),
             hybrid, sample, status,
         )

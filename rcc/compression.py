@@ -97,7 +97,7 @@ def _widths_section(widths, count, dims):
 
 def compress(target, seed, *, prior=None, width=None, method="hybrid", tail_mass=DEFAULT_TAIL_MASS,
              max_candidates=DEFAULT_MAX_CANDIDATES, num_candidates=None, index_code=None, factor_code=None,
-             factor_context=None, rng=None, num_threads=None, return_encoded=False):
+             factor_context=None, rng=None, num_threads=None, stream_offset=0, return_encoded=False):
     """Encode an exact sample of ``target`` and write it as self-describing, checked bytes.
 
     Parameters
@@ -108,7 +108,7 @@ def compress(target, seed, *, prior=None, width=None, method="hybrid", tail_mass
         Shared seed in ``[0, 2**64)``.
     prior : rcc.Normal or rcc.Uniform, optional
         Shared prior, ``Normal(0, 1)`` by default.
-    width, method, tail_mass, max_candidates, num_candidates, rng, num_threads
+    width, method, tail_mass, max_candidates, num_candidates, rng, num_threads, stream_offset
         As for :func:`rcc.encode_sample`.  The widths travel in the bytes, so
         ``width="adaptive"`` needs nothing more from the receiver.
     index_code : IndexCode or ConditionedIndexCode, optional
@@ -136,7 +136,7 @@ def compress(target, seed, *, prior=None, width=None, method="hybrid", tail_mass
     prior = _check_prior(prior)
     enc = encode_sample(target, seed, prior=prior, width=width, method=method, tail_mass=tail_mass,
                         max_candidates=max_candidates, num_candidates=num_candidates, rng=rng,
-                        num_threads=num_threads)
+                        num_threads=num_threads, stream_offset=stream_offset)
     flags = 0
     header = bytearray()
     if index_code is None:
@@ -145,7 +145,7 @@ def compress(target, seed, *, prior=None, width=None, method="hybrid", tail_mass
         flags |= _FLAG_DEFAULT_CODE
         header += _varint(kl_steps)
     stream = encode_messages(enc, seed, index_code=index_code, factor_code=factor_code,
-                             factor_context=factor_context)
+                             factor_context=factor_context, stream_offset=stream_offset)
     parsed = _parse_header(stream)
     count, dims = parsed["count"], parsed["dims"] if parsed["event"] else 1
     widths = np.ascontiguousarray(np.broadcast_to(np.asarray(enc.width, dtype=np.int64),
@@ -189,7 +189,7 @@ def _read_widths(data, pos, mode):
 
 
 def decompress(data, seed, *, prior=None, index_code=None, factor_code=None, factor_context=None,
-               num_threads=None):
+               num_threads=None, stream_offset=0):
     """Decode :func:`compress` output into the sender's samples, bit for bit, in the batch shape.
 
     Parameters
@@ -202,6 +202,8 @@ def decompress(data, seed, *, prior=None, index_code=None, factor_code=None, fac
     index_code, factor_code, factor_context : optional
         Only if the sender passed codes other than the defaults: the same ones.
     num_threads : int, optional
+    stream_offset : int, optional
+        The sender's ``stream_offset`` (default 0).
 
     Returns
     -------
@@ -254,10 +256,12 @@ def decompress(data, seed, *, prior=None, index_code=None, factor_code=None, fac
     flat_shape = (count, dims) if event else (count,)
     index, factor = decode_messages(stream, seed=seed, index_code=index_code,
                                     width=None if widths is None else widths.reshape(flat_shape),
-                                    factor_code=factor_code, factor_context=factor_context, flat=False)
+                                    factor_code=factor_code, factor_context=factor_context, flat=False,
+                                    stream_offset=stream_offset)
     shape = header["batch_shape"] + ((dims,) if event else ())
     return decode_sample(index, factor, seed, prior=prior, method=header["method"],
-                         width=None if widths is None else widths.reshape(shape), num_threads=num_threads)
+                         width=None if widths is None else widths.reshape(shape), num_threads=num_threads,
+                         stream_offset=stream_offset)
 
 
 def _check_container(data, pos, prior):

@@ -55,13 +55,13 @@ Stream layout (version 2), all multi-byte header fields little-endian::
 ``flags`` holds the method (bits 0-1), whether the factor has an event axis
 (bit 2) and whether a :class:`ConditionedIndexCode` was used (bit 3).  The
 batch shape's product is the message count.  The context CRC covers the seed,
-the method, both codes, the count, the event size and the widths; the stream
-CRC32 covers every header byte before it and the payload, so no header field
-is used before it is checked.  A reader that is not told the count accepts at
-most ``2**20 + 32 * len(data)`` factors from a header (a larger claim is
-rejected before anything is allocated).  The header takes 14-17 bytes for a
-flat batch of up to 2**21 messages.  Version 1 streams (a count instead of the
-batch shape) are still read.  The payload is the range coder's 32-bit words, written
+the method, both codes, the count, the event size, the widths and a non-zero
+stream offset; the stream CRC32 covers every header byte before it and the
+payload, so no header field is used before it is checked.  A reader that is
+not told the count accepts at most ``2**20 + 32 * len(data)`` factors from a
+header (a larger claim is rejected before anything is allocated).  The header
+takes 14-17 bytes for a flat batch of up to 2**21 messages.  Version 1 streams
+(a count instead of the batch shape) are still read.  The payload is the range coder's 32-bit words, written
 big-endian, with up to three trailing zero bytes dropped (restored on
 reading).  Symbols are grouped so that every group is coded with one
 vectorised call: all head symbols of the indices, then the escapes' buckets,
@@ -91,7 +91,7 @@ from scipy import optimize, special
 
 from .coding import (DEFAULT_TAIL_MASS, METHODS, EncodedSample, _as_int64, decode_sample, encode_sample,
                      gaussian_width)
-from .random import check_seed, shared_uniform
+from .random import check_seed, check_stream_offset, shared_uniform
 from .targets import Normal, Product, TruncatedNormal, Uniform
 
 __all__ = [
@@ -301,6 +301,13 @@ class IndexCode:
         return hash((type(self).__name__, self.fingerprint))
 
     # -- coder tables (cached) ---------------------------------------------------
+    def __getstate__(self):
+        # The cached tables hold constriction models, which do not pickle; they
+        # are rebuilt on first use, so a code can be sent to other processes.
+        state = dict(self.__dict__)
+        state.pop("_tables", None)
+        return state
+
     def _coder(self):
         tables = self.__dict__.get("_tables")
         if tables is None:
@@ -1419,10 +1426,13 @@ def _decode_uniform(decoder, sizes):
     return out
 
 
-def _lowest_factor(seed, index, dims):
-    """Smallest ``K`` with ``K + U_N >= 0``: 0 where ``U_N >= 0`` else 1; shape (count, dims)."""
+def _lowest_factor(seed, index, dims, stream_offset=np.uint64(0)):
+    """Smallest ``K`` with ``K + U_N >= 0``: 0 where ``U_N >= 0`` else 1; shape (count, dims).
+
+    Message ``i`` uses stream ``stream_offset + i``.
+    """
     count = index.size
-    stream = np.repeat(np.arange(count, dtype=np.int64), dims)
+    stream = np.repeat(np.arange(count, dtype=np.uint64) + np.uint64(stream_offset), dims)
     dim = np.tile(np.arange(dims, dtype=np.int64), count)
     dither = shared_uniform(seed, stream, np.repeat(index, dims), dim)
     dither = np.asarray(dither, dtype=np.float64).reshape(count, dims)
@@ -1611,7 +1621,8 @@ def _to_factor_shape(arr, count, dims, event, batch_shape, name):
     raise ValueError(f"{name} of shape {arr.shape} does not broadcast to the messages' factor shape {shapes[0]}")
 
 
-def _context_crc(seed, method, index_code, factor_code, count, dims, event, widths, factor_context=None):
+def _context_crc(seed, method, index_code, factor_code, count, dims, event, widths, factor_context=None,
+                 stream_offset=0):
     crc = zlib.crc32(b"rcc-messages")
     crc = zlib.crc32(int(seed).to_bytes(8, "little"), crc)
     crc = zlib.crc32(f"{method}|{count}|{dims}|{int(event)}".encode(), crc)
@@ -1620,6 +1631,9 @@ def _context_crc(seed, method, index_code, factor_code, count, dims, event, widt
     crc = zlib.crc32(np.ascontiguousarray(widths, dtype="<i8").tobytes(), crc)
     if factor_context is not None:
         crc = zlib.crc32(np.ascontiguousarray(factor_context, dtype="<i8").tobytes(), crc)
+    if stream_offset:
+        # Only a non-zero offset enters the check, so offset-0 streams keep their bytes.
+        crc = zlib.crc32(b"offset" + int(stream_offset).to_bytes(8, "little"), crc)
     return crc
 
 
@@ -1657,7 +1671,8 @@ def _split_groups(index_code, widths, method):
     return np.zeros(widths.shape[0], dtype=bool)
 
 
-def _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context=None):
+def _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context=None,
+                    stream_offset=np.uint64(0)):
     """Write the symbols of all messages (see the module docstring for the order)."""
     dims = widths.shape[1]
     if isinstance(index_code, ConditionedIndexCode):
@@ -1673,7 +1688,7 @@ def _encode_payload(encoder, index, factor, widths, seed, method, index_code, fa
     rest = np.flatnonzero(~first)
     _encode_indices(encoder, fallback, index[rest])
     if method == "hybrid" and rest.size:
-        lowest, dither = _lowest_factor(seed, index, dims)
+        lowest, dither = _lowest_factor(seed, index, dims, stream_offset)
         lowest, dither = lowest[rest].ravel(), dither[rest].ravel()
         k, m = factor[rest].ravel(), widths[rest].ravel()
         offset = k - lowest
@@ -1703,7 +1718,8 @@ def _message_seed(enc, seed):
     return seed_value
 
 
-def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None):
+def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
+                    stream_offset=0):
     """Entropy code a batch of messages ``(index, factor)`` into bytes.
 
     Parameters
@@ -1711,7 +1727,8 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
     enc : rcc.EncodedSample
         From :func:`rcc.encode_sample` (any batch shape; a Product target has
         factors of shape ``(B, d)``).  Message ``i`` (flat C order) must use
-        stream ``i`` of the seed, as :func:`rcc.encode_sample` does.
+        stream ``stream_offset + i`` of the seed, as :func:`rcc.encode_sample`
+        with the same ``stream_offset`` does.
     seed : int, optional
         The seed the samples were encoded with (``enc.seed`` by default; a
         different value raises ``ValueError``): the factor of message ``i`` is
@@ -1728,6 +1745,9 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
         With a :class:`TabulatedFactorCode` only: the table that codes each
         factor (broadcastable to the factor shape); the event dimension ``j`` by
         default.  The receiver needs the same contexts.
+    stream_offset : int
+        The ``stream_offset`` the samples were encoded with (default 0); the
+        receiver needs it too (a non-zero offset enters the context check).
 
     Returns
     -------
@@ -1749,12 +1769,13 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
     factor_code = _check_factor_code(factor_code)
     encoder = _constriction().stream.queue.RangeEncoder()
     widths, event, method, context = _encode_symbols(encoder, enc, seed_value, index_code, width, factor_code,
-                                                     factor_context)
+                                                     factor_context, stream_offset)
     count, dims = widths.shape
     payload = _words_to_bytes(encoder.get_compressed())
     flags = _METHOD_CODES[method] | (_FLAG_EVENT if event else 0)
     flags |= _FLAG_CONDITIONED if isinstance(index_code, ConditionedIndexCode) else 0
-    context = _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths, context)
+    context = _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths, context,
+                           stream_offset)
     batch_shape = tuple(int(n) for n in np.shape(enc.index))
     if len(batch_shape) > _MAX_RANK:
         raise ValueError(f"batches of more than {_MAX_RANK} dimensions cannot be written, got {len(batch_shape)}")
@@ -1764,20 +1785,22 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
     return prefix + checksum.to_bytes(4, "little") + payload
 
 
-def _encode_symbols(encoder, enc, seed, index_code, width, factor_code, factor_context):
+def _encode_symbols(encoder, enc, seed, index_code, width, factor_code, factor_context, stream_offset=0):
     """Validate ``enc`` and write its symbols to ``encoder`` (no header); returns
     ``(widths (B, d), event, method, factor contexts)``.  The codes are checked already."""
     if isinstance(index_code, ConditionedIndexCode) and not isinstance(factor_code, UniformFactorCode):
         raise TypeError("a ConditionedIndexCode codes the factor itself; use factor_code=None (uniform)")
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
+    stream_offset = check_stream_offset(stream_offset, count)
     context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
     if method == "hybrid":
         _check_marginal_widths(factor_code, widths, context)
     first = _split_groups(index_code, widths, method)
     # Every index must have positive probability under the code that codes it.
     _check_codable(index_code, index, factor, widths, first)
-    _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context)
+    _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context,
+                    stream_offset)
     return widths, event, method, context
 
 
@@ -1866,7 +1889,7 @@ def _parse_header(data):
 
 
 def decode_messages(data, count=None, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
-                    method=None, flat=True):
+                    method=None, flat=True, stream_offset=0):
     """Decode bytes written by :func:`encode_messages`.
 
     Parameters
@@ -1895,6 +1918,8 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
         ``True`` (default): messages in flat C order.  ``False``: in the
         sender's batch shape (``enc.index.shape``; version 1 streams only know
         the count).
+    stream_offset : int
+        The sender's ``stream_offset`` (default 0).
 
     Returns
     -------
@@ -1928,6 +1953,7 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
     method = header["method"]
     given_count = count is not None
     count = header["count"]
+    stream_offset = check_stream_offset(stream_offset, count)
     if header["conditioned"] != isinstance(index_code, ConditionedIndexCode):
         raise ValueError("the bitstream was written with a different kind of index code (conditioned or not)")
     event = header["event"]
@@ -1954,13 +1980,13 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
             raise ValueError(f"width applies to method='hybrid' only; the stream used {method!r}")
         widths = np.ones((count, dims), dtype=np.int64)
     if _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths,
-                    context) != header["context"]:
+                    context, stream_offset) != header["context"]:
         raise ValueError(
-            "the bitstream does not match the seed, index_code, factor_code or width given "
+            "the bitstream does not match the seed, index_code, factor_code, width or stream_offset given "
             "(its context checksum differs); decode with the sender's parameters"
         )
     index, factor = _decode_checked(header["payload"], count, widths, seed_value, method, index_code,
-                                    factor_code, context)
+                                    factor_code, context, stream_offset)
     if not flat:
         return index.reshape(batch_shape), factor.reshape(batch_shape + ((dims,) if event else ()))
     return index, (factor if event else factor.reshape(count))
@@ -1971,11 +1997,12 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
 _DECODE_ERRORS = (AssertionError, ArithmeticError, LookupError, RuntimeError, ValueError, TypeError)
 
 
-def _decode_checked(payload, count, widths, seed, method, index_code, factor_code, context=None):
+def _decode_checked(payload, count, widths, seed, method, index_code, factor_code, context=None, stream_offset=0):
     """Decode a payload; every failure surfaces as ``ValueError``."""
     try:
         decoder = _constriction().stream.queue.RangeDecoder(_bytes_to_words(payload))
-        index, factor = _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context)
+        index, factor = _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context,
+                                        stream_offset)
     except _DECODE_ERRORS as exc:
         raise ValueError(f"corrupt bitstream: the payload does not decode under the given codes ({exc})") from None
     if (index < 1).any():
@@ -1983,7 +2010,8 @@ def _decode_checked(payload, count, widths, seed, method, index_code, factor_cod
     return index, factor
 
 
-def _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context=None):
+def _decode_payload(decoder, count, widths, seed, method, index_code, factor_code, context=None,
+                    stream_offset=np.uint64(0)):
     dims = widths.shape[1]
     index = np.zeros(count, dtype=np.int64)
     factor = np.zeros((count, dims), dtype=np.int64)
@@ -2004,7 +2032,7 @@ def _decode_payload(decoder, count, widths, seed, method, index_code, factor_cod
     if method == "hybrid" and rest.size:
         if (index[rest] < 1).any():
             raise ValueError("decoded an index < 1")
-        lowest, dither = _lowest_factor(seed, np.maximum(index, 1), dims)
+        lowest, dither = _lowest_factor(seed, np.maximum(index, 1), dims, stream_offset)
         ctx = None if context is None else context[rest].ravel()
         k = _decode_factors_given_dither(decoder, factor_code, widths[rest].ravel(), lowest[rest].ravel(),
                                          dither[rest].ravel(), ctx)
@@ -2037,7 +2065,7 @@ class MessageBits:
         return self.index + self.factor
 
 
-def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None):
+def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None, stream_offset=0):
     """Ideal information content of each message under the given codes.
 
     Parameters are those of :func:`encode_messages`.
@@ -2051,6 +2079,7 @@ def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, fa
     factor_code = _check_factor_code(factor_code)
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
+    stream_offset = check_stream_offset(stream_offset, count)
     context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
     first = _split_groups(index_code, widths, method)
     index_bits = np.zeros(count)
@@ -2075,7 +2104,7 @@ def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, fa
                 factor_bits[rest] = np.log2(widths[rest].astype(np.float64)).sum(axis=1)
             else:
                 _check_marginal_widths(factor_code, widths, context)
-                lowest, dither = _lowest_factor(seed_value, index, dims)
+                lowest, dither = _lowest_factor(seed_value, index, dims, stream_offset)
                 k, m = factor[rest].ravel(), widths[rest].ravel()
                 low, dit = lowest[rest].ravel(), dither[rest].ravel()
                 bits = np.zeros(k.size)

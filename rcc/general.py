@@ -67,7 +67,7 @@ from scipy import special
 
 from .coding import DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample
 from .kernels import _candidate_factor, prior_ppf_scaled
-from .random import check_seed, exponential, private_key, uniform_centered
+from .random import check_seed, check_stream_offset, exponential, private_key, uniform_centered
 from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Uniform
 
 __all__ = [
@@ -931,14 +931,14 @@ def _check_int(value, name):
 
 def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
                    max_candidates=DEFAULT_MAX_CANDIDATES, log_ratio_max=None, check_bound=True, rng=None,
-                   num_threads=None):
+                   num_threads=None, stream_offset=0):
     """Encode an exact sample of a :class:`GeneralTarget`; decode with :func:`rcc.decode_sample`.
 
     Parameters
     ----------
     target : GeneralTarget
-        Batch element ``i`` (flat C order) uses stream ``i`` of the seed, as in
-        :func:`rcc.encode_sample`.
+        Batch element ``i`` (flat C order) uses stream ``stream_offset + i`` of
+        the seed, as in :func:`rcc.encode_sample`.
     seed : int
         Shared seed in ``[0, 2**64)``.
     prior : rcc.Normal or rcc.Uniform, optional
@@ -961,6 +961,9 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
         Sender's private randomness for the arrival times (None: from the seed).
     num_threads : int, optional
         Threads for the batch loop; results do not depend on it.
+    stream_offset : int
+        First stream of the batch (default 0): parts encoded with their flat
+        offsets give exactly the messages and samples of one call.
 
     Returns
     -------
@@ -1034,6 +1037,7 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
         )
 
     count = max(1, int(np.prod(shape, dtype=np.int64)))
+    stream_offset = check_stream_offset(stream_offset, count)
 
     def flat(arr, dtype=np.float64):
         return _owned(np.broadcast_to(arr, shape), dtype=dtype).reshape(count)
@@ -1048,7 +1052,7 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
         numba.set_num_threads(min(_check_int(num_threads, "num_threads"), numba.config.NUMBA_NUM_THREADS))
     try:
         _encode_general_batch(
-            seed_u64, private_key(seed, rng), np.uint64(0), target.logpdf_function, target._flat_params(),
+            seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
             flat(target.low), flat(target.high), flat(log_const), flat(family, np.int64), flat(loc), flat(scale),
             flat(widths), flat(centre), flat(start), flat(stop), hybrid, flat(log_w_max), max_candidates,
             bool(check_bound), index, factor, sample, examined, status,

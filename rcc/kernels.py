@@ -756,10 +756,10 @@ _LOG2 = math.log(2.0)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _encode_element(i, seed, key, columns, steps, width_mode, half_width, hybrid, mode, num_candidates,
-                    max_candidates, log_max_candidates, params, memo, index_out, factor_out,
+def _encode_element(i, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
+                    num_candidates, max_candidates, log_max_candidates, params, memo, index_out, factor_out,
                     sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out):
-    """Prepare and encode element ``i`` (stream ``i``); write its outputs."""
+    """Prepare and encode element ``i`` (stream ``stream_offset + i``); write its outputs."""
     bound, kl, problem = _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, memo)
     dims = params.shape[0]
     for j in range(dims):
@@ -780,24 +780,24 @@ def _encode_element(i, seed, key, columns, steps, width_mode, half_width, hybrid
         else:
             count = np.int64(min(np.exp2(np.ceil(kl_bits + 4.0)), np.float64(max_candidates)))
         counts_out[i] = count  # ORC/MRC only: the race passes an empty array
-    n, examined, status = select_one(seed, key, np.uint64(i), params, hybrid, bound, mode, count,
-                                     max_candidates, factor_out[i], sample_out[i])
+    n, examined, status = select_one(seed, key, stream_offset + np.uint64(i), params, hybrid, bound, mode,
+                                     count, max_candidates, factor_out[i], sample_out[i])
     index_out[i] = n
     examined_out[i] = examined
     status_out[i] = status
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
-                  num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+def _encode_block(block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid,
+                  mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
                   examined_out, width_out, kl_bits_out, counts_out, status_out):
     dims = width_out.shape[1]
     params = np.empty((dims, NUM_FIELDS))
     memo = new_memo()
     first = begin + block * _BLOCK
     for i in range(first, min(end, first + _BLOCK)):
-        _encode_element(i, seed, key, columns, steps, width_mode, half_width, hybrid, mode, num_candidates,
-                        max_candidates, log_max_candidates, params, memo, index_out, factor_out,
+        _encode_element(i, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
+                        num_candidates, max_candidates, log_max_candidates, params, memo, index_out, factor_out,
                         sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
@@ -806,10 +806,13 @@ def _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half
 # numba's on-disk cache is keyed by the function, so two dispatchers of one
 # function would load each other's machine code.
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def encode_fused(begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode, num_candidates,
-                 max_candidates, log_max_candidates, index_out, factor_out, sample_out, examined_out,
-                 width_out, kl_bits_out, counts_out, status_out):
-    """Prepare and encode elements ``begin:end`` of a batch in one pass; element ``i`` uses stream ``i``.
+def encode_fused(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
+                 num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+                 examined_out, width_out, kl_bits_out, counts_out, status_out):
+    """Prepare and encode elements ``begin:end`` of a batch in one pass.
+
+    Element ``i`` uses stream ``stream_offset + i`` (uint64), so a batch
+    encoded in parts with matching offsets equals one call.
 
     Outputs are indexed by the element (shape (B,) or (B, d)) and written in
     place: index, factor, sample, candidates examined, width, KL in bits,
@@ -819,30 +822,31 @@ def encode_fused(begin, end, seed, key, columns, steps, width_mode, half_width, 
     is skipped where its bound exceeds ``log_max_candidates``.
     """
     for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
-        _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
-                      num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
-                      examined_out, width_out, kl_bits_out, counts_out, status_out)
+        _encode_block(block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width,
+                      hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out,
+                      sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def encode_fused_serial(begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
+def encode_fused_serial(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
                         num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
                         examined_out, width_out, kl_bits_out, counts_out, status_out):
     """:func:`encode_fused` on the calling thread."""
     for block in range((end - begin + _BLOCK - 1) // _BLOCK):
-        _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
-                      num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
-                      examined_out, width_out, kl_bits_out, counts_out, status_out)
+        _encode_block(block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width,
+                      hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out,
+                      sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def encode_one(seed, key, derive_key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
-               prior_scale, width_mode, width_given, half_width, hybrid, mode, num_candidates, max_candidates,
-               log_max_candidates):
+def encode_one(seed, key, derive_key, stream, family, loc, scale, low, high, log_normalizer, prior_family,
+               prior_loc, prior_scale, width_mode, width_given, half_width, hybrid, mode, num_candidates,
+               max_candidates, log_max_candidates):
     """One scalar target in one call (the low-latency path of ``encode_sample``).
 
     Returns (prep_status, race_status, index, factor, sample, examined, width,
-    log_w_max, kl_nats); identical to a one-element batch.  With
+    log_w_max, kl_nats); identical to a one-element batch whose element
+    uses stream ``stream`` (uint64).  With
     ``derive_key`` the private key is derived from the seed as
     :func:`rcc.random.private_key` does for ``rng=None``.  With
     ``num_candidates <= 0`` ORC/MRC use ``2**ceil(KL_bits + 4)``, capped at
@@ -862,6 +866,6 @@ def encode_one(seed, key, derive_key, family, loc, scale, low, high, log_normali
         num_candidates = np.int64(min(np.exp2(np.ceil(kl / _LOG2 + 4.0)), np.float64(max_candidates)))
     factor = np.zeros(1, dtype=np.int64)
     sample = np.full(1, np.nan)
-    n, examined, status = select_one(seed, key, np.uint64(0), params, hybrid, bound, mode, num_candidates,
+    n, examined, status = select_one(seed, key, stream, params, hybrid, bound, mode, num_candidates,
                                      max_candidates, factor, sample)
     return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl

@@ -27,6 +27,7 @@ import numpy as np
 __all__ = [
     "MAX_SEED",
     "check_seed",
+    "check_stream_offset",
     "private_key",
     "shared_uniform",
     "private_exponential",
@@ -149,12 +150,40 @@ def check_seed(seed, name="seed"):
     return np.uint64(seed)
 
 
+def check_stream_offset(stream_offset, count):
+    """Return ``stream_offset`` as ``np.uint64`` for a batch of ``count`` streams, or raise.
+
+    Element ``i`` of a batch uses stream ``stream_offset + i``; streams are
+    64-bit, so the offset must be an integer with
+    ``0 <= stream_offset`` and ``stream_offset + count <= 2**64``.
+    """
+    if isinstance(stream_offset, (bool, np.bool_)) or not isinstance(stream_offset, numbers.Integral):
+        raise TypeError(f"stream_offset must be a non-negative integer, got {type(stream_offset).__name__} "
+                        f"{stream_offset!r}")
+    stream_offset = int(stream_offset)
+    if stream_offset < 0:
+        raise ValueError(f"stream_offset must be >= 0, got {stream_offset}")
+    if stream_offset + int(count) > MAX_SEED + 1:
+        raise ValueError(
+            f"stream_offset={stream_offset} leaves no room for {count} streams: element i uses stream "
+            "stream_offset + i, which must stay below 2**64"
+        )
+    return np.uint64(stream_offset)
+
+
 def private_key(seed, rng=None):
     """The sender's private key for the race's exponential arrival times.
 
     With ``rng=None`` the key is a hash of the seed (runs reproduce exactly).
     Otherwise ``rng`` is anything ``numpy.random.default_rng`` accepts and one
     64-bit word is drawn from it; the decoder never needs this key.
+
+    The key is one word per call; the arrival times of batch element ``i``
+    are hashed from ``(key, stream_offset + i)``.  So a batch encoded in
+    parts equals one call when every part gets the same key: ``rng=None``,
+    or the same integer ``rng``.  A ``Generator`` passed to each part draws a
+    new key each time, and the parts then differ from one call (they are
+    still exact samples).
     """
     seed = check_seed(seed)
     if rng is None:
