@@ -329,3 +329,32 @@ def test_hybrid_bounds_agree_with_the_encoder():
         kl = (rcc.kl_divergence_bits(target, prior=rcc.coding_transform(prior, transform))
               - np.log2(width).sum())
         assert (log2_w_max[fits] >= kl[fits] - 1e-9).all()
+
+
+def test_no_failure_in_the_tail_with_defaults():
+    # Every Normal(mu, s) with |mu| <= 12 and 1e-9 <= s <= 2 prior stds encodes, scalar and batch.
+    prior = rcc.Normal(0.5, 2.0)
+    mus = np.linspace(-12.0, 12.0, 25)
+    stds = np.geomspace(1e-9, 2.0, 19)
+    mean, std = np.meshgrid(0.5 + 2.0 * mus, 2.0 * stds)
+    batch = rcc.encode_sample(rcc.Normal(mean, std), seed=11, prior=prior)
+    assert batch.candidates.max() < 2000
+    decoded = rcc.decode_sample(batch.index, batch.factor, seed=11, prior=prior, width=batch.width)
+    np.testing.assert_array_equal(decoded, batch.sample)
+    for i in range(0, mean.size, 23):
+        m, s = float(mean.flat[i]), float(std.flat[i])
+        enc = rcc.encode_sample(rcc.Normal(m, s), seed=12 + i, prior=prior)
+        assert rcc.decode_sample(enc.index, enc.factor, seed=12 + i, prior=prior, width=enc.width) == enc.sample
+        assert enc.width == rcc.gaussian_width(s, prior=prior)
+    # The example that used to exceed max_candidates (2**24.9 candidates through the prior).
+    enc = rcc.encode_sample(rcc.Normal(5.67, 0.01), seed=1933493609, prior=rcc.Normal(0.0, 1.0))
+    assert enc.candidates < 100
+
+
+def test_candidates_flat_in_the_target_position():
+    # Mean candidates within 2x of their value at the prior's mode for every |mu| <= 6.
+    means = []
+    for mu in (0.0, 2.0, 4.0, 5.7, 6.0):
+        enc = rcc.encode_sample(rcc.Normal(np.full(4000, mu), 0.01), seed=3)
+        means.append(enc.candidates.mean())
+    assert max(means) < 2.0 * means[0], means
