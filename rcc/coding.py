@@ -488,7 +488,8 @@ class _BatchInputs:
             _check_prior_support(transform, spec, transform_loc, transform_scale, "transform")
         self.width_mode, width_given = _width_mode(target, width, hybrid, shape)
         self.hybrid = hybrid
-        self.through_prior = transform is prior
+        # Through the prior although a wider default exists (a Normal prior): the error hint says so.
+        self.through_prior = transform is prior and isinstance(prior, Normal)
         self.half_width = _half_width(tail_mass)
         self.has_batch = bool(target.batch_shape)
         self.count = int(np.prod(target.batch_shape, dtype=np.int64))
@@ -633,7 +634,8 @@ def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candid
                                                       transform_scale)
         _raise_prepare_error(prep_status, "", width_used, stop - start)
     if mode == kernels.RACE and log_w_max > log_max_candidates:
-        _raise_too_many_candidates(log_w_max, max_candidates, hybrid, transform is prior, "",
+        _raise_too_many_candidates(log_w_max, max_candidates, hybrid,
+                                   transform is prior and isinstance(prior, Normal), "",
                                    f" (target {target!r})")
     if race_status != kernels.STATUS_OK:
         raise RuntimeError(f"the race exceeded max_candidates={max_candidates} (target {target!r}); "
@@ -727,7 +729,8 @@ def encode_sample(
         if isinstance(target, GeneralTarget):
             # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
             return encode_general(target, seed, prior=prior, width=width, method=method,
-                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads)
+                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads,
+                                  transform=transform)
         _check_target(target)
     # Fast path for the common plain int; check_seed handles (and rejects) the rest.
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
