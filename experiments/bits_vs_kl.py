@@ -189,7 +189,7 @@ def plot_sweep(rows, path):
         right.plot(x, [r["mean_measured_bits"] - r["info_bits"] for r in sel], styles[name], ms=3, lw=1, label=name)
     for name, level in TARGET_OVERHEAD.items():
         right.axhline(level, color="red", lw=0.6, ls="-.")
-        right.annotate(f"target, {name}: {level}", (min(info), level), fontsize=7, ha="left", va="bottom",
+        right.annotate(f"{level} bits ({name})", (min(info), level), fontsize=7, ha="left", va="bottom",
                        color="red")
     left.set_xlabel("mutual information I (bits)")
     left.set_ylabel("bits per sample (measured bytes)")
