@@ -437,7 +437,7 @@ def _raise_too_many_candidates(log_w_max, max_candidates, hybrid, through_prior,
 def _describe_element(inputs, i):
     """``" (target Normal(mean=..., std=...))"`` for element ``i`` of a batch, from the kernels' columns."""
     parts = []
-    for j in range(inputs.dims):
+    for j in range(min(inputs.dims, 3)):
         def value(c):
             data, (row_step, col_step) = inputs.columns[c], inputs.steps[c]
             return float(data[i * row_step + j * col_step])
@@ -447,7 +447,8 @@ def _describe_element(inputs, i):
                          f"on [{value(kernels.C_LOW):.6g}, {value(kernels.C_HIGH):.6g}]")
         else:
             parts.append(f"Uniform({value(kernels.C_LOW):.6g}, {value(kernels.C_HIGH):.6g})")
-    return f" (target {', '.join(parts)})" if parts else ""
+    more = f", ... ({inputs.dims} dimensions)" if inputs.dims > 3 else ""
+    return f" (target {', '.join(parts)}{more})" if parts else ""
 
 
 def _column(value, shape, count, dims):
