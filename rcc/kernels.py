@@ -502,7 +502,12 @@ def gaussian_width_one(std, half_width, prior_family, prior_scale):
         length = math.erf(half_width * std * _INV_SQRT2 / prior_scale)
     if length <= 0.0:
         return 1 << 52
-    width = math.floor(min(1.0 / length, 2.0**52) * (1.0 - 1e-12))
+    # The encoder measures each target's transformed support as M (F_c(high) - F_c(low)): for a
+    # narrow target that difference carries an absolute rounding error of a few 2**-52, and the
+    # window edges M F_c(.) one of about M 2**-52.  The margin 2**-48 keeps every target of
+    # this std inside its window wherever it sits, so no element needs a narrower width than
+    # the receiver derives.
+    width = math.floor(min(1.0 / (length + 2.0**-48), 2.0**52) * (1.0 - 1e-12))
     return max(int(width), 1)
 
 

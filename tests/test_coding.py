@@ -358,3 +358,17 @@ def test_candidates_flat_in_the_target_position():
         enc = rcc.encode_sample(rcc.Normal(np.full(4000, mu), 0.01), seed=3)
         means.append(enc.candidates.mean())
     assert max(means) < 2.0 * means[0], means
+
+
+def test_receiver_width_from_the_std_alone_for_every_information_level():
+    # A batch mixing I from 0.05 to 31 bits: every element uses gaussian_width(std), even narrow
+    # targets whose transformed support is measured with rounding (the width keeps a margin).
+    rng = np.random.default_rng(8)
+    info = rng.uniform(0.05, 31.0, 100_000)
+    std = 2.0 ** -info
+    mean = rng.normal(0.0, np.sqrt(1.0 - std**2))
+    enc = rcc.encode_sample(rcc.Normal(mean, std), seed=12)
+    widths = rcc.gaussian_width(std)
+    np.testing.assert_array_equal(enc.width, widths)
+    np.testing.assert_array_equal(rcc.decode_sample(enc.index, enc.factor, 12, width=widths), enc.sample)
+    assert enc.candidates.max() < 200
