@@ -6,15 +6,25 @@ the std-based width ``M = rcc.gaussian_width(s)`` (which the receiver can
 recompute), the messages are written to bytes with
 :func:`rcc.entropy.encode_messages`, decoded back and checked, and we report
 the mean KL, the ideal information content of index and factor, and the
-measured bits ``8 * len(bytes) / count`` (header included) for these index codes:
+measured bits ``8 * len(bytes) / count`` (header included) for these index codes.
 
-* ``zipf``: Li & El Gamal's Zipf code with ``D = I - log2 M``, the KL the
-  index carries on average (known to the receiver: no training);
+With the defaults (the coding transform N(0, 8^2), factors coded under the
+prior's marginal):
+
+* ``zipf``: Li & El Gamal's Zipf code with the KL the index carries on
+  average, ``D = I - log2 M + D[prior || transform]``
+  (:func:`rcc.entropy.index_kl_bits_gaussian_channel`; known to the receiver:
+  no training);
 * ``zipf_fitted``: a Zipf law with the maximum-likelihood exponent;
-* ``empirical``: the histogram + power-law-tail code;
-* ``empirical_given_K``: the factor coded first, then the index with an
-  empirical code per bin of the position K points to (only for widths with
-  ``1/M <= 1/16``; smaller widths fall back to ``empirical``).
+* ``empirical``: the histogram + power-law-tail code.
+
+With the transform through the prior itself (``transform="prior"``, uniform
+factors), for comparison:
+
+* ``zipf, transform = prior`` and ``empirical, transform = prior``: as above;
+* ``empirical_given_K, transform = prior``: the factor coded first, then the
+  index with an empirical code per bin of the position K points to (only for
+  widths with ``1/M <= 1/16``; smaller widths fall back to ``empirical``).
 
 Fitted codes are fitted on targets and seeds disjoint from those they are
 evaluated on.  The second part codes d-dimensional product targets with one
@@ -38,12 +48,13 @@ from .common import new_figure, output_dir, progress_bar, run_script, save_figur
 
 __all__ = ["CODES", "grid", "sweep", "blocks", "throughput", "plot_sweep", "plot_blocks", "main"]
 
-CODES = ("zipf", "zipf_fitted", "empirical", "empirical_given_K")
+CODES = ("zipf", "zipf_fitted", "empirical", "zipf, transform = prior", "empirical, transform = prior",
+         "empirical_given_K, transform = prior")
 _TRAIN_SEED = 90_001
 _EVAL_SEED = 7
 _MAX_CANDIDATES = 2**32
-#: The issue's targets for ``measured - I`` (bits per sample).
-TARGET_OVERHEAD = {"zipf": 2.3, "empirical": 1.8}
+#: Reference levels of ``measured - I`` (bits per sample) drawn on the figure.
+TARGET_OVERHEAD = {"zipf": 2.0, "empirical": 1.5}
 
 
 def grid(quick=False, tiny=False):
@@ -54,27 +65,33 @@ def grid(quick=False, tiny=False):
     if quick:
         return dict(info_bits=[1.0, 2.0, 4.0, 8.0, 12.0, 16.0], count=5_000, block_info_bits=[0.5, 2.0, 8.0],
                     block_sizes=(1, 2, 4), block_count=3_000, throughput_count=200_000)
-    return dict(info_bits=[float(i) for i in range(1, 17)], count=20_000,
+    return dict(info_bits=[float(i) for i in range(1, 17)] + [20.0, 24.0], count=20_000,
                 block_info_bits=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0], block_sizes=(1, 2, 4), block_count=20_000,
                 throughput_count=1_000_000)
 
 
-def _encode(info_bits, count, seed, rng, block_size=1):
+def _encode(info_bits, count, seed, rng, block_size=1, transform=None):
     targets = entropy.gaussian_channel_targets(info_bits, count, rng=rng, block_size=block_size)
-    return rcc.encode_sample(targets, seed, max_candidates=_MAX_CANDIDATES)
+    return rcc.encode_sample(targets, seed, max_candidates=_MAX_CANDIDATES, transform=transform)
 
 
-def _codes(train, info_bits, block_size=1):
-    width = int(rcc.gaussian_width(2.0**-info_bits))
-    zipf = entropy.ZipfIndexCode(max(0.0, block_size * (info_bits - math.log2(width))))
+def _codes(train, info_bits, block_size=1, transform=None):
+    """Index codes (name -> code) for messages coded with ``transform``, and the width."""
+    width = int(rcc.gaussian_width(2.0**-info_bits, transform=transform))
+    zipf = entropy.ZipfIndexCode(block_size * entropy.index_kl_bits_gaussian_channel(info_bits,
+                                                                                      transform=transform))
+    if transform == "prior":
+        codes = {"zipf, transform = prior": zipf,
+                 "empirical, transform = prior": entropy.EmpiricalIndexCode.fit(train.index)}
+        if block_size == 1:
+            codes["empirical_given_K, transform = prior"] = entropy.ConditionedIndexCode.fit(
+                train.index, train.factor, train.width, num_bins=8)
+        return codes, width
     codes = {
         "zipf": zipf,
         "zipf_fitted": entropy.ZipfIndexCode.fit(train.index),
         "empirical": entropy.EmpiricalIndexCode.fit(train.index),
     }
-    if block_size == 1:
-        codes["empirical_given_K"] = entropy.ConditionedIndexCode.fit(train.index, train.factor, train.width,
-                                                                     num_bins=8)
     return codes, width
 
 
@@ -96,15 +113,20 @@ def sweep(info_bits, count, progress=True):
     """Rows of ``bits_vs_kl.csv``: one per (I, code)."""
     rows = []
     for point, info in enumerate(progress_bar(info_bits, enabled=progress, desc="bits vs KL", unit="I")):
-        train = _encode(info, count, _TRAIN_SEED + point, rng=(1, point))
-        enc = _encode(info, count, _EVAL_SEED, rng=(2, point))
-        codes, width = _codes(train, info)
-        for name, code in codes.items():
-            report = entropy.measure_bits(enc, _EVAL_SEED, index_code=code, info_bits=info)
-            rows.append(_row(report, info_bits=info, width=width, code=name,
-                             overhead_bits=report.overhead_bits,
-                             measured_minus_kl_bits=report.mean_measured_bits - report.mean_kl_bits,
-                             li_el_gamal_bound=info + math.log2(info + 1.0) + 4.0))
+        for transform in (None, "prior"):
+            train = _encode(info, count, _TRAIN_SEED + point, rng=(1, point), transform=transform)
+            enc = _encode(info, count, _EVAL_SEED, rng=(2, point), transform=transform)
+            codes, width = _codes(train, info, transform=transform)
+            for name, code in codes.items():
+                report = entropy.measure_bits(enc, _EVAL_SEED, index_code=code, info_bits=info,
+                                              transform=transform)
+                rows.append(_row(report, info_bits=info, width=width, code=name,
+                                 transform="prior" if transform == "prior" else "default",
+                                 mean_candidates=float(np.mean(enc.candidates)),
+                                 max_candidates=int(np.max(enc.candidates)),
+                                 overhead_bits=report.overhead_bits,
+                                 measured_minus_kl_bits=report.mean_measured_bits - report.mean_kl_bits,
+                                 li_el_gamal_bound=info + math.log2(info + 1.0) + 4.0))
     return rows
 
 
@@ -113,14 +135,20 @@ def blocks(info_bits, block_sizes, count, progress=True):
     rows = []
     points = [(i, d) for i in info_bits for d in block_sizes]
     for point, (info, d) in enumerate(progress_bar(points, enabled=progress, desc="blocks", unit="point")):
-        train = _encode(info, count, _TRAIN_SEED + 1000 + point, rng=(3, point), block_size=d)
-        enc = _encode(info, count, _EVAL_SEED, rng=(4, point), block_size=d)
-        codes, width = _codes(train, info, block_size=d)
-        for name in ("zipf", "empirical"):
-            report = entropy.measure_bits(enc, _EVAL_SEED, index_code=codes[name], info_bits=info, block_size=d)
-            rows.append(_row(report, info_bits_per_dim=info, block_size=d, width=width, code=name,
-                             measured_bits_per_dim=report.measured_bits_per_dim,
-                             overhead_bits_per_dim=report.overhead_bits_per_dim))
+        for transform in (None, "prior"):
+            train = _encode(info, count, _TRAIN_SEED + 1000 + point, rng=(3, point), block_size=d,
+                            transform=transform)
+            enc = _encode(info, count, _EVAL_SEED, rng=(4, point), block_size=d, transform=transform)
+            codes, width = _codes(train, info, block_size=d, transform=transform)
+            names = ("zipf, transform = prior", "empirical, transform = prior") if transform else ("zipf", "empirical")
+            for name in names:
+                report = entropy.measure_bits(enc, _EVAL_SEED, index_code=codes[name], info_bits=info,
+                                              block_size=d, transform=transform)
+                rows.append(_row(report, info_bits_per_dim=info, block_size=d, width=width, code=name,
+                                 transform="prior" if transform else "default",
+                                 mean_candidates=float(np.mean(enc.candidates)),
+                                 measured_bits_per_dim=report.measured_bits_per_dim,
+                                 overhead_bits_per_dim=report.overhead_bits_per_dim))
     return rows
 
 
@@ -129,9 +157,8 @@ def throughput(count, info_bits=8.0):
     enc = _encode(info_bits, count, _EVAL_SEED, rng=(5, 0))
     train = _encode(info_bits, 20_000, _TRAIN_SEED, rng=(6, 0))
     out = {}
-    for name, code in (("zipf", entropy.ZipfIndexCode(1.63)), ("empirical", entropy.EmpiricalIndexCode.fit(train.index)),
-                       ("empirical_given_K", entropy.ConditionedIndexCode.fit(train.index, train.factor,
-                                                                              train.width, num_bins=8))):
+    zipf = entropy.ZipfIndexCode(entropy.index_kl_bits_gaussian_channel(info_bits))
+    for name, code in (("zipf", zipf), ("empirical", entropy.EmpiricalIndexCode.fit(train.index))):
         start = time.perf_counter()
         data = entropy.encode_messages(enc, _EVAL_SEED, index_code=code)
         middle = time.perf_counter()
@@ -151,7 +178,8 @@ def plot_sweep(rows, path):
     left.plot(grid_i, grid_i, color="black", lw=1, label="I")
     left.plot(grid_i, grid_i + np.log2(grid_i + 1) + 4, color="grey", ls="--", lw=1,
               label="I + log2(I + 1) + 4 (Li & El Gamal)")
-    styles = {"zipf": "o-", "zipf_fitted": "s-", "empirical": "^-", "empirical_given_K": "v-"}
+    styles = {"zipf": "o-", "zipf_fitted": "s-", "empirical": "^-", "zipf, transform = prior": "o:",
+              "empirical, transform = prior": "^:", "empirical_given_K, transform = prior": "v:"}
     for name in CODES:
         sel = [r for r in rows if r["code"] == name]
         if not sel:
@@ -161,7 +189,7 @@ def plot_sweep(rows, path):
         right.plot(x, [r["mean_measured_bits"] - r["info_bits"] for r in sel], styles[name], ms=3, lw=1, label=name)
     for name, level in TARGET_OVERHEAD.items():
         right.axhline(level, color="red", lw=0.6, ls="-.")
-        right.annotate(f"target, {name}: {level}", (min(info), level), fontsize=7, ha="left", va="bottom",
+        right.annotate(f"{level} bits ({name})", (min(info), level), fontsize=7, ha="left", va="bottom",
                        color="red")
     left.set_xlabel("mutual information I (bits)")
     left.set_ylabel("bits per sample (measured bytes)")
@@ -169,7 +197,7 @@ def plot_sweep(rows, path):
     right.set_xlabel("mutual information I (bits)")
     right.set_ylabel("measured bits - I (bits per sample)")
     right.set_ylim(0.0, 3.5)  # the Li-El Gamal excess log2(I + 1) + 4 is 5 to 8 bits: off this scale
-    right.legend(loc="upper left", ncol=2)
+    right.legend(loc="upper left", ncol=2, fontsize=6)
     gap = max(r["mean_measured_bits"] - r["mean_ideal_bits"] for r in rows)
     right.set_title(f"measured - ideal content <= {gap:.3f} bits per sample")
     return save_figure(fig, path)
@@ -179,7 +207,7 @@ def plot_blocks(rows, path):
     """Overhead per dimension against I per dimension, one line per block size."""
     fig, axes = new_figure(ncols=1, width=6.4, height=3.8)
     for d, colour in zip(sorted({r["block_size"] for r in rows}), ("C0", "C1", "C2", "C3")):
-        for name, style in (("empirical", "o-"), ("zipf", "s--")):
+        for name, style in (("empirical", "o-"), ("zipf", "s--"), ("empirical, transform = prior", "^:")):
             sel = [r for r in rows if r["block_size"] == d and r["code"] == name]
             axes.plot([r["info_bits_per_dim"] for r in sel], [r["overhead_bits_per_dim"] for r in sel], style,
                       color=colour, ms=3, lw=1, label=f"d = {d}, {name}")
@@ -203,7 +231,10 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
                         progress=progress)
     write_csv(folder / "bits_blocks.csv", block_rows)
     plot_blocks(block_rows, folder / "bits_blocks.png")
-    speed = throughput(settings["throughput_count"])
+    speed = {f"{name}, M = 2**{math.log2(width):.0f}": rates
+             for info in (8.0, 18.6)
+             for width in [int(rcc.gaussian_width(2.0**-info))]
+             for name, rates in throughput(settings["throughput_count"], info).items()}
     summary = {}
     for name in CODES:
         sel = [r for r in rows if r["code"] == name]

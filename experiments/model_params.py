@@ -151,13 +151,18 @@ def elias_gamma_bits(n):
     return 2 * (np.floor(np.log2(n)).astype(np.int64)) + 1
 
 
+#: The block layout's cost model (``log2 w_max`` against the prior, padding dimensions equal to
+#: the prior at width 1 costing nothing) is that of the transform through the prior.
+_TRANSFORM = "prior"
+
+
 def block_layout(mean, std, budget_bits, order):
     """Greedy consecutive blocks over ``order``: estimated ``sum log2 w_max - L log2 M`` <= budget.
 
     Returns a list of ``(indices, width)``.
     """
     ratio = _log2_ratio_max(mean, std)
-    widths = np.asarray(rcc.gaussian_width(std, tail_mass=_TAIL_MASS))
+    widths = np.asarray(rcc.gaussian_width(std, tail_mass=_TAIL_MASS, transform=_TRANSFORM))
     blocks, current = [], []
 
     def cost(members):
@@ -186,15 +191,15 @@ def code_weights(mean, std, seed, budget_bits, order):
         block_std[b, :len(members)] = std[members]
         block_width[b, :len(members)] = width
     enc = rcc.encode_sample(rcc.Product(rcc.Normal(block_mean, block_std)), seed, width=block_width,
-                            tail_mass=_TAIL_MASS, max_candidates=2**34)
+                            tail_mass=_TAIL_MASS, max_candidates=2**34, transform=_TRANSFORM)
     index_kl = np.maximum(np.asarray(enc.kl_bits) - np.log2(block_width).sum(axis=1), 0.0)
     parameter = float(np.float16(index_kl.mean()))  # sent as a float16
-    report = entropy.measure_bits(enc, seed, index_code=entropy.ZipfIndexCode(parameter))
+    report = entropy.measure_bits(enc, seed, index_code=entropy.ZipfIndexCode(parameter), transform=_TRANSFORM)
     lengths = np.array([len(m) for m, _ in blocks])
     # Block lengths: the cheaper of Elias-gamma codes and fixed log2(64) = 6-bit codes, plus a flag bit.
     length_bits = 1 + min(int(elias_gamma_bits(lengths).sum()), 6 * count)
     side_bits = int(elias_gamma_bits(count) + length_bits + elias_gamma_bits([w for _, w in blocks]).sum() + 16)
-    decoded = rcc.decode_sample(enc.index, enc.factor, seed, width=block_width)
+    decoded = rcc.decode_sample(enc.index, enc.factor, seed, width=block_width, transform=_TRANSFORM)
     if not np.array_equal(decoded, enc.sample):
         raise RuntimeError("round trip failed")
     weights = np.empty_like(mean)

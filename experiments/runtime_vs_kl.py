@@ -5,13 +5,17 @@ mu ~ N(0, 1 - s^2), so I(X; Z) = I bits).  For each I and method we encode a
 batch of targets with :func:`rcc.encode_sample` and record how many candidates
 each race examined and the wall time of the batched call:
 
-* hybrid, width from the std (``width=None``, :func:`rcc.gaussian_width`): the
-  receiver can recompute the width.  Its candidate count is heavy-tailed:
-  targets far in the prior's tail fill a small part of the window (about
-  ``exp(mu^2 / 2)`` candidates, whose mean over mu grows like ``1 / s``), so
-  the sample mean is dominated by rare targets while the median stays flat;
+* hybrid with the defaults: width from the std (``width=None``,
+  :func:`rcc.gaussian_width`, which the receiver can recompute) and the default
+  coding transform (the prior's copy 8 times wider): a flat ~3 candidates
+  whatever I, with a light tail;
+* hybrid, width from the std, transform through the prior itself
+  (``transform="prior"``): heavy-tailed, since targets far in the prior's tail
+  fill a small part of the window (about ``exp(mu^2 / 2)`` candidates, whose
+  mean over mu grows like ``1 / s``), so the sample mean is dominated by rare
+  targets while the median stays flat;
 * hybrid, adaptive width (``width="adaptive"``): the largest width each target
-  fits, a flat ~3 candidates whatever I (the width must then be sent);
+  fits (the width must then be sent);
 * PFR (prior proposal): ~ 2^I candidates, only where affordable;
 * ORC with its default budget ``2^ceil(KL + 4)`` and the PFR stopping rule.
 
@@ -42,7 +46,8 @@ __all__ = ["METHODS", "grid", "measure", "plot", "main"]
 
 #: (label, encode_sample keyword arguments, largest I at which it runs)
 METHODS = (
-    ("hybrid, width from std", dict(method="hybrid", width=None), math.inf),
+    ("hybrid, defaults (width from std)", dict(method="hybrid", width=None), math.inf),
+    ("hybrid, width from std, transform = prior", dict(method="hybrid", width=None, transform="prior"), math.inf),
     ("hybrid, adaptive width", dict(method="hybrid", width="adaptive"), math.inf),
     ("PFR", dict(method="pfr"), 10.0),
     ("ORC", dict(method="orc"), 10.0),
@@ -73,7 +78,8 @@ def measure(info_bits, count, kwargs, seed):
             enc = rcc.encode_sample(target, seed, max_candidates=_MAX_CANDIDATES, **kwargs)
         encode_seconds.append(watch.seconds)
         with Stopwatch() as watch:
-            sample = rcc.decode_sample(enc.index, enc.factor, seed, width=enc.width, method=kwargs["method"])
+            sample = rcc.decode_sample(enc.index, enc.factor, seed, width=enc.width, method=kwargs["method"],
+                                       transform=kwargs.get("transform"))
         decode_seconds.append(watch.seconds)
     if not np.array_equal(sample, enc.sample):
         raise RuntimeError(f"round trip failed at I={info_bits} for {kwargs}")
@@ -97,7 +103,7 @@ def measure(info_bits, count, kwargs, seed):
 def plot(rows, path):
     """Two panels: candidates (mean and median) and encode wall time per sample against I."""
     fig, (ax_c, ax_t) = new_figure(2, 1, width=4.6)
-    colors = dict(zip([m[0] for m in METHODS], ["C0", "C1", "C2", "C3"]))
+    colors = dict(zip([m[0] for m in METHODS], ["C0", "C4", "C1", "C2", "C3"]))
     for label, _, _ in METHODS:
         sel = [r for r in rows if r["method"] == label]
         if not sel:
@@ -128,7 +134,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     # Warm-up: compile (or load) every kernel before anything is timed.
     for _, kwargs, _ in METHODS:
         warm = rcc.encode_sample(rcc.Normal(np.zeros(4), 0.5), 1, **kwargs)
-        rcc.decode_sample(warm.index, warm.factor, 1, width=warm.width, method=kwargs["method"])
+        rcc.decode_sample(warm.index, warm.factor, 1, width=warm.width, method=kwargs["method"],
+                          transform=kwargs.get("transform"))
     jobs = [(label, kwargs, info) for info in settings["info_bits"] for label, kwargs, cap in METHODS
             if info <= min(cap, settings["prior_cap"] if kwargs["method"] != "hybrid" else math.inf)]
     rows = []
@@ -144,7 +151,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     plot(rows, out / "runtime_vs_kl.png")
     top = max(settings["info_bits"])
     summary = {}
-    for label, _, _ in METHODS[:2]:
+    for label, _, _ in METHODS[:3]:
         last = [r for r in rows if r["method"] == label and r["info_bits"] == top][0]
         summary[f"{label} at I={top:g}: mean / median candidates"] = (
             f"{last['mean_candidates']:.1f} / {last['median_candidates']:.0f}, "

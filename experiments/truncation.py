@@ -7,10 +7,12 @@ target.  A smaller ``eps`` widens the support, which lowers the width ``M`` of
 the CDF transform and moves information from the decoding factor to the index.
 
 For each ``I`` (Gaussian channel, prior N(0, 1), s = 2^-I) and each ``eps``
-from 1e-2 to 1e-8 we encode a batch of targets with ``tail_mass=eps``, write
-the messages to bytes with the message-coding issue's coder
-(:func:`rcc.entropy.measure_bits`, Zipf index code with ``D = I - log2 M``,
-uniform factor code) and record:
+from 1e-2 to 1e-8 we encode a batch of targets with ``tail_mass=eps``, with the
+default coding transform and with the transform through the prior
+(``transform="prior"``), write the messages to bytes
+(:func:`rcc.entropy.measure_bits`: Zipf index code given the KL the index
+carries, :func:`rcc.entropy.index_kl_bits_gaussian_channel`; the default factor
+code) and record:
 
 * measured bits per sample (real bytes, stream header included), next to I;
 * candidates examined;
@@ -71,14 +73,15 @@ def _pit_tv(pit, eps):
     return rt.total_variation_binned(pit, lambda u: np.clip(u, 0.0, 1.0), bins=cuts)
 
 
-def measure(info_bits, eps, count, seed):
+def measure(info_bits, eps, count, seed, transform=None):
     """Encode ``count`` targets with tail mass ``eps``; return one CSV row."""
     mean, std = gaussian_channel(info_bits, count, rng=np.random.default_rng([seed, int(100 * info_bits)]))
-    enc = rcc.encode_sample(rcc.Normal(mean, std), seed, tail_mass=eps, max_candidates=2**36)
-    width = int(rcc.gaussian_width(std, tail_mass=eps))
-    report = entropy.measure_bits(enc, seed, index_code=zipf_index_code(info_bits - math.log2(width)),
-                                  info_bits=info_bits)
-    sample = rcc.decode_sample(enc.index, enc.factor, seed, width=enc.width)
+    enc = rcc.encode_sample(rcc.Normal(mean, std), seed, tail_mass=eps, max_candidates=2**36, transform=transform)
+    width = int(rcc.gaussian_width(std, tail_mass=eps, transform=transform))
+    index_kl = entropy.index_kl_bits_gaussian_channel(info_bits, transform=transform, tail_mass=eps)
+    report = entropy.measure_bits(enc, seed, index_code=zipf_index_code(index_kl), info_bits=info_bits,
+                                  transform=transform)
+    sample = rcc.decode_sample(enc.index, enc.factor, seed, width=enc.width, transform=transform)
     if not np.array_equal(sample, enc.sample):
         raise RuntimeError("round trip failed")
     pit = special.ndtr((sample - mean) / std)
@@ -88,7 +91,8 @@ def measure(info_bits, eps, count, seed):
     truncated_pit = (pit - 0.5 * eps) / (1.0 - eps)
     candidates = np.asarray(enc.candidates, dtype=float)
     return {
-        "info_bits": info_bits, "tail_mass": eps, "targets": count, "width": width,
+        "info_bits": info_bits, "tail_mass": eps, "transform": "prior" if transform else "default",
+        "targets": count, "width": width,
         "mean_kl_bits": report.mean_kl_bits, "measured_bits": report.mean_measured_bits,
         "ideal_bits": report.mean_ideal_bits, "index_bits": report.mean_index_bits,
         "factor_bits": report.mean_factor_bits, "header_bits": report.header_bits,
@@ -107,7 +111,15 @@ def plot(rows, path):
     fig, (ax_b, ax_c, ax_tv) = new_figure(3, 1, width=3.9)
     infos = sorted({r["info_bits"] for r in rows})
     for j, info in enumerate(infos):
-        sel = sorted((r for r in rows if r["info_bits"] == info), key=lambda r: -r["tail_mass"])
+        old = sorted((r for r in rows if r["info_bits"] == info and r["transform"] == "prior"),
+                     key=lambda r: -r["tail_mass"])
+        if old:
+            ax_b.plot([r["tail_mass"] for r in old], [r["measured_bits"] for r in old], "^-.", color=f"C{j}",
+                      alpha=0.6, markersize=3)
+            ax_c.plot([r["tail_mass"] for r in old], [r["mean_candidates"] for r in old], "^-.", color=f"C{j}",
+                      alpha=0.6, markersize=3)
+        sel = sorted((r for r in rows if r["info_bits"] == info and r["transform"] == "default"),
+                     key=lambda r: -r["tail_mass"])
         eps = [r["tail_mass"] for r in sel]
         color = f"C{j}"
         ax_b.plot(eps, [r["measured_bits"] for r in sel], "o-", color=color, label=f"I = {info:g} bits")
@@ -117,10 +129,12 @@ def plot(rows, path):
         ax_c.plot(eps, [r["median_candidates"] for r in sel], "s--", color=color, alpha=0.6, markersize=3)
         ax_tv.plot(eps, [r["ks_to_truncated"] for r in sel], "o", color=color)
         ax_tv.plot(eps, [r["ks_noise_floor"] for r in sel], "x", color=color, alpha=0.6)
-    first = sorted((r for r in rows if r["info_bits"] == infos[0]), key=lambda r: -r["tail_mass"])
+    first = sorted((r for r in rows if r["info_bits"] == infos[0] and r["transform"] == "default"),
+                   key=lambda r: -r["tail_mass"])
     ax_tv.plot([r["tail_mass"] for r in first], [r["tv_exact"] for r in first], "k-", lw=1.2)
     # Style keys (colours are the I values).
     ax_b.plot([], [], "ko-", label="measured bits (real bytes)")
+    ax_b.plot([], [], "k^-.", alpha=0.6, markersize=3, label="transform = prior: bits, mean candidates")
     ax_b.plot([], [], "k:", label="KL of the truncated target")
     ax_b.plot([], [], "k--", lw=0.8, label="I")
     ax_c.plot([], [], "ko-", label="candidates: mean")
@@ -148,14 +162,16 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     """Run the sweep and write ``truncation.csv`` / ``.png``; returns a summary."""
     settings = grid(quick, tiny)
     out = output_dir(out_dir)
-    jobs = [(info, eps) for info in settings["info_bits"] for eps in settings["tail_masses"]]
-    rows = [measure(info, eps, settings["count"], _SEED)
-            for info, eps in progress_bar(jobs, enabled=progress, desc="truncation")]
+    jobs = [(info, eps, transform) for transform in (None, "prior") for info in settings["info_bits"]
+            for eps in settings["tail_masses"]]
+    rows = [measure(info, eps, settings["count"], _SEED, transform)
+            for info, eps, transform in progress_bar(jobs, enabled=progress, desc="truncation")]
     write_csv(out / "truncation.csv", rows)
     plot(rows, out / "truncation.png")
     summary = {}
     for info in settings["info_bits"]:
-        sel = sorted((r for r in rows if r["info_bits"] == info), key=lambda r: -r["tail_mass"])
+        sel = sorted((r for r in rows if r["info_bits"] == info and r["transform"] == "default"),
+                     key=lambda r: -r["tail_mass"])
         summary[f"I={info:g}: bits at eps={sel[0]['tail_mass']:.0e} -> {sel[-1]['tail_mass']:.0e}"] = (
             f"{sel[0]['measured_bits']:.2f} -> {sel[-1]['measured_bits']:.2f}")
     return summary

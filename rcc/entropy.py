@@ -23,16 +23,19 @@ Index codes (distributions over ``N >= 1``, each with ``bits(n) = -log2 P(n)``):
     index with a code chosen by where ``K`` says the target sits.  Used only for
     messages whose widths make the factor's extra cost small.
 
-Decoding-factor codes, both given the shared dither ``U_N``:
+Decoding-factor codes, all given the shared dither ``U_N``:
 
 :class:`UniformFactorCode`
     Uniform over the ``M`` values that ``K + U_N in [0, M)`` allows: exactly
-    ``log2 M`` bits (DESIGN 2.6).  The default.
+    ``log2 M`` bits (DESIGN 2.6).  The default where the coding transform is
+    the prior (``transform="prior"``).
 :class:`MarginalFactorCode`
-    ``P(K = k | U = u)`` proportional to the density of a known sample marginal
-    at ``k + u`` on the transformed axis (DESIGN 2.4); with the prior as the
-    marginal it equals the uniform code, with any other marginal (for example
-    an aggregate posterior narrower than the prior) it is cheaper.
+    ``P(K = k | U = u)`` from the density of a known sample marginal at
+    ``k + u`` on the transformed axis (DESIGN 2.4), exact for small widths and
+    by blocks of cells (``O(1)`` per factor) for widths up to ``2**52``.  With
+    the prior as the marginal it is the default (:func:`default_factor_code`)
+    under the default, wider coding transform: about
+    ``log2 M - D_KL[prior || transform]`` bits on a Gaussian channel.
 :class:`TabulatedFactorCode`
     The same with a fitted, tabulated density per *context* (e.g. per latent
     dimension): a learned marginal, like the factorised entropy models of
@@ -89,10 +92,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special
 
-from .coding import (DEFAULT_TAIL_MASS, METHODS, EncodedSample, _as_int64, decode_sample, encode_sample,
-                     gaussian_width)
+from . import kernels
+from .coding import (DEFAULT_TAIL_MASS, METHODS, EncodedSample, _as_int64, coding_transform, decode_sample,
+                     encode_sample, gaussian_width)
 from .random import check_seed, check_stream_offset, shared_uniform
-from .targets import Normal, Product, TruncatedNormal, Uniform
+from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Product, TruncatedNormal, Uniform
 
 __all__ = [
     "STREAM_VERSION",
@@ -106,6 +110,7 @@ __all__ = [
     "ConditionedIndexCode",
     "FactorCode",
     "UniformFactorCode",
+    "default_factor_code",
     "MarginalFactorCode",
     "TabulatedFactorCode",
     "load_index_code",
@@ -117,6 +122,7 @@ __all__ = [
     "BitsReport",
     "measure_bits",
     "gaussian_channel_targets",
+    "index_kl_bits_gaussian_channel",
     "bits_report",
 ]
 
@@ -1095,14 +1101,27 @@ class MarginalFactorCode(FactorCode):
     """``P(K = k | U_N = u)`` from a known marginal of the samples (DESIGN 2.4).
 
     The receiver's transformed sample ``z' = K + u`` lies on the lattice
-    ``u + Z`` within ``[0, M)``; if the decoded samples follow ``marginal``,
-    ``P(K = k | u)`` is proportional to the density of ``z'`` at ``k + u``,
-    i.e. to ``marginal.pdf(z) / prior.pdf(z)`` at ``z = F_p^-1((k + u) / M)``.
-    With ``marginal`` equal to the prior this is exactly the uniform code
-    (``log2 M`` bits); a marginal that differs from the prior (an aggregate
-    posterior narrower than the prior, or no transform at all: a Uniform
-    prior of width ``M``) makes the factor cheaper.  Costs ``O(M)`` work per
-    factor, so widths are limited to ``2**16``.
+    ``u + Z`` within ``[0, M)`` of the axis ``z' = M F_c(z)`` of the coding
+    transform ``c``; if the decoded samples follow ``marginal``, ``z'`` has
+    density ``marginal.pdf(z) / (M c(z))``.  On a Gaussian channel the
+    marginal is the prior, and this is the code :func:`encode_messages` uses
+    by default whenever the transform differs from the prior: it costs about
+    ``log2 M - D_KL[prior || transform]`` bits instead of ``log2 M``.  With
+    ``marginal`` equal to the transform it is the uniform code.
+
+    Two exact codes (both sides compute the same tables, with no
+    dependence on scipy):
+
+    * ``M <= exact_max_width``: the exact conditional, ``P(K = k | u)``
+      proportional to the density at ``k + u``, ``O(M)`` per factor;
+    * larger ``M``: the axis is cut into ``B = 4096`` blocks of
+      ``L = ceil(M / B)`` lattice cells (cells ``[t, t + 1)`` of the offset
+      ``t = K - lowest``, ``lowest`` the smallest factor ``u`` allows); the
+      block is coded with the marginal's mass of its cells (one table per
+      width, shared by all factors) and the cell within it uniformly.  That
+      is ``O(1)`` per factor for any width up to ``2**52``; it ignores only
+      the information ``u`` carries about the cell, which vanishes as ``M``
+      grows (below 0.01 bits per factor at ``M > exact_max_width``).
 
     Parameters
     ----------
@@ -1110,11 +1129,17 @@ class MarginalFactorCode(FactorCode):
         Scalar parameters; the distribution of the decoded samples.
     prior : rcc.Normal or rcc.Uniform, optional
         The coder's prior, ``Normal(0, 1)`` by default.
+    transform : None, "prior", rcc.Normal or rcc.Uniform
+        The coding transform the samples were encoded with
+        (:func:`rcc.coding_transform` of ``prior``; scalar parameters).
     """
 
-    max_width = 1 << 16
+    max_width = 1 << 52
+    #: Widths up to this use the exact ``O(M)`` conditional table.
+    exact_max_width = 64
+    _BLOCKS = 4096
 
-    def __init__(self, marginal, prior=None):
+    def __init__(self, marginal, prior=None, *, transform=None):
         if not isinstance(marginal, (Normal, TruncatedNormal, Uniform)):
             raise TypeError(f"marginal must be an rcc.Normal, TruncatedNormal or Uniform, got {type(marginal).__name__}")
         if marginal.shape != ():
@@ -1122,33 +1147,83 @@ class MarginalFactorCode(FactorCode):
         prior = Normal(0.0, 1.0) if prior is None else prior
         if not isinstance(prior, (Normal, Uniform)) or prior.shape != ():
             raise TypeError("prior must be a scalar rcc.Normal or rcc.Uniform")
+        transform = coding_transform(prior, transform)
+        if transform.shape != ():
+            raise ValueError(f"transform must have scalar parameters, got shape {transform.shape}")
         self.marginal = marginal
         self.prior = prior
+        self.transform = transform
+        if isinstance(marginal, Uniform):
+            low, high = float(marginal.low), float(marginal.high)
+            self._marginal_args = (UNIFORM_FAMILY, low, high - low, low, high)
+        else:
+            spec = marginal._spec(0.0)
+            self._marginal_args = (NORMAL_FAMILY, float(spec["loc"]), float(spec["scale"]),
+                                   float(spec["low"]), float(spec["high"]))
+        if isinstance(transform, Normal):
+            self._transform_args = (NORMAL_FAMILY, float(transform.mean), float(transform.std))
+        else:
+            self._transform_args = (UNIFORM_FAMILY, float(transform.low), float(transform.high - transform.low))
+        self._blocks = {}
 
     def to_dict(self):
         def describe(dist):
             return {"type": type(dist).__name__, **{k: float(v) for k, v in dist._params().items()}}
 
-        return {"type": "MarginalFactorCode", "marginal": describe(self.marginal), "prior": describe(self.prior)}
+        return {"type": "MarginalFactorCode", "marginal": describe(self.marginal), "prior": describe(self.prior),
+                "transform": describe(self.transform)}
 
     def __repr__(self):
-        return f"MarginalFactorCode(marginal={self.marginal!r}, prior={self.prior!r})"
+        return f"MarginalFactorCode(marginal={self.marginal!r}, prior={self.prior!r}, transform={self.transform!r})"
 
     def _log2_probs(self, lowest, dither, width):
-        """``log2 P(K = lowest + t | u)`` for ``t = 0 .. M-1``, rows of one width ``M``."""
-        t = np.arange(width, dtype=np.float64)
-        z_prime = (lowest[:, None] + t[None, :] + dither[:, None]) / width
-        z = self.prior.ppf(np.clip(z_prime, 1e-300, 1.0 - 2.0**-53))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_density = self.marginal.logpdf(z) - self.prior.logpdf(z)
-        log_density = np.where(np.isfinite(log_density), log_density, -np.inf)
-        peak = np.max(log_density, axis=1, keepdims=True)
-        peak = np.where(np.isfinite(peak), peak, 0.0)
-        weights = np.exp(log_density - peak)
-        total = weights.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            probs = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 1.0 / width)
-            return np.log2(probs)
+        """``log2 P(K = lowest + t | u)`` for ``t = 0 .. M-1``, rows of one width ``M <= exact_max_width``."""
+        out = np.empty((lowest.size, width), dtype=np.float64)
+        family, loc, scale, low, high = self._marginal_args
+        kernels.factor_table_exact(np.ascontiguousarray(lowest, dtype=np.int64),
+                                   np.ascontiguousarray(dither, dtype=np.float64), width, family, loc, scale,
+                                   low, high, *self._transform_args, out)
+        return np.log2(out)
+
+    def block_table(self, width):
+        """``(block length L, block probabilities)`` of the code for widths above ``exact_max_width``.
+
+        Block ``i`` holds the offsets ``t in [i L, min((i + 1) L, M))``; its
+        probability is the marginal's mass of ``z' in [i L, min((i + 1) L, M))``
+        (floored at ``2**-40`` and renormalised, so every block stays codable).
+        A pure function of the width and the code: sender and receiver compute
+        the same table.
+        """
+        width = int(width)
+        cached = self._blocks.get(width)
+        if cached is not None:
+            return cached
+        length = -(-width // self._BLOCKS)
+        count = -(-width // length)
+        edges = np.minimum(np.arange(count + 1, dtype=np.float64) * length, float(width))
+        lower = np.empty(edges.size)
+        upper = np.empty(edges.size)
+        family, loc, scale, low, high = self._marginal_args
+        kernels.factor_block_cdf(edges, float(width), family, loc, scale, *self._transform_args, lower, upper)
+        if isinstance(self.marginal, TruncatedNormal):
+            # F_T = (F - F(low)) / (F(high) - F(low)), clipped to [0, 1].
+            f_low, fc_low = kernels.prior_cdf_pair(low, family, loc, scale)
+            f_high, fc_high = kernels.prior_cdf_pair(high, family, loc, scale)
+            mass = f_high - f_low
+            lower, upper = (np.clip((lower - f_low) / mass, 0.0, 1.0),
+                            np.clip((upper - fc_high) / mass, 0.0, 1.0))
+        # Block masses from the CDF in the lower half, from its complement in the upper half.
+        from_lower = lower[1:] - lower[:-1]
+        from_upper = upper[:-1] - upper[1:]
+        probs = np.where(upper[:-1] < 0.5, from_upper, from_lower)
+        probs = np.maximum(probs, 0.0)
+        probs = probs / probs.sum()
+        probs = np.maximum(probs, 2.0**-40)
+        probs = probs / probs.sum()
+        if len(self._blocks) > 64:
+            self._blocks.clear()
+        self._blocks[width] = (length, probs)
+        return length, probs
 
 
 class TabulatedFactorCode(FactorCode):
@@ -1300,9 +1375,37 @@ class TabulatedFactorCode(FactorCode):
             )
 
 
-def _check_factor_code(factor_code):
-    if factor_code is None:
+def default_factor_code(prior=None, transform=None):
+    """The factor code :func:`encode_messages` uses when none is given.
+
+    The samples' marginal is taken to be the prior (as on a Gaussian
+    channel): :class:`MarginalFactorCode` of the prior on the transform's
+    axis where the coding transform differs from the prior, else the uniform
+    code (exactly the law of ``K`` given ``U_N`` then).  A prior with array
+    parameters gets the uniform code (valid, but about
+    ``D_KL[prior || transform]`` bits dearer per factor); pass a factor code
+    to do better.
+
+    Parameters
+    ----------
+    prior : rcc.Normal or rcc.Uniform, optional
+    transform : None, "prior", rcc.Normal or rcc.Uniform
+        As for :func:`rcc.encode_sample`.
+
+    Returns
+    -------
+    FactorCode
+    """
+    prior = Normal(0.0, 1.0) if prior is None else prior
+    transform = coding_transform(prior, transform)
+    if transform is prior or prior.batch_shape or transform.batch_shape:
         return UniformFactorCode()
+    return MarginalFactorCode(prior, prior, transform=transform)
+
+
+def _check_factor_code(factor_code, prior=None, transform=None):
+    if factor_code is None:
+        return default_factor_code(prior, transform)
     if not isinstance(factor_code, FactorCode):
         raise TypeError(f"factor_code must be an rcc FactorCode, got {type(factor_code).__name__}")
     return factor_code
@@ -1447,17 +1550,35 @@ def _context_groups(context, width):
 
 
 def _factor_log2_probs(factor_code, width, lowest, dither, context=None):
-    """``(rows, log2 P(K = lowest + t | u))`` for the coded factors (width > 1) of a
-    :class:`MarginalFactorCode` (grouped by width) or :class:`TabulatedFactorCode`
-    (grouped by context), in parts small enough for one probability table each."""
+    """``(rows, log2 P(K = lowest + t | u))`` for the factors coded with a per-row table: those
+    of a :class:`MarginalFactorCode` of width ``1 < M <= exact_max_width`` (grouped by width) or
+    of a :class:`TabulatedFactorCode` (grouped by context), in parts small enough for one
+    probability table each."""
     if isinstance(factor_code, TabulatedFactorCode):
         for c, rows in _context_groups(context, width):
             for part in _row_chunks(rows, int(factor_code.widths[c])):
                 yield part, factor_code._log2_probs_table(c, lowest[part], dither[part])
         return
     for value, rows in _width_groups(width):
+        if value > factor_code.exact_max_width:
+            break
         for part in _row_chunks(rows, value):
             yield part, factor_code._log2_probs(lowest[part], dither[part], value)
+
+
+def _factor_blocks(factor_code, width):
+    """``(rows, L, probabilities)`` per width of the block-coded factors of a :class:`MarginalFactorCode`."""
+    if not isinstance(factor_code, MarginalFactorCode):
+        return
+    for value, rows in _width_groups(width):
+        if value > factor_code.exact_max_width:
+            length, probs = factor_code.block_table(value)
+            yield rows, value, length, probs
+
+
+def _block_sizes(block, width, length):
+    """Cells in each block: ``L``, or what is left of the axis in the last one."""
+    return np.minimum(length, width - block * length)
 
 
 def _encode_factors_given_dither(encoder, factor_code, factor, width, lowest, dither, context=None):
@@ -1469,6 +1590,10 @@ def _encode_factors_given_dither(encoder, factor_code, factor, width, lowest, di
     cons = _constriction()
     for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
         encoder.encode(offset[part].astype(np.int32), cons.stream.model.Categorical(perfect=False), np.exp2(log2p))
+    for rows, value, length, probs in _factor_blocks(factor_code, width):
+        block = offset[rows] // length
+        encoder.encode(block.astype(np.int32), cons.stream.model.Categorical(probs, perfect=False))
+        _encode_uniform(encoder, offset[rows] - block * length, _block_sizes(block, value, length))
 
 
 def _decode_factors_given_dither(decoder, factor_code, width, lowest, dither, context=None):
@@ -1479,7 +1604,25 @@ def _decode_factors_given_dither(decoder, factor_code, width, lowest, dither, co
     for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
         offset[part] = np.asarray(decoder.decode(cons.stream.model.Categorical(perfect=False), np.exp2(log2p)),
                                   dtype=np.int64)
+    for rows, value, length, probs in _factor_blocks(factor_code, width):
+        block = np.asarray(decoder.decode(cons.stream.model.Categorical(probs, perfect=False), rows.size),
+                           dtype=np.int64)
+        offset[rows] = block * length + _decode_uniform(decoder, _block_sizes(block, value, length))
     return lowest + offset
+
+
+def _factor_bits(factor_code, factor, width, lowest, dither, context=None):
+    """``-log2 P(K | U_N)`` of each factor (flat arrays), as the coders above code it."""
+    if isinstance(factor_code, UniformFactorCode):
+        return np.log2(width.astype(np.float64))
+    bits = np.zeros(factor.size)
+    offset = factor - lowest
+    for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
+        bits[part] = -log2p[np.arange(part.size), offset[part]]
+    for rows, value, length, probs in _factor_blocks(factor_code, width):
+        block = offset[rows] // length
+        bits[rows] = -np.log2(probs[block]) + np.log2(_block_sizes(block, value, length).astype(np.float64))
+    return bits
 
 
 def _row_chunks(rows, width):
@@ -1515,6 +1658,11 @@ def _factor_context(factor_context, factor_code, count, dims, event, batch_shape
 
 def _width_groups(width):
     """``(M, rows)`` for each width ``M > 1``, rows in increasing order."""
+    if width.size and width[0] == width.min() == width.max():
+        # One width for all (the usual batch): no sort.
+        if width[0] > 1:
+            yield int(width[0]), np.arange(width.size)
+        return
     values = np.unique(width)
     for value in values:
         if value > 1:
@@ -1719,7 +1867,7 @@ def _message_seed(enc, seed):
 
 
 def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
-                    stream_offset=0):
+                    prior=None, transform=None, stream_offset=0):
     """Entropy code a batch of messages ``(index, factor)`` into bytes.
 
     Parameters
@@ -1739,12 +1887,20 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
         The width ``M`` (broadcastable to the factor shape); ``enc.width`` by
         default.  Must equal ``enc.width``: the receiver has to know it.
     factor_code : FactorCode, optional
-        :class:`UniformFactorCode` by default.  Not used for prior-proposal
-        methods (their factor is 0 and is not transmitted).
+        By default :func:`default_factor_code` of ``prior`` and ``transform``:
+        the prior's marginal on the transform's axis
+        (:class:`MarginalFactorCode`), or the uniform code where the transform
+        is the prior.  Not used for prior-proposal methods (their factor is 0
+        and is not transmitted).
     factor_context : array_like of int, optional
         With a :class:`TabulatedFactorCode` only: the table that codes each
         factor (broadcastable to the factor shape); the event dimension ``j`` by
         default.  The receiver needs the same contexts.
+    prior, transform : optional
+        The prior and coding transform the samples were encoded with (as for
+        :func:`rcc.encode_sample`; ``Normal(0, 1)`` and its default transform
+        by default).  They choose the default factor code, so the receiver
+        passes the same; ignored when ``factor_code`` is given.
     stream_offset : int
         The ``stream_offset`` the samples were encoded with (default 0); the
         receiver needs it too (a non-zero offset enters the context check).
@@ -1766,7 +1922,7 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
     """
     seed_value = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
-    factor_code = _check_factor_code(factor_code)
+    factor_code = _conditioned_factor_code(index_code, factor_code, prior, transform)
     encoder = _constriction().stream.queue.RangeEncoder()
     widths, event, method, context = _encode_symbols(encoder, enc, seed_value, index_code, width, factor_code,
                                                      factor_context, stream_offset)
@@ -1802,6 +1958,15 @@ def _encode_symbols(encoder, enc, seed, index_code, width, factor_code, factor_c
     _encode_payload(encoder, index, factor, widths, seed, method, index_code, factor_code, first, context,
                     stream_offset)
     return widths, event, method, context
+
+
+def _conditioned_factor_code(index_code, factor_code, prior, transform):
+    """The factor code, checked against the index code: a ConditionedIndexCode codes factors itself."""
+    if isinstance(index_code, ConditionedIndexCode):
+        if factor_code is not None and not isinstance(factor_code, UniformFactorCode):
+            raise TypeError("a ConditionedIndexCode codes the factor itself; use factor_code=None")
+        return UniformFactorCode()
+    return _check_factor_code(factor_code, prior, transform)
 
 
 def _check_codable(index_code, index, factor, widths, first):
@@ -1889,7 +2054,7 @@ def _parse_header(data):
 
 
 def decode_messages(data, count=None, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
-                    method=None, flat=True, stream_offset=0):
+                    method=None, flat=True, prior=None, transform=None, stream_offset=0):
     """Decode bytes written by :func:`encode_messages`.
 
     Parameters
@@ -1909,7 +2074,8 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
         to the batch (+ event) shape or to the flat ``(count[, d])`` shape
         (``enc.width`` itself works).
     factor_code : FactorCode, optional
-        The sender's factor code (uniform by default).
+        The sender's factor code (by default :func:`default_factor_code` of
+        ``prior`` and ``transform``, as for :func:`encode_messages`).
     factor_context : array_like of int, optional
         The sender's factor contexts (with a :class:`TabulatedFactorCode`).
     method : str, optional
@@ -1920,6 +2086,8 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
         the count).
     stream_offset : int
         The sender's ``stream_offset`` (default 0).
+    prior, transform : optional
+        The sender's prior and coding transform (for the default factor code).
 
     Returns
     -------
@@ -1940,7 +2108,7 @@ def decode_messages(data, count=None, seed=None, *, index_code, width=None, fact
     if count is not None:
         count = _check_int(count, "count", 0)
     index_code = _check_index_code(index_code)
-    factor_code = _check_factor_code(factor_code)
+    factor_code = _conditioned_factor_code(index_code, factor_code, prior, transform)
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     header = _parse_header(data)
@@ -2065,7 +2233,8 @@ class MessageBits:
         return self.index + self.factor
 
 
-def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None, stream_offset=0):
+def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None, prior=None,
+                 transform=None, stream_offset=0):
     """Ideal information content of each message under the given codes.
 
     Parameters are those of :func:`encode_messages`.
@@ -2076,7 +2245,7 @@ def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, fa
     """
     seed_value = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
-    factor_code = _check_factor_code(factor_code)
+    factor_code = _conditioned_factor_code(index_code, factor_code, prior, transform)
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
     stream_offset = check_stream_offset(stream_offset, count)
@@ -2105,12 +2274,9 @@ def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, fa
             else:
                 _check_marginal_widths(factor_code, widths, context)
                 lowest, dither = _lowest_factor(seed_value, index, dims, stream_offset)
-                k, m = factor[rest].ravel(), widths[rest].ravel()
-                low, dit = lowest[rest].ravel(), dither[rest].ravel()
-                bits = np.zeros(k.size)
                 ctx = None if context is None else context[rest].ravel()
-                for part, log2p in _factor_log2_probs(factor_code, m, low, dit, ctx):
-                    bits[part] = -log2p[np.arange(part.size), k[part] - low[part]]
+                bits = _factor_bits(factor_code, factor[rest].ravel(), widths[rest].ravel(), lowest[rest].ravel(),
+                                    dither[rest].ravel(), ctx)
                 factor_bits[rest] = bits.reshape(rest.size, dims).sum(axis=1)
     return MessageBits(index=index_bits, factor=factor_bits)
 
@@ -2199,14 +2365,14 @@ class BitsReport:
 
 
 def measure_bits(enc, seed=None, *, index_code, width=None, factor_code=None, info_bits=None, block_size=None,
-                 verify=True):
+                 verify=True, prior=None, transform=None):
     """Code ``enc`` into bytes, decode them back, and report ideal against measured bits.
 
     Parameters
     ----------
     enc : rcc.EncodedSample
     seed : int
-    index_code, width, factor_code
+    index_code, width, factor_code, prior, transform
         As for :func:`encode_messages`.
     info_bits : float, optional
         ``I`` per dimension, for the overhead fields of the report.
@@ -2221,7 +2387,7 @@ def measure_bits(enc, seed=None, *, index_code, width=None, factor_code=None, in
     """
     seed = _message_seed(enc, seed)
     index_code = _check_index_code(index_code)
-    factor_code = _check_factor_code(factor_code)
+    factor_code = _conditioned_factor_code(index_code, factor_code, prior, transform)
     bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code)
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
@@ -2288,20 +2454,56 @@ def gaussian_channel_targets(info_bits, count, *, rng, block_size=1):
     return Product(target) if block_size > 1 else target
 
 
-def _zipf_for_gaussian_channel(info_bits, block_size, tail_mass):
-    """``ZipfIndexCode`` with ``D = d * (I - log2 M)``, all known to the receiver."""
-    width = int(gaussian_width(2.0**-info_bits, tail_mass=tail_mass))
-    return ZipfIndexCode(max(0.0, block_size * (info_bits - math.log2(width))))
+def index_kl_bits_gaussian_channel(info_bits, *, prior=None, transform=None, tail_mass=DEFAULT_TAIL_MASS):
+    """Mean KL in bits that the index carries per dimension on the Gaussian channel.
+
+    With factors coded under the prior's marginal, the factor carries about
+    ``log2 M - D_KL[prior || transform]`` bits of the ``I`` the message
+    carries, so the index carries ``D = I - log2 M + D_KL[prior || transform]``
+    (``I - log2 M`` with the transform through the prior).  Everything here
+    is known to the receiver, so ``ZipfIndexCode(d * D)`` needs no side
+    information.
+
+    Parameters
+    ----------
+    info_bits : float
+        ``I`` per dimension.
+    prior : rcc.Normal, optional
+        ``Normal(0, 1)`` by default (scalar).
+    transform : None, "prior", rcc.Normal or rcc.Uniform
+    tail_mass : float
+
+    Returns
+    -------
+    float
+    """
+    prior = Normal(0.0, 1.0) if prior is None else prior
+    transform = coding_transform(prior, transform)
+    width = int(gaussian_width(2.0**-info_bits, prior=prior, tail_mass=tail_mass, transform=transform))
+    divergence = 0.0
+    if transform is not prior and isinstance(prior, Normal) and isinstance(transform, Normal):
+        ratio = float(prior.std) / float(transform.std)
+        shift = (float(prior.mean) - float(transform.mean)) / float(transform.std)
+        divergence = (-math.log(ratio) + 0.5 * (ratio * ratio + shift * shift) - 0.5) / math.log(2.0)
+    return max(0.0, info_bits - math.log2(width) + divergence)
+
+
+def _zipf_for_gaussian_channel(info_bits, block_size, tail_mass, transform=None):
+    """``ZipfIndexCode`` with ``D = d * index_kl_bits_gaussian_channel(I)``, all known to the receiver."""
+    return ZipfIndexCode(block_size * index_kl_bits_gaussian_channel(info_bits, transform=transform,
+                                                                     tail_mass=tail_mass))
 
 
 def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1, factor_code=None,
-                tail_mass=DEFAULT_TAIL_MASS, method="hybrid", max_candidates=2**30):
+                tail_mass=DEFAULT_TAIL_MASS, method="hybrid", max_candidates=2**30, transform=None):
     """Measure the bits of hybrid-coded samples of the Gaussian channel.
 
     Draws ``count`` targets (:func:`gaussian_channel_targets`), encodes them with
     :func:`rcc.encode_sample` (``width = gaussian_width(s)``, std-based so the
-    receiver knows it), writes the bitstream, decodes it and checks it, and
-    reports mean ``I``, KL, ideal index/factor bits and measured bits.
+    receiver knows it; the default coding transform), writes the bitstream
+    with the default factor code (the prior's marginal), decodes it and
+    checks it, and reports mean ``I``, KL, ideal index/factor bits and
+    measured bits.
 
     Parameters
     ----------
@@ -2313,7 +2515,8 @@ def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1,
     rng : numpy.random.Generator or int
         Draws the targets' means.
     index_code : IndexCode, ConditionedIndexCode or "zipf"
-        ``"zipf"`` uses ``ZipfIndexCode(d * (I - log2 M))``.
+        ``"zipf"`` uses ``ZipfIndexCode(d * D)``, ``D`` the index's KL
+        (:func:`index_kl_bits_gaussian_channel`).
     block_size : int
         Dimensions per message (DESIGN 2.9).
     factor_code : FactorCode, optional
@@ -2323,6 +2526,8 @@ def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1,
     max_candidates : int
         Passed to :func:`rcc.encode_sample`; blocks of small per-dimension
         widths occasionally need many candidates for targets far in the tails.
+    transform : None, "prior", rcc.Normal or rcc.Uniform
+        The coding transform (:func:`rcc.coding_transform`).
 
     Returns
     -------
@@ -2336,18 +2541,21 @@ def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1,
     True
     """
     targets = gaussian_channel_targets(info_bits, count, rng=rng, block_size=block_size)
-    enc = encode_sample(targets, seed, method=method, tail_mass=tail_mass, max_candidates=max_candidates)
+    hybrid = method == "hybrid"
+    enc = encode_sample(targets, seed, method=method, tail_mass=tail_mass, max_candidates=max_candidates,
+                        transform=transform if hybrid else None)
     if isinstance(index_code, str):
         if index_code != "zipf":
             raise ValueError(f"index_code must be an index code or 'zipf', got {index_code!r}")
-        if method == "hybrid":
-            index_code = _zipf_for_gaussian_channel(float(info_bits), block_size, tail_mass)
+        if hybrid:
+            index_code = _zipf_for_gaussian_channel(float(info_bits), block_size, tail_mass, transform)
         else:
             index_code = ZipfIndexCode(float(info_bits) * block_size)
     report = measure_bits(enc, seed, index_code=index_code, factor_code=factor_code, info_bits=info_bits,
-                          block_size=block_size)
+                          block_size=block_size, transform=transform if hybrid else None)
     # Sanity: the decoded messages reproduce the encoder's samples.
-    sample = decode_sample(enc.index, enc.factor, seed, width=enc.width, method=method)
+    sample = decode_sample(enc.index, enc.factor, seed, width=enc.width, method=method,
+                           transform=transform if hybrid else None)
     if not np.array_equal(np.asarray(sample), np.asarray(enc.sample)):
         raise RuntimeError("decode_sample did not reproduce the encoded samples")
     return report

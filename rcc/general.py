@@ -65,7 +65,7 @@ import numpy as np
 from numba import types
 from scipy import special
 
-from .coding import DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample
+from .coding import DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample, _check_transform, coding_transform
 from .kernels import _candidate_factor, prior_ppf_scaled
 from .random import check_seed, check_stream_offset, exponential, private_key, uniform_centered
 from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Uniform
@@ -895,13 +895,15 @@ class ScaledBeta(GeneralTarget):
 # --------------------------------------------------------------------------- encoder
 
 
-def general_width(target, prior=None):
-    """Largest width ``M`` whose transformed support ``[M F(low), M F(high)]`` fits a unit window.
+def general_width(target, prior=None, transform=None):
+    """Largest width ``M`` whose transformed support ``[M F_c(low), M F_c(high)]`` fits a unit window.
 
     Parameters
     ----------
     target : GeneralTarget
     prior : rcc.Normal or rcc.Uniform, optional
+    transform : None, "prior", rcc.Normal or rcc.Uniform
+        The coding transform ``c`` (:func:`rcc.coding_transform` of the prior).
 
     Returns
     -------
@@ -909,8 +911,8 @@ def general_width(target, prior=None):
     """
     if not isinstance(target, GeneralTarget):
         raise TypeError(f"target must be a GeneralTarget, got {type(target).__name__}")
-    prior = _check_prior(prior)
-    family, loc, scale = _prior_arrays(prior, target.batch_shape)
+    transform = coding_transform(_check_prior(prior), transform)
+    family, loc, scale = _prior_arrays(transform, target.batch_shape)
     _, _, length = _transformed_support(target.low, target.high, 1, family, loc, scale)
     with np.errstate(divide="ignore"):
         width = np.maximum(np.floor(np.minimum(1.0 / length, 2.0**52)), 1).astype(np.int64)
@@ -931,7 +933,7 @@ def _check_int(value, name):
 
 def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
                    max_candidates=DEFAULT_MAX_CANDIDATES, log_ratio_max=None, check_bound=True, rng=None,
-                   num_threads=None, stream_offset=0):
+                   num_threads=None, transform=None, stream_offset=0):
     """Encode an exact sample of a :class:`GeneralTarget`; decode with :func:`rcc.decode_sample`.
 
     Parameters
@@ -951,8 +953,9 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     max_candidates : int
         Bound on the race's candidates per element.
     log_ratio_max : array_like, optional
-        Your own bound on ``sup [log q - log p]`` in nats (normalised ``q``),
-        instead of the certified one.  An underestimate biases the sampler;
+        Your own bound on ``sup [log q - log c]`` in nats (normalised ``q``,
+        ``c`` the coding transform: the prior for ``"pfr"``), instead of the
+        certified one.  An underestimate biases the sampler;
         this argument exists for targets without a certificate and for tests.
     check_bound : bool
         Stop with an error when a candidate's weight exceeds the bound.  Only
@@ -961,6 +964,10 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
         Sender's private randomness for the arrival times (None: from the seed).
     num_threads : int, optional
         Threads for the batch loop; results do not depend on it.
+    transform : None, "prior", rcc.Normal or rcc.Uniform
+        The coding transform of hybrid coding, as for :func:`rcc.encode_sample`
+        (by default the prior's copy ``DEFAULT_TRANSFORM_SCALE`` times wider);
+        the receiver passes the same to :func:`rcc.decode_sample`.
     stream_offset : int
         First stream of the batch (default 0): parts encoded with their flat
         offsets give exactly the messages and samples of one call.
@@ -968,7 +975,8 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     Returns
     -------
     rcc.EncodedSample
-        ``kl_bits`` is computed by quadrature and ``tail_mass`` is the target's.
+        ``kl_bits`` (against the prior) is computed by quadrature and
+        ``tail_mass`` is the target's.
 
     Raises
     ------
@@ -993,13 +1001,18 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     family, loc, scale = _prior_arrays(prior, shape)
     if isinstance(prior, Uniform) and ((target.low < loc) | (target.high > loc + scale)).any():
         raise ValueError("the target's support [low, high] must lie inside the Uniform prior's support")
+    # The race runs on the coding transform's axis; the prior gives only the KL.
+    transform = _check_transform(transform, prior, hybrid)
+    family, loc, scale = _prior_arrays(transform, shape)
+    if isinstance(transform, Uniform) and ((target.low < loc) | (target.high > loc + scale)).any():
+        raise ValueError("the target's support [low, high] must lie inside the Uniform transform's support")
 
     if not hybrid:
         if width is not None and not (np.asarray(width).dtype.kind in "iu" and (np.asarray(width) == 1).all()):
             raise ValueError("width applies to method='hybrid' only; 'pfr' uses the prior (width 1)")
         widths = np.ones(shape, dtype=np.int64)
     elif width is None or (isinstance(width, str) and width == "adaptive"):
-        widths = np.asarray(general_width(target, prior), dtype=np.int64)
+        widths = np.asarray(general_width(target, prior, transform), dtype=np.int64)
     elif isinstance(width, str):
         raise ValueError(f"width must be None, 'adaptive' or positive integers, got {width!r}")
     else:
@@ -1023,7 +1036,7 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     centre = np.clip(0.5 * (start + stop), 0.5, widths - 0.5)
 
     if log_ratio_max is None:
-        ratio_max = target.log_ratio_max(prior)
+        ratio_max = target.log_ratio_max(transform)
     else:
         ratio_max = np.broadcast_to(_real_array(log_ratio_max, "log_ratio_max"), shape)
     log_w_max = ratio_max - np.log(widths)
@@ -1032,8 +1045,11 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     expected_log2 = float(np.max(log_w_max)) / math.log(2.0)
     if expected_log2 > math.log2(max_candidates):
         raise ValueError(
-            f"the race would examine about 2**{expected_log2:.1f} candidates for some element, more than "
-            f"max_candidates={max_candidates}; increase max_candidates or use method='hybrid'"
+            f"the race would examine about 2**{expected_log2:.1f} candidates for flat index "
+            f"{int(np.argmax(log_w_max))}, more than max_candidates={max_candidates}; pass max_candidates="
+            f"{int(2 ** min(math.ceil(expected_log2 + 2.0), 62))} (slow)"
+            + (", or use method='hybrid'" if not hybrid else
+               ", or drop transform='prior'" if transform is prior and isinstance(prior, Normal) else "")
         )
 
     count = max(1, int(np.prod(shape, dtype=np.int64)))

@@ -9,12 +9,17 @@ shared dither ``U = U(seed, i, n, j)`` (:mod:`rcc.random`):
 
 * hybrid coding (DESIGN 2.5, 2.6): ``K = round(c - U)``, ``z' = K + U`` is
   uniform on the unit window ``[c - 1/2, c + 1/2)`` of the transformed axis
-  ``z' = M F_p(z)``; the receiver computes ``z = F_p^{-1}((K + U) / M)``;
+  ``z' = M F_c(z)`` of the coding transform ``c``; the receiver computes
+  ``z = F_c^{-1}((K + U) / M)``;
 * prior-proposal methods (PFR, ORC, MRC): ``K = 0`` and ``z' = U + 1/2`` with
-  ``M = 1``, i.e. ``z = F_p^{-1}(U + 1/2) ~ p``.
+  ``M = 1`` and the prior as the transform, i.e. ``z = F_p^{-1}(U + 1/2) ~ p``.
 
-The weight of a candidate is ``w = q'(z') = q(z) / (M p(z))`` (DESIGN 2.6);
-kernels work with ``log w = log q(z) - log p(z) - log M``.
+The weight of a candidate is ``w = q'(z') = q(z) / (M c(z))`` (DESIGN 2.6);
+kernels work with ``log w = log q(z) - log c(z) - log M``.  The prior ``p``
+enters only the KL.  The axis functions below (``prior_ppf_scaled``,
+``prior_cdf_pair``, ``transformed_support``, ``log_weight``...) take the
+distribution that defines the axis as their ``prior_*`` arguments: the coding
+transform for hybrid coding, the prior itself for the prior-proposal methods.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ __all__ = [
     "prepare_batch",
     "prepare_batch_serial",
     "gaussian_width_array",
+    "factor_table_exact",
+    "factor_block_cdf",
     "NUM_FIELDS",
     "decode_batch",
     "RACE",
@@ -173,7 +180,8 @@ def _candidate_position(shared, n, j, centre, hybrid):
 
 # Field layout of the packed per-(element, dimension) parameters: one float64
 # array of shape (d, NUM_FIELDS) per element keeps the kernels' argument lists short.
-(F_FAMILY, F_LOC, F_SCALE, F_LOW, F_HIGH, F_CONST, F_PRIOR_FAMILY, F_PRIOR_LOC, F_PRIOR_SCALE,
+# The race reads only the coding transform (F_TRANSFORM_*); the prior enters through the KL alone.
+(F_FAMILY, F_LOC, F_SCALE, F_LOW, F_HIGH, F_CONST, F_TRANSFORM_FAMILY, F_TRANSFORM_LOC, F_TRANSFORM_SCALE,
  F_WIDTH, F_CENTRE, F_WINDOW_LOW, F_WINDOW_HIGH) = range(13)
 NUM_FIELDS = 13
 
@@ -189,9 +197,10 @@ def _candidate_log_weight(shared, n, params, hybrid):
         # Cheap rejection before the inverse CDF: outside the transformed support.
         if position < row[F_WINDOW_LOW] or position > row[F_WINDOW_HIGH]:
             return -np.inf
-        z = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
+        z = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_TRANSFORM_FAMILY], row[F_TRANSFORM_LOC],
+                             row[F_TRANSFORM_SCALE])
         lw += log_weight(z, row[F_FAMILY], row[F_LOC], row[F_SCALE], row[F_LOW], row[F_HIGH], row[F_CONST],
-                         row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE])
+                         row[F_TRANSFORM_FAMILY], row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE])
         if lw == -np.inf:
             return lw
     return lw
@@ -254,7 +263,7 @@ def _race_1d(shared, private, row, hybrid, log_w_max, max_candidates):
     """
     family, loc, scale, low, high = row[F_FAMILY], row[F_LOC], row[F_SCALE], row[F_LOW], row[F_HIGH]
     const, width, centre = row[F_CONST], row[F_WIDTH], row[F_CENTRE]
-    prior_family, prior_loc, prior_scale = row[F_PRIOR_FAMILY], row[F_PRIOR_LOC], row[F_PRIOR_SCALE]
+    prior_family, prior_loc, prior_scale = row[F_TRANSFORM_FAMILY], row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE]
     window_low, window_high = row[F_WINDOW_LOW], row[F_WINDOW_HIGH]
     best = np.inf
     best_n = 0
@@ -356,8 +365,8 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
             row = params[j]
             k, offset = _candidate_position(shared, n, j, row[F_CENTRE], hybrid)
             factor_out[j] = np.int64(k)
-            sample_out[j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_PRIOR_FAMILY], row[F_PRIOR_LOC],
-                                             row[F_PRIOR_SCALE])
+            sample_out[j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_TRANSFORM_FAMILY],
+                                             row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE])
     return n, examined, status
 
 
@@ -493,7 +502,12 @@ def gaussian_width_one(std, half_width, prior_family, prior_scale):
         length = math.erf(half_width * std * _INV_SQRT2 / prior_scale)
     if length <= 0.0:
         return 1 << 52
-    width = math.floor(min(1.0 / length, 2.0**52) * (1.0 - 1e-12))
+    # The encoder measures each target's transformed support as M (F_c(high) - F_c(low)): for a
+    # narrow target that difference carries an absolute rounding error of a few 2**-52, and the
+    # window edges M F_c(.) one of about M 2**-52.  The margin 2**-48 keeps every target of
+    # this std inside its window wherever it sits, so no element needs a narrower width than
+    # the receiver derives.
+    width = math.floor(min(1.0 / (length + 2.0**-48), 2.0**52) * (1.0 - 1e-12))
     return max(int(width), 1)
 
 
@@ -535,8 +549,9 @@ def log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc
 
 # Memo of the transcendental functions of per-element parameters that repeat
 # along a batch (a shared std, prior or tail mass): slot pairs (argument, value).
-MEMO_SIZE = 14
+MEMO_SIZE = 16
 _M_LOG_SCALE, _M_LOG_PRIOR_SCALE, _M_LOG_WIDTH, _M_MASS, _M_WIDTH = 0, 2, 4, 6, 8  # _M_WIDTH: 4 keys, 1 value
+_M_LOG_TRANSFORM_SCALE = 14
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -607,17 +622,18 @@ def kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_l
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                 width_mode, width_given, half_width, hybrid, row, memo):
+                 transform_family, transform_loc, transform_scale, width_mode, width_given, half_width, hybrid,
+                 row, memo):
     """:func:`prepare_row` with a memo (see :func:`new_memo`) carried along a batch."""
-    # The prior CDF at the support's ends, once: every width below reuses it.
-    cdfs = _support_cdfs(low, high, prior_family, prior_loc, prior_scale)
+    # The transform's CDF at the support's ends, once: every width below reuses it.
+    cdfs = _support_cdfs(low, high, transform_family, transform_loc, transform_scale)
     if not hybrid:
         width = 1
     elif width_mode == WIDTH_GIVEN:
         width = width_given
     else:
         if width_mode == WIDTH_GAUSSIAN:
-            width = _memo_gaussian_width(scale, half_width, prior_family, prior_scale, memo)
+            width = _memo_gaussian_width(scale, half_width, transform_family, transform_scale, memo)
         else:
             length = _support_at(cdfs, 1.0)[2]
             width = max(int(math.floor(min(1.0 / length, 2.0**52))), 1) if length > 0 else 1
@@ -633,11 +649,13 @@ def _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pr
     const = -log_normalizer - _memo_log(float(width), memo, _M_LOG_WIDTH)
     if family == NORMAL:
         const -= _memo_log(scale, memo, _M_LOG_SCALE) + _HALF_LOG_2PI
-    if prior_family == NORMAL:
-        const += _memo_log(prior_scale, memo, _M_LOG_PRIOR_SCALE) + _HALF_LOG_2PI
+    # The weight is q / (M c), c the transform's density (the proposal the race corrects).
+    if transform_family == NORMAL:
+        const += _memo_log(transform_scale, memo, _M_LOG_TRANSFORM_SCALE) + _HALF_LOG_2PI
     else:
-        const += _memo_log(prior_scale, memo, _M_LOG_PRIOR_SCALE)
-    bound = log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale)
+        const += _memo_log(transform_scale, memo, _M_LOG_TRANSFORM_SCALE)
+    bound = log_weight_max(family, loc, scale, low, high, const, transform_family, transform_loc,
+                           transform_scale)
     if not math.isfinite(bound) and status == PREP_OK:
         status = PREP_UNBOUNDED
     kl = _kl_nats(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale, memo)
@@ -647,9 +665,9 @@ def _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pr
     row[F_LOW] = low
     row[F_HIGH] = high
     row[F_CONST] = const
-    row[F_PRIOR_FAMILY] = prior_family
-    row[F_PRIOR_LOC] = prior_loc
-    row[F_PRIOR_SCALE] = prior_scale
+    row[F_TRANSFORM_FAMILY] = transform_family
+    row[F_TRANSFORM_LOC] = transform_loc
+    row[F_TRANSFORM_SCALE] = transform_scale
     row[F_WIDTH] = width
     row[F_CENTRE] = min(max(0.5 * (start + stop), 0.5), width - 0.5)
     row[F_WINDOW_LOW] = start
@@ -659,16 +677,20 @@ def _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pr
 
 @numba.njit(cache=True, error_model="numpy")
 def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                width_mode, width_given, half_width, hybrid, row):
+                transform_family, transform_loc, transform_scale, width_mode, width_given, half_width, hybrid,
+                row):
     """Fill the packed race parameters of one (element, dimension); return (bound, kl, status).
 
     Computes the width M (given, derived from the std for Gaussian targets, or
-    the largest the support fits), the transformed support and window centre
-    (DESIGN 2.6), the constant of the log weight, its closed-form maximum and
-    the KL in nats.
+    the largest the support fits), the support on the transformed axis
+    ``z' = M F_c(z)`` of the coding transform ``c`` and the window centre
+    (DESIGN 2.6), the constant of the log weight ``log q - log c - log M``, its
+    closed-form maximum and ``D_KL[target || prior]`` in nats.  Prior-proposal
+    methods pass the prior as the transform.
     """
     return _prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
-                        width_mode, width_given, half_width, hybrid, row, new_memo())
+                        transform_family, transform_loc, transform_scale, width_mode, width_given, half_width,
+                        hybrid, row, new_memo())
 
 
 # --- batches: columns in, everything of an element computed in one pass ----------------
@@ -677,8 +699,8 @@ def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pri
 # so scalars (steps 0, 0), full arrays (d, 1) and per-dimension values (0, 1)
 # share one compiled signature and are never copied to full size.
 (C_FAMILY, C_LOC, C_SCALE, C_LOW, C_HIGH, C_LOG_NORMALIZER, C_PRIOR_FAMILY, C_PRIOR_LOC, C_PRIOR_SCALE,
- C_WIDTH) = range(10)
-NUM_COLUMNS = 10
+ C_TRANSFORM_FAMILY, C_TRANSFORM_LOC, C_TRANSFORM_SCALE, C_WIDTH) = range(13)
+NUM_COLUMNS = 13
 # Elements per block of the threaded loops: a block shares its scratch arrays and memo.
 _BLOCK = 512
 # Status codes of the fused encoder beyond STATUS_*: the bound exceeds max_candidates,
@@ -706,7 +728,9 @@ def _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, 
             _column(columns, steps, C_SCALE, i, j), _column(columns, steps, C_LOW, i, j),
             _column(columns, steps, C_HIGH, i, j), _column(columns, steps, C_LOG_NORMALIZER, i, j),
             _column(columns, steps, C_PRIOR_FAMILY, i, j), _column(columns, steps, C_PRIOR_LOC, i, j),
-            _column(columns, steps, C_PRIOR_SCALE, i, j), width_mode,
+            _column(columns, steps, C_PRIOR_SCALE, i, j), _column(columns, steps, C_TRANSFORM_FAMILY, i, j),
+            _column(columns, steps, C_TRANSFORM_LOC, i, j), _column(columns, steps, C_TRANSFORM_SCALE, i, j),
+            width_mode,
             int(_column(columns, steps, C_WIDTH, i, j)), half_width, hybrid, params[j], memo,
         )
         if status == PREP_OK:
@@ -840,8 +864,8 @@ def encode_fused_serial(begin, end, seed, key, stream_offset, columns, steps, wi
 
 @numba.njit(cache=True, error_model="numpy")
 def encode_one(seed, key, derive_key, stream, family, loc, scale, low, high, log_normalizer, prior_family,
-               prior_loc, prior_scale, width_mode, width_given, half_width, hybrid, mode, num_candidates,
-               max_candidates, log_max_candidates):
+               prior_loc, prior_scale, transform_family, transform_loc, transform_scale, width_mode, width_given,
+               half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates):
     """One scalar target in one call (the low-latency path of ``encode_sample``).
 
     Returns (prep_status, race_status, index, factor, sample, examined, width,
@@ -857,8 +881,8 @@ def encode_one(seed, key, derive_key, stream, family, loc, scale, low, high, log
     params = np.empty((1, NUM_FIELDS))
     row = params[0]
     bound, kl, prep_status = prepare_row(family, loc, scale, low, high, log_normalizer, prior_family,
-                                         prior_loc, prior_scale, width_mode, width_given, half_width,
-                                         hybrid, row)
+                                         prior_loc, prior_scale, transform_family, transform_loc,
+                                         transform_scale, width_mode, width_given, half_width, hybrid, row)
     width = int(row[F_WIDTH])
     if prep_status != PREP_OK or (mode == RACE and bound > log_max_candidates):
         return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
@@ -869,3 +893,62 @@ def encode_one(seed, key, derive_key, stream, family, loc, scale, low, high, log
     n, examined, status = select_one(seed, key, stream, params, hybrid, bound, mode, num_candidates,
                                      max_candidates, factor, sample)
     return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl
+
+
+# --- factor-code tables (rcc.entropy.MarginalFactorCode) ---------------------------------
+# The decoding factor K of a sample whose marginal is m is coded given the dither u:
+# on the transformed axis z' = M F_c(z) the sample's density is m(z) / (M c(z)).  Both
+# sides compute these tables with the functions below (no scipy), so they agree bit for bit.
+
+
+@numba.njit(cache=True, error_model="numpy")
+def factor_table_exact(lowest, dither, width, family, loc, scale, low, high, transform_family,
+                       transform_loc, transform_scale, out):
+    """``P(K = lowest + t | u)`` for ``t = 0 .. M-1`` on each row: the marginal's density on the lattice.
+
+    ``out`` has shape (rows, M).  The density ``m(z) / c(z)`` at
+    ``z = F_c^{-1}((K + u) / M)`` is normalised over the ``M`` lattice points
+    of ``[0, M)``; each probability is floored at ``2**-40`` so that every
+    factor stays codable, then the row is renormalised.
+    """
+    for r in range(out.shape[0]):
+        peak = -np.inf
+        for t in range(width):
+            k = lowest[r] + t
+            z = prior_ppf_scaled(np.float64(k), dither[r], width, transform_family, transform_loc, transform_scale)
+            value = log_weight(z, family, loc, scale, low, high, 0.0, transform_family, transform_loc,
+                               transform_scale)
+            out[r, t] = value
+            if value > peak:
+                peak = value
+        total = 0.0
+        for t in range(width):
+            weight = math.exp(out[r, t] - peak) if peak > -np.inf else 1.0
+            out[r, t] = weight
+            total += weight
+        floor_total = 0.0
+        for t in range(width):
+            p = max(out[r, t] / total, 2.0**-40)
+            out[r, t] = p
+            floor_total += p
+        for t in range(width):
+            out[r, t] /= floor_total
+
+
+@numba.njit(cache=True, error_model="numpy")
+def factor_block_cdf(edges, width, family, loc, scale, transform_family, transform_loc, transform_scale,
+                     lower_out, upper_out):
+    """``(F_m(z_e), 1 - F_m(z_e))`` at ``z_e = F_c^{-1}(e / M)`` for each edge ``e`` of the axis ``[0, M]``.
+
+    ``F_m`` is the CDF of the (untruncated) Normal or Uniform marginal; the
+    complement keeps precision in the upper tail.
+    """
+    for i in range(edges.shape[0]):
+        e = edges[i]
+        if e <= 0.0:
+            lower_out[i], upper_out[i] = 0.0, 1.0
+        elif e >= width:
+            lower_out[i], upper_out[i] = 1.0, 0.0
+        else:
+            z = prior_ppf_scaled(e, 0.0, width, transform_family, transform_loc, transform_scale)
+            lower_out[i], upper_out[i] = prior_cdf_pair(z, family, loc, scale)

@@ -1013,10 +1013,12 @@ def _decode_escape(decoder, half):
 #: truncated support under the coding prior's CDF), a hair below the largest, so that
 #: the posteriors that set them fit under the encoder's own floating-point check too.
 _FIT_MARGIN = 1e-9
-#: Widths are capped at the largest width rcc.entropy.MarginalFactorCode codes.
+#: Widths are capped at the largest width rcc.entropy.TabulatedFactorCode codes.
 _MAX_WIDTH = 2**16
 #: Format of RCCChannel's batch stream (1, without header checksums, is no longer read).
 _FORMAT_VERSION = 2
+#: The prior of the latents (the KL's); the coding transform is N(0, prior_scales[j]**2).
+_PRIOR = Normal(0.0, 1.0)
 _HAS_FALLBACK = 0x08
 #: Format of RCCChannel's per-item streams, and their header: 2 bits version, 2 bits dtype,
 #: 1 bit fallback flag and an 11-bit check.
@@ -1186,9 +1188,11 @@ class RCCChannel(nn.Module):
     All messages of all items go through :func:`rcc.entropy.encode_messages` into
     one bitstream, or (``compress(..., per_item=True)``) into one short stream per item.
 
-    The CDF transform uses a *coding prior* ``N(0, sigma_j**2)`` per dimension:
-    ``sigma_j = coding_prior_scale`` (default 4) for the dimensions that carry
-    information, ``1`` for those whose posteriors stay at the prior.  Under the
+    The CDF transform is the library's *coding transform* (:func:`rcc.coding_transform`)
+    ``N(0, sigma_j**2)`` per dimension: ``sigma_j = coding_prior_scale`` (by default
+    the library's ``rcc.DEFAULT_TRANSFORM_SCALE``) for the dimensions that carry
+    information, ``1`` (the prior itself) for those whose posteriors stay at the prior;
+    the prior of the KL stays ``N(0, 1)``.  Under the
     wider coding prior the transform is nearly linear where the posteriors live,
     so one width fits a posterior wherever its mean lies; the index then carries
     about 1 bit per dimension less and the race does not slow down for means far
@@ -1270,8 +1274,10 @@ class RCCChannel(nn.Module):
         ELBO's KL term and the information the latents carry.  ``"prior"``: the
         ``N(0, 1)`` marginal (:class:`rcc.entropy.MarginalFactorCode`).
     coding_prior_scale : float, optional
-        ``sigma`` of the wide coding prior (default 4; ``1`` codes everything
-        against ``N(0, 1)`` with uniform factors, DESIGN.md 2.6 as written).
+        ``sigma`` of the coding transform ``N(0, sigma**2)`` (default
+        ``rcc.DEFAULT_TRANSFORM_SCALE``, the transform ``rcc.encode_sample`` uses by
+        default; ``1`` codes everything through the prior ``N(0, 1)`` with uniform
+        factors, ``transform="prior"``).
     generator : torch.Generator, optional
         Generator of the training-mode noise ``eps``.
 
@@ -1321,7 +1327,7 @@ class RCCChannel(nn.Module):
         tail_mass=1e-4,
         max_log2_candidates=20.0,
         index_code="bucket",
-        coding_prior_scale=4.0,
+        coding_prior_scale=None,
         factor_code="fitted",
         generator=None,
     ):
@@ -1357,6 +1363,10 @@ class RCCChannel(nn.Module):
         if factor_code not in ("fitted", "prior"):
             raise ValueError(f"factor_code must be 'fitted' or 'prior', got {factor_code!r}")
         self.factor_code = factor_code
+        if coding_prior_scale is None:
+            from .coding import DEFAULT_TRANSFORM_SCALE
+
+            coding_prior_scale = DEFAULT_TRANSFORM_SCALE
         self.coding_prior_scale = _check_positive_real(coding_prior_scale, "coding_prior_scale")
         if self.coding_prior_scale < 1.0:
             raise ValueError(f"coding_prior_scale must be >= 1, got {coding_prior_scale}")
@@ -1602,7 +1612,7 @@ class RCCChannel(nn.Module):
         kl = _gaussian_kl_bits_np(mean64, log_scale64).mean(axis=0)
 
         def widths_and_index_kl(prior_scale):
-            length = _hybrid_bounds(Normal(mean64, std64), Normal(0.0, prior_scale), 1, self.tail_mass)[2]
+            length = _hybrid_bounds(Normal(mean64, std64), _PRIOR, 1, self.tail_mass, Normal(0.0, prior_scale))[2]
             reference = np.quantile(length, self.coverage, axis=0, method="higher")
             widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
             kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
@@ -1613,8 +1623,11 @@ class RCCChannel(nn.Module):
         wide = self.coding_prior_scale
         if wide != 1.0:
             wide_widths, wide_index_kl = widths_and_index_kl(wide)
-            # N(0, 1) only where it carries no factor and its index is cheaper.
-            unit = (widths == 1) & (wide_widths == 1) & (index_kl <= wide_index_kl)
+            # N(0, 1) only where it carries no factor and its index costs no more than the wide
+            # transform's index and factor (the factor about log2 M - D[N(0, 1) || N(0, wide^2)]).
+            divergence = (math.log(wide) + 0.5 / wide**2 - 0.5) / _LN2
+            wide_factor_bits = np.maximum(np.log2(wide_widths) - divergence, 0.0)
+            unit = (widths == 1) & (index_kl <= wide_index_kl + wide_factor_bits)
             widths = np.where(unit, widths, wide_widths)
             index_kl = np.where(unit, index_kl, wide_index_kl)
             prior_scales = np.where(unit, 1.0, wide)
@@ -1689,8 +1702,9 @@ class RCCChannel(nn.Module):
         return self._codes[1]
 
     def _factor_code(self):
-        """Code of the decoding factors: fitted tables, or the N(0, 1) marginal seen through the prior."""
-        from .entropy import MarginalFactorCode, TabulatedFactorCode
+        """Code of the decoding factors: fitted tables, or the library's default code of the N(0, 1)
+        marginal on the coding transform's axis."""
+        from .entropy import TabulatedFactorCode, default_factor_code
         from .targets import Normal
 
         if self.factor_tables.numel():
@@ -1703,7 +1717,7 @@ class RCCChannel(nn.Module):
         wide = float(self.wide_prior_scale)
         if wide == 1.0:
             return None  # uniform over the M values: exact under the N(0, 1) marginal
-        return MarginalFactorCode(Normal(0.0, 1.0), prior=Normal(0.0, wide))
+        return default_factor_code(_PRIOR, Normal(0.0, wide))
 
     def _factor_context(self, plan, positions):
         """Table of each joint factor under a fitted factor code: its latent dimension."""
@@ -1734,8 +1748,8 @@ class RCCChannel(nn.Module):
             # The encoder's own arithmetic: a block goes to the joint race only if
             # rcc.encode_sample will find that it fits and that its race is affordable.
             fits, log2_candidates, _ = _hybrid_bounds(
-                Product(Normal(mu, sd)), Normal(0.0, block_scales),
-                np.broadcast_to(block_widths, mu.shape), self.tail_mass)
+                Product(Normal(mu, sd)), _PRIOR, np.broadcast_to(block_widths, mu.shape), self.tail_mass,
+                Normal(0.0, block_scales))
             joint = fits & (log2_candidates <= self.max_log2_candidates)
         else:
             joint = np.zeros((0, self.num_blocks), dtype=bool)
@@ -1756,13 +1770,13 @@ class RCCChannel(nn.Module):
 
         target = Product(Normal(plan["mu"][positions], plan["sd"][positions]))
         blocks = positions % self.num_blocks
-        prior = Normal(0.0, plan["block_scales"][blocks])
+        transform = Normal(0.0, plan["block_scales"][blocks])
         # The race examines about w_max <= 2**max_log2_candidates candidates on average with a
         # light (exponential) tail: a cap 256 times higher is never reached in practice, where
         # the library's default 2**24 would be, now and then, for max_log2_candidates near 23.
         cap = 2 ** (math.ceil(self.max_log2_candidates) + 8)
-        return encode_sample(target, seed, prior=prior, width=plan["block_widths"][blocks],
-                             tail_mass=self.tail_mass, max_candidates=cap, progress=progress)
+        return encode_sample(target, seed, prior=_PRIOR, width=plan["block_widths"][blocks],
+                             tail_mass=self.tail_mass, max_candidates=cap, progress=progress, transform=transform)
 
     def _fallback_targets(self, plan, positions):
         """Flat (item-block, dimension) selection of the fallback blocks' real dimensions."""
@@ -1780,7 +1794,7 @@ class RCCChannel(nn.Module):
         message = ("a posterior is too far from the coding prior to be coded exactly even dimension by "
                    f"dimension (mean up to {float(np.max(np.abs(mu), initial=0.0)):.3g}, "
                    f"std up to {float(np.max(sd, initial=0.0)):.3g})")
-        log2_candidates = (_hybrid_bounds(Normal(mu, sd), Normal(0.0, scales), 1, self.tail_mass)[1]
+        log2_candidates = (_hybrid_bounds(Normal(mu, sd), _PRIOR, 1, self.tail_mass, Normal(0.0, scales))[1]
                            if mu.size else np.zeros(0))
         if log2_candidates.size and float(np.max(log2_candidates)) > _FALLBACK_LOG2_CANDIDATES:
             raise ValueError(f"{message}: its race would examine about 2**{float(np.max(log2_candidates)):.1f} "
@@ -1788,8 +1802,9 @@ class RCCChannel(nn.Module):
         try:
             # The cap sits far above the bound just checked: a race's count has a light
             # tail, so it is never reached, where a cap at the bound would be now and then.
-            return encode_sample(Normal(mu, sd), seed, prior=Normal(0.0, scales), width=1, tail_mass=self.tail_mass,
-                                 max_candidates=2 ** (_FALLBACK_LOG2_CANDIDATES + 8), progress=progress)
+            return encode_sample(Normal(mu, sd), seed, prior=_PRIOR, width=1, tail_mass=self.tail_mass,
+                                 max_candidates=2 ** (_FALLBACK_LOG2_CANDIDATES + 8), progress=progress,
+                                 transform=Normal(0.0, scales))
         except ValueError as exc:
             raise ValueError(f"{message}: {exc}") from exc
 
@@ -2126,8 +2141,9 @@ class RCCChannel(nn.Module):
             widths = plan["block_widths"][blocks]
             index, factor = _decode_message_stream(joint_data, joint.size, seed_joint, block_code, widths,
                                                    self._factor_code(), self._factor_context(plan, joint))
-            prior = Normal(0.0, plan["block_scales"][blocks])
-            sample = decode_sample(index, np.reshape(factor, widths.shape), seed_joint, prior=prior, width=widths)
+            transform = Normal(0.0, plan["block_scales"][blocks])
+            sample = decode_sample(index, np.reshape(factor, widths.shape), seed_joint, prior=_PRIOR, width=widths,
+                                   transform=transform)
             self._scatter(latents, plan, joint, np.asarray(sample))
         elif joint_data:
             raise ValueError("data holds a joint message stream where its header says there is none")
@@ -2136,8 +2152,9 @@ class RCCChannel(nn.Module):
             keep = self._fallback_targets(plan, fallback)
             count = int(keep.sum())
             index, factor = _decode_message_stream(fallback_data, count, seed_fallback, fallback_code, 1)
-            prior = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
-            sample = decode_sample(index, np.reshape(factor, (count,)), seed_fallback, prior=prior, width=1)
+            transform = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
+            sample = decode_sample(index, np.reshape(factor, (count,)), seed_fallback, prior=_PRIOR, width=1,
+                                   transform=transform)
             self._scatter(latents, plan, fallback, np.asarray(sample), keep)
         return dtype
 
@@ -2210,15 +2227,15 @@ class RCCChannel(nn.Module):
             if entropy._words_to_bytes(encoder.get_compressed()) != payload:
                 raise ValueError(f"data[{item}] is corrupted: its payload is not what the sender's coder writes")
             if enc_joint is not None:
-                prior = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
-                sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=prior,
-                                       width=enc_joint.width)
+                transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
+                sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=_PRIOR,
+                                       width=enc_joint.width, transform=transform)
                 self._scatter(latents, plan, joint, np.asarray(sample))
             if enc_fallback is not None:
                 keep = self._fallback_targets(plan, fallback)
-                prior = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
-                sample = decode_sample(enc_fallback.index, enc_fallback.factor, enc_fallback.seed, prior=prior,
-                                       width=1)
+                transform = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
+                sample = decode_sample(enc_fallback.index, enc_fallback.factor, enc_fallback.seed, prior=_PRIOR,
+                                       width=1, transform=transform)
                 self._scatter(latents, plan, fallback, np.asarray(sample), keep)
         return _CODE_DTYPES[0 if dtype_code is None else dtype_code]
 

@@ -78,15 +78,19 @@ def test_decoding_is_constant_time_in_the_index():
     assert np.isfinite(z)
 
 
-def test_gaussian_width_is_the_largest_that_fits_at_the_prior_mode():
+@pytest.mark.parametrize("transform, scale", [("prior", 1.0), (None, rcc.DEFAULT_TRANSFORM_SCALE),
+                                              (rcc.Normal(0.0, 3.0), 3.0)])
+def test_gaussian_width_is_the_largest_that_fits_at_the_transform_mode(transform, scale):
     for std in [0.3, 0.05, 0.01, 1e-3]:
-        m = rcc.gaussian_width(std)
-        half = -special.ndtri(0.5e-4) * std
+        m = rcc.gaussian_width(std, transform=transform)
+        half = -special.ndtri(0.5e-4) * std / scale
         length = special.ndtr(half) - special.ndtr(-half)
         assert m * length <= 1.0 < (m + 1) * length
-        rcc.encode_sample(rcc.Normal(0.0, std), seed=1, width=m)
+        # Exactly the width encode_sample derives: the receiver needs nothing but the std.
+        assert rcc.encode_sample(rcc.Normal(0.7, std), seed=1, transform=transform).width == m
+        rcc.encode_sample(rcc.Normal(0.0, std), seed=1, width=m, transform=transform)
         with pytest.raises(ValueError, match="does not fit width"):
-            rcc.encode_sample(rcc.Normal(0.0, std), seed=1, width=m + 1)
+            rcc.encode_sample(rcc.Normal(0.0, std), seed=1, width=m + 1, transform=transform)
 
 
 def test_kl_closed_form_matches_numerical_integration():
@@ -100,10 +104,12 @@ def test_kl_closed_form_matches_numerical_integration():
 
 
 def test_reported_kl_and_width_relation():
-    # The index carries about KL - log2 M bits (DESIGN 2.6).
+    # kl_bits is measured against the prior; the index carries about
+    # D[q || c] - log2 M bits, c the coding transform (DESIGN 2.6).
     enc = rcc.encode_sample(rcc.Normal(np.zeros(5000), 0.01), seed=2)
     assert np.allclose(enc.kl_bits, rcc.kl_divergence_bits(rcc.Normal(0.0, 0.01)))
-    assert np.mean(np.log2(enc.index)) < np.mean(enc.kl_bits) - np.log2(enc.width[0]) + 1.5
+    index_kl = rcc.kl_divergence_bits(rcc.Normal(0.0, 0.01), rcc.coding_transform()) - np.log2(enc.width[0])
+    assert np.mean(np.log2(enc.index)) < index_kl + 1.5
 
 
 def test_w_max_is_an_upper_bound_of_observed_weights():
@@ -219,18 +225,40 @@ def test_bad_encode_targets_and_priors():
     with pytest.raises(TypeError, match="target"):
         rcc.encode_sample(0.5, seed=1)
     with pytest.raises(ValueError, match="unbounded"):
-        rcc.encode_sample(rcc.Normal(0.0, 2.0), seed=1, width=1, tail_mass=0.0)
+        rcc.encode_sample(rcc.Normal(0.0, 2.0), seed=1, width=1, tail_mass=0.0, transform="prior")
+    with pytest.raises(ValueError, match="unbounded"):
+        rcc.encode_sample(rcc.Normal(0.0, 9.0), seed=1, width=1, tail_mass=0.0)
     with pytest.raises(ValueError, match="Uniform prior"):
         rcc.encode_sample(rcc.Normal(0.0, 0.1), seed=1, prior=rcc.Uniform(0.0, 1.0))
     with pytest.raises(ValueError, match="broadcast"):
         rcc.encode_sample(rcc.Normal([0.1, 0.2], 0.1), seed=1, width=[4, 4, 4])
     with pytest.raises(ValueError, match="no mass"):
-        rcc.encode_sample(rcc.TruncatedNormal(0.0, 1.0, 40.0, 41.0), seed=1)
+        rcc.encode_sample(rcc.TruncatedNormal(0.0, 1.0, 40.0, 41.0), seed=1, transform="prior")
+    with pytest.raises(ValueError, match="no mass"):
+        rcc.encode_sample(rcc.TruncatedNormal(0.0, 1.0, 400.0, 401.0), seed=1)
+    with pytest.raises(ValueError, match="Uniform transform"):
+        rcc.encode_sample(rcc.Normal(0.0, 0.1), seed=1, transform=rcc.Uniform(0.0, 1.0))
+    with pytest.raises(TypeError, match="transform"):
+        rcc.encode_sample(rcc.Normal(0.0, 0.1), seed=1, transform=2.0)
+    with pytest.raises(ValueError, match="transform"):
+        rcc.encode_sample(rcc.Normal(0.0, 0.1), seed=1, transform="wide")
+    with pytest.raises(ValueError, match="hybrid"):
+        rcc.encode_sample(rcc.Normal(0.0, 0.1), seed=1, method="pfr", transform=rcc.Normal(0.0, 3.0))
 
 
 def test_race_exceeding_max_candidates_says_what_to_change():
-    with pytest.raises(ValueError, match="max_candidates.*width"):
+    with pytest.raises(ValueError, match="max_candidates.*method='hybrid'"):
         rcc.encode_sample(rcc.Normal(0.0, 1e-3), seed=1, method="pfr", max_candidates=100)
+    # Through the prior, a far target names itself and the transform that fixes it...
+    far = rcc.Normal(np.r_[0.0, 0.0, 7.0], 0.01)
+    with pytest.raises(ValueError, match=r"flat index 2 \(target Normal\(mean=7, std=0\.01\).*drop transform='prior'"):
+        rcc.encode_sample(far, seed=1, transform="prior")
+    with pytest.raises(ValueError, match=r"target Normal\(mean=7\.0, std=0\.01\)\).*drop transform='prior'"):
+        rcc.encode_sample(rcc.Normal(7.0, 0.01), seed=1, transform="prior")
+    # ... which indeed encodes it cheaply; otherwise the message gives a count that works.
+    assert rcc.encode_sample(far, seed=1).candidates[2] < 100
+    with pytest.raises(ValueError, match=r"flat index 0 .*pass max_candidates=\d+"):
+        rcc.encode_sample(far, seed=1, max_candidates=1)
 
 
 @pytest.mark.parametrize(
@@ -285,15 +313,62 @@ def test_hybrid_bounds_agree_with_the_encoder():
     target = rcc.Product(rcc.Normal(mean, std))
     prior = rcc.Normal(0.0, np.array([1.0, 4.0]))
     width = np.array([4, 9])
-    fits, log2_w_max, lengths = rcc.coding._hybrid_bounds(target, prior, width, 1e-4)
-    assert fits.shape == log2_w_max.shape == (400,) and lengths.shape == (400, 2)
-    assert 0.2 < fits.mean() < 0.95
-    np.testing.assert_array_equal(fits, (width * lengths <= 1.0).all(axis=1))
-    for i in np.flatnonzero(fits)[:20]:
-        rcc.encode_sample(rcc.Product(rcc.Normal(mean[i], std[i])), seed=1, prior=prior, width=width)
-    for i in np.flatnonzero(~fits)[:20]:
-        with pytest.raises(ValueError, match="fit"):
-            rcc.encode_sample(rcc.Product(rcc.Normal(mean[i], std[i])), seed=1, prior=prior, width=width)
-    # log2 w_max (the race's expected candidate count) is at least the KL the index carries
-    kl = rcc.kl_divergence_bits(target, prior=prior) - np.log2(width).sum()
-    assert (log2_w_max[fits] >= kl[fits] - 1e-9).all()
+    for transform, width in (("prior", np.array([4, 9])), (None, np.array([32, 72]))):
+        fits, log2_w_max, lengths = rcc.coding._hybrid_bounds(target, prior, width, 1e-4, transform)
+        assert fits.shape == log2_w_max.shape == (400,) and lengths.shape == (400, 2)
+        assert 0.2 < fits.mean() < 0.95
+        np.testing.assert_array_equal(fits, (width * lengths <= 1.0).all(axis=1))
+        for i in np.flatnonzero(fits)[:20]:
+            rcc.encode_sample(rcc.Product(rcc.Normal(mean[i], std[i])), seed=1, prior=prior, width=width,
+                              transform=transform)
+        for i in np.flatnonzero(~fits)[:20]:
+            with pytest.raises(ValueError, match="fit"):
+                rcc.encode_sample(rcc.Product(rcc.Normal(mean[i], std[i])), seed=1, prior=prior, width=width,
+                                  transform=transform)
+        # log2 w_max (the race's expected candidate count) is at least the KL the index carries
+        kl = (rcc.kl_divergence_bits(target, prior=rcc.coding_transform(prior, transform))
+              - np.log2(width).sum())
+        assert (log2_w_max[fits] >= kl[fits] - 1e-9).all()
+
+
+def test_no_failure_in_the_tail_with_defaults():
+    # Every Normal(mu, s) with |mu| <= 12 and 1e-9 <= s <= 2 prior stds encodes, scalar and batch.
+    prior = rcc.Normal(0.5, 2.0)
+    mus = np.linspace(-12.0, 12.0, 25)
+    stds = np.geomspace(1e-9, 2.0, 19)
+    mean, std = np.meshgrid(0.5 + 2.0 * mus, 2.0 * stds)
+    batch = rcc.encode_sample(rcc.Normal(mean, std), seed=11, prior=prior)
+    assert batch.candidates.max() < 2000
+    decoded = rcc.decode_sample(batch.index, batch.factor, seed=11, prior=prior, width=batch.width)
+    np.testing.assert_array_equal(decoded, batch.sample)
+    for i in range(0, mean.size, 23):
+        m, s = float(mean.flat[i]), float(std.flat[i])
+        enc = rcc.encode_sample(rcc.Normal(m, s), seed=12 + i, prior=prior)
+        assert rcc.decode_sample(enc.index, enc.factor, seed=12 + i, prior=prior, width=enc.width) == enc.sample
+        assert enc.width == rcc.gaussian_width(s, prior=prior)
+    # The example that used to exceed max_candidates (2**24.9 candidates through the prior).
+    enc = rcc.encode_sample(rcc.Normal(5.67, 0.01), seed=1933493609, prior=rcc.Normal(0.0, 1.0))
+    assert enc.candidates < 100
+
+
+def test_candidates_flat_in_the_target_position():
+    # Mean candidates within 2x of their value at the prior's mode for every |mu| <= 6.
+    means = []
+    for mu in (0.0, 2.0, 4.0, 5.7, 6.0):
+        enc = rcc.encode_sample(rcc.Normal(np.full(4000, mu), 0.01), seed=3)
+        means.append(enc.candidates.mean())
+    assert max(means) < 2.0 * means[0], means
+
+
+def test_receiver_width_from_the_std_alone_for_every_information_level():
+    # A batch mixing I from 0.05 to 31 bits: every element uses gaussian_width(std), even narrow
+    # targets whose transformed support is measured with rounding (the width keeps a margin).
+    rng = np.random.default_rng(8)
+    info = rng.uniform(0.05, 31.0, 100_000)
+    std = 2.0 ** -info
+    mean = rng.normal(0.0, np.sqrt(1.0 - std**2))
+    enc = rcc.encode_sample(rcc.Normal(mean, std), seed=12)
+    widths = rcc.gaussian_width(std)
+    np.testing.assert_array_equal(enc.width, widths)
+    np.testing.assert_array_equal(rcc.decode_sample(enc.index, enc.factor, 12, width=widths), enc.sample)
+    assert enc.candidates.max() < 200

@@ -34,7 +34,7 @@ def coded_samples(target, seed, n=N, **kwargs):
     enc = rcc.encode_sample(_batch(target, n), seed=seed, **kwargs)
     decoded = rcc.decode_sample(
         enc.index, enc.factor, seed=seed, prior=kwargs.get("prior"), width=enc.width,
-        method=kwargs.get("method", "hybrid"),
+        method=kwargs.get("method", "hybrid"), transform=kwargs.get("transform"),
     )
     assert np.array_equal(decoded, enc.sample)
     return decoded, enc
@@ -59,6 +59,16 @@ BATTERY = [
     ("width 1, untruncated", rcc.Normal(-0.3, 0.8), {"width": 1, "tail_mass": 0.0}),
     ("pfr", rcc.Normal(0.7, 0.3), {"method": "pfr"}),
     ("pfr, untruncated", rcc.Normal(0.4, 0.5), {"method": "pfr", "tail_mass": 0.0}),
+    # Far in the prior's tail, where the default (wide) coding transform keeps the race short.
+    ("far, mu = 6", rcc.Normal(6.0, 0.01), {}),
+    ("far, mu = -8", rcc.Normal(-8.0, 0.3), {}),
+    ("far, mu = 12", rcc.Normal(12.0, 1e-3), {}),
+    ("far, mu = 12, wide", rcc.Normal(-12.0, 2.0), {}),
+    ("far truncated normal", rcc.TruncatedNormal(7.0, 0.5, 6.5, 9.0), {}),
+    ("far uniform target", rcc.Uniform(-9.0, -8.5), {}),
+    ("transform through the prior", rcc.Normal(0.6, 0.02), {"transform": "prior"}),
+    ("explicit transform", rcc.Normal(-1.5, 0.05), {"transform": rcc.Normal(0.5, 3.0)}),
+    ("uniform transform", rcc.Normal(0.2, 0.05), {"transform": rcc.Uniform(-1.0, 1.5)}),
 ]
 
 
@@ -103,12 +113,14 @@ def test_exact_over_distinct_seeds():
 # --- the tests have power: deliberately broken coders fail them ----------------------
 
 
-def test_halved_w_max_is_detected():
+@pytest.mark.parametrize("mean, std", [(0.0, 0.5), (8.0, 0.5)])
+def test_halved_w_max_is_detected(mean, std):
     # The tests have power: a race whose stopping bound is half the true
-    # w_max stops too early and its samples fail the KS check.
-    target = rcc.Normal(0.0, 0.5)
+    # w_max stops too early and its samples fail the KS check (under the
+    # default coding transform, near the prior's mode and far in its tail).
+    target = rcc.Normal(mean, std)
     count = 20_000
-    batch = rcc.Normal(np.zeros(count), 0.5)
+    batch = rcc.Normal(np.full(count, mean), std)
     inputs = coding._BatchInputs(batch, rcc.Normal(0.0, 1.0), 1e-4, True, None)
     params, log_w_max, _ = inputs.prepare(0, count, coding._Threads(None))
     key = private_key(5)

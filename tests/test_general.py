@@ -144,6 +144,20 @@ def test_batch_of_different_targets_is_exact():
     assert rt.ks_check(pit, stats.uniform.cdf, alpha=ALPHA).passed
 
 
+def test_far_general_targets_are_exact_and_cheap_with_the_default_transform():
+    # A Laplace target 7 prior stds out, coded on the default transform's axis: exact and cheap.
+    target = Laplace(np.full(N, 7.0), 0.01)
+    enc = encode_general(target, 41)
+    assert enc.candidates.mean() < 40
+    z = rcc.decode_sample(enc.index, enc.factor, 41, width=enc.width)
+    np.testing.assert_array_equal(z, enc.sample)
+    assert rt.ks_check(z, Laplace(7.0, 0.01).cdf, alpha=ALPHA).passed
+    # rcc.encode_sample hands the transform over.
+    same = rcc.encode_sample(Laplace(7.0, 0.01), 41, transform=rcc.Normal(0.0, 3.0))
+    assert rcc.decode_sample(same.index, same.factor, 41, width=same.width,
+                             transform=rcc.Normal(0.0, 3.0)) == same.sample
+
+
 def test_halved_w_max_is_detected_by_the_statistical_test():
     """Power: an underestimated bound (w_max / 2) must fail both checks; the runtime guard catches it too."""
     for name in ("laplace", "mixture", "beta"):
@@ -207,10 +221,11 @@ def test_certified_bound_is_an_upper_bound_and_tight(name):
         ratio = target.logpdf(z[:, None])[:, 0] - stats.norm(float(prior.mean), float(prior.std)).logpdf(z)
         assert bound >= ratio.max()
         assert bound <= ratio.max() + 0.01
-    # Expected candidates of the race ~ w_max (DESIGN 2.2).
-    enc = encode_general(TARGETS[name][0](4000), 3)
-    expected = np.exp(float(target.log_ratio_max()[0])) / enc.width[0]
-    assert enc.candidates.mean() == pytest.approx(expected, rel=0.1)
+    # Expected candidates of the race ~ w_max (DESIGN 2.2), on the coding transform's axis.
+    for transform in (None, "prior"):
+        enc = encode_general(TARGETS[name][0](4000), 3, transform=transform)
+        expected = np.exp(float(target.log_ratio_max(rcc.coding_transform(None, transform))[0])) / enc.width[0]
+        assert enc.candidates.mean() == pytest.approx(expected, rel=0.1)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -70,7 +70,7 @@ def _reference_encode(target, seed, prior=None, width=None, tail_mass=rcc.DEFAUL
         for j in range(dims):
             value = [columns[c][i * steps[c, 0] + j * steps[c, 1]] for c in range(kernels.NUM_COLUMNS)]
             row_bound, row_kl, status = kernels.prepare_row(
-                *value[:9], inputs.width_mode, int(value[kernels.C_WIDTH]), inputs.half_width, True, params[j])
+                *value[:kernels.C_WIDTH], inputs.width_mode, int(value[kernels.C_WIDTH]), inputs.half_width, True, params[j])
             assert status == kernels.PREP_OK
             bound += row_bound
             kl += row_kl
@@ -159,7 +159,7 @@ def test_memoised_preparation_equals_fresh_rows():
             for i in range(0, count, 7):
                 row = np.empty(kernels.NUM_FIELDS)
                 values = [inputs.columns[c][i * inputs.steps[c, 0]] for c in range(kernels.NUM_COLUMNS)]
-                bound, kl, status = kernels.prepare_row(*values[:9], inputs.width_mode, int(values[-1]),
+                bound, kl, status = kernels.prepare_row(*values[:kernels.C_WIDTH], inputs.width_mode, int(values[-1]),
                                                         inputs.half_width, True, row)
                 assert status == kernels.PREP_OK
                 assert np.array_equal(row, params[i, 0], equal_nan=True)
@@ -185,11 +185,12 @@ def test_setup_errors_name_the_first_bad_element_in_order():
     means[69_001] = 41.0  # [40, 42]: no mass under N(0, 1) in double precision
     target = rcc.TruncatedNormal(means, 1.0, means - 1.0, means + 1.0)
     with pytest.raises(ValueError, match="no mass.*flat index 69001"):
-        rcc.encode_sample(target, seed=1)
+        rcc.encode_sample(target, seed=1, transform="prior")
     far = np.zeros(count)
-    far[5] = 8.0  # exp(32) candidates with the std width
-    with pytest.raises(ValueError, match="max_candidates"):
-        rcc.encode_sample(rcc.Normal(far, 0.01), seed=1)
+    far[5] = 8.0  # exp(32) candidates with the std width through the prior
+    with pytest.raises(ValueError, match="flat index 5 \\(target Normal\\(mean=8, std=0.01\\).*drop transform='prior'"):
+        rcc.encode_sample(rcc.Normal(far, 0.01), seed=1, transform="prior")
+    assert rcc.encode_sample(rcc.Normal(far, 0.01), seed=1).candidates[5] < 100  # the default transform
     with pytest.raises(ValueError, match="does not fit width 1000 \\(first: flat index 3\\)"):
         rcc.encode_sample(rcc.Normal(np.zeros(10), np.r_[0.5, 0.5, 0.5, 0.01, np.full(6, 0.5)]), seed=1,
                           width=np.r_[1, 1, 1, 1000, np.ones(6, int)])

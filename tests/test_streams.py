@@ -305,7 +305,8 @@ def test_fuzz_compress(width):
     expected = (np.asarray(enc.sample),)
     assert_rejected_or_exact(lambda blob: (rcc.decompress(blob, SEED),), data, expected, rng, 1200)
     # A hostile sender who recomputes the container's CRC (over every split a parser could find).
-    prior_bytes = C._prior_description(rcc.Normal(0.0, 1.0))
+    prior = rcc.Normal(0.0, 1.0)
+    prior_bytes = C._prior_description(prior, rcc.coding_transform(prior))
     tracemalloc.start()
     try:
         for damaged in mutations(data[:24], rng, 150):
@@ -415,3 +416,13 @@ def test_tabulated_factor_code_load(tmp_path):
         with pytest.raises(ValueError, match=field) as info:
             E.TabulatedFactorCode.load(path)
         assert "factor.json" in str(info.value)
+
+
+def test_compress_with_a_transform_needs_the_same_transform_to_decompress():
+    target = rcc.Normal(np.array([0.4, -2.0, 5.0]), 0.02)
+    for transform in ("prior", rcc.Normal(0.0, 3.0)):
+        data = rcc.compress(target, seed=4, transform=transform)
+        samples = rcc.decompress(data, seed=4, transform=transform)
+        np.testing.assert_array_equal(samples, rcc.encode_sample(target, 4, transform=transform).sample)
+        with pytest.raises(ValueError, match="transform"):
+            rcc.decompress(data, seed=4)

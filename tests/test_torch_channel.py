@@ -96,7 +96,7 @@ def test_calibration_layout(calibrated):
     scales = channel.prior_scales.numpy()
     # Informative dimensions get the wide coding prior and widths > 1; the
     # dimensions at the prior keep N(0, 1) and width 1.
-    assert (widths[:4] > 1).all() and (scales[:4] == 4.0).all()
+    assert (widths[:4] > 1).all() and (scales[:4] == rcc.DEFAULT_TRANSFORM_SCALE).all()
     assert (widths[4:] == 1).all() and (scales[4:] == 1.0).all()
     # Every dimension sits in exactly one block; padding is -1.
     dims = channel.block_dims.numpy()
