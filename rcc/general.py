@@ -103,6 +103,31 @@ _F2 = types.Array(_f8, 2, "A")
 _I1 = types.Array(_i8, 1, "A")
 
 
+def _typed_kernel(signature, **options):
+    """``numba.njit(signature, **options)``, compiled (or loaded from the cache) on the first call.
+
+    An explicit signature compiles at decoration time, i.e. at ``import rcc``;
+    this decorator defers that to the first call.  The signature is still
+    fixed: the kernels take the log density as a first-class function
+    (:data:`LOGPDF_SIGNATURE`), so one machine-code version serves every target.
+    """
+
+    def decorate(function):
+        dispatcher = numba.njit(**options)(function)
+
+        def call(*args):
+            if not dispatcher.signatures:
+                dispatcher.compile(signature)
+                dispatcher.disable_compile()
+            return dispatcher(*args)
+
+        call.__name__, call.__qualname__, call.__doc__ = function.__name__, function.__qualname__, function.__doc__
+        call.dispatcher = dispatcher
+        return call
+
+    return decorate
+
+
 # --------------------------------------------------------------------------- kernels
 
 
@@ -162,7 +187,7 @@ def _race_general(seed, key, stream, logpdf, params, low, high, log_const, prior
     return best_n, examined, STATUS_OK
 
 
-@numba.njit(
+@_typed_kernel(
     types.void(_u8, _u8, _u8, _LOGPDF_TYPE, _F2, _F1, _F1, _F1, _I1, _F1, _F1, _F1, _F1, _F1, _F1,
                _b1, _F1, _i8, _b1, _I1, _I1, _F1, _I1, _I1),
     cache=True, parallel=True,
@@ -214,7 +239,7 @@ def _cell_bound(a, b, lq_a, lq_b, mode, mode_value, use_mode, lipschitz, concavi
     return bound
 
 
-@numba.njit(
+@_typed_kernel(
     types.void(_LOGPDF_TYPE, _F2, _F1, _F1, _F1, _b1, _F1, _F1, _I1, _F1, _F1, _i8, _i8, _f8, _i8, _F1),
     cache=True, parallel=True,
 )
@@ -280,7 +305,7 @@ def _certify_batch(logpdf, params, low, high, mode, use_mode, lipschitz, concavi
         out[r] = np.nan if failed else upper
 
 
-@numba.njit(
+@_typed_kernel(
     types.void(_LOGPDF_TYPE, _F2, _F1, _F1, _F2, _I1, _F1, _F1, _i8, _F1, _F1, _F1),
     cache=True, parallel=True,
 )
@@ -343,7 +368,7 @@ def _quadrature_batch(logpdf, params, low, high, breakpoints, prior_family, prio
             out[2 * r + 1] = moment / total - log_z  # plus the prior's constant, added by the caller
 
 
-@numba.njit(types.void(_LOGPDF_TYPE, _F2, _I1, _F1, _F1), cache=True)
+@_typed_kernel(types.void(_LOGPDF_TYPE, _F2, _I1, _F1, _F1), cache=True)
 def _evaluate_logpdf(logpdf, params, row, z, out):
     """``out[i] = logpdf(z[i], params[row[i]])``."""
     for i in range(z.shape[0]):
@@ -753,7 +778,7 @@ def _check_tail_mass(tail_mass):
     return tail_mass
 
 
-@numba.njit(LOGPDF_SIGNATURE, cache=True)
+@numba.njit(cache=True)  # compiled for LOGPDF_SIGNATURE on first use
 def _laplace_logpdf(z, params):
     """params = (loc, scale, log normaliser)."""
     return -abs(z - params[0]) / params[1] + params[2]
@@ -789,7 +814,7 @@ class Laplace(GeneralTarget):
         return out if out.ndim else float(out)
 
 
-@numba.njit(LOGPDF_SIGNATURE, cache=True)
+@numba.njit(cache=True)  # compiled for LOGPDF_SIGNATURE on first use
 def _mixture_logpdf(z, params):
     """params = (log w1, m1, s1, log w2, m2, s2, log normaliser): log-sum-exp of two Gaussians."""
     t1 = (z - params[1]) / params[2]
@@ -851,7 +876,7 @@ class GaussianMixture(GeneralTarget):
         return out if out.ndim else float(out)
 
 
-@numba.njit(LOGPDF_SIGNATURE, cache=True)
+@numba.njit(cache=True)  # compiled for LOGPDF_SIGNATURE on first use
 def _beta_logpdf(z, params):
     """params = (a, b, low, high, log normaliser); Beta(a, b) rescaled to [low, high]."""
     t = (z - params[2]) / (params[3] - params[2])
