@@ -44,6 +44,7 @@ __all__ = [
     "encode_fused_serial",
     "encode_one",
     "decode_batch_serial",
+    "decode_one",
     "prepare_batch",
     "prepare_batch_serial",
     "gaussian_width_array",
@@ -362,30 +363,49 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _decode_value(seed, stream, index, j, factor, width, prior_family, prior_loc, prior_scale, hybrid):
+    """Dimension ``j`` of message ``(index, factor)`` on ``stream``: (sample, ok), one dither, one inverse CDF.
+
+    ``ok`` is False (and the sample NaN) where the factor is inconsistent with
+    the dither: ``K + U_N`` outside ``[0, M)``, or ``K != 0`` for prior proposals.
+    """
+    u = uniform_centered(seed, stream, np.uint64(index), np.uint64(j))
+    if hybrid:
+        k = np.float64(factor)
+        offset = u
+        position = k + u
+        if not (position >= 0.0 and position < width):
+            return np.nan, False
+    else:
+        k = 0.0
+        offset = u + 0.5
+        if factor != 0:
+            return np.nan, False
+    return prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale), True
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _decode_element(i, seed, stream_offset, index, factor, width, prior_family, prior_loc, prior_scale,
                     hybrid, sample_out, status_out):
     """Decode element ``i``: one dither per dimension, one inverse CDF."""
     stream = stream_offset + np.uint64(i)
     status_out[i] = STATUS_OK
     for j in range(factor.shape[1]):
-        u = uniform_centered(seed, stream, np.uint64(index[i]), np.uint64(j))
-        if hybrid:
-            k = np.float64(factor[i, j])
-            offset = u
-            position = k + u
-            if not (position >= 0.0 and position < width[i, j]):
-                status_out[i] = STATUS_BAD_FACTOR
-                sample_out[i, j] = np.nan
-                continue
-        else:
-            k = 0.0
-            offset = u + 0.5
-            if factor[i, j] != 0:
-                status_out[i] = STATUS_BAD_FACTOR
-                sample_out[i, j] = np.nan
-                continue
-        sample_out[i, j] = prior_ppf_scaled(k, offset, width[i, j], prior_family[i, j],
-                                            prior_loc[i, j], prior_scale[i, j])
+        value, ok = _decode_value(seed, stream, index[i], j, factor[i, j], width[i, j], prior_family[i, j],
+                                  prior_loc[i, j], prior_scale[i, j], hybrid)
+        if not ok:
+            status_out[i] = STATUS_BAD_FACTOR
+        sample_out[i, j] = value
+
+
+@numba.njit(cache=True, error_model="numpy")
+def decode_one(seed, stream, index, factor, width, prior_family, prior_loc, prior_scale, hybrid):
+    """One 1-D message in one call (the low-latency path of ``decode_sample``): (sample, status).
+
+    Identical to element 0 of :func:`decode_batch` with ``stream_offset = stream``.
+    """
+    value, ok = _decode_value(seed, stream, index, 0, factor, width, prior_family, prior_loc, prior_scale, hybrid)
+    return value, STATUS_OK if ok else STATUS_BAD_FACTOR
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
