@@ -182,9 +182,9 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS):
     family, _, scale = _prior_arrays(prior, std.shape)
     widths = np.empty(std.size, dtype=np.int64)
     kernels.gaussian_width_array(
-        np.ascontiguousarray(std, dtype=np.float64).reshape(-1), half_width,
-        np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
-        np.ascontiguousarray(scale, dtype=np.float64).reshape(-1), widths,
+        _read_only(np.ascontiguousarray(std, dtype=np.float64).reshape(-1)), half_width,
+        _read_only(np.ascontiguousarray(family, dtype=np.int64).reshape(-1)),
+        _read_only(np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)), widths,
     )
     return _scalar_or_array(widths.reshape(std.shape))
 
@@ -300,14 +300,27 @@ class _Threads:
         return getattr(kernels, name + "_serial" if count < _SERIAL_BELOW else name)
 
 
+def _read_only(arr):
+    """A read-only view of ``arr`` (O(1)), as every kernel input is passed.
+
+    numba compiles a separate version of a kernel for read-only and writable
+    arrays (tens of seconds each for the batch kernels); inputs may arrive
+    either way (``np.broadcast_to`` views are read-only), so they are all
+    passed read-only and each kernel keeps one signature.
+    """
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 def _flat(value, shape, count, dims, dtype=np.float64):
-    """``value`` broadcast to ``shape`` as a C-contiguous (count, dims) array."""
+    """``value`` broadcast to ``shape`` as a read-only, C-contiguous (count, dims) array."""
     arr = np.asarray(value)
     if arr.shape == shape:
-        return np.ascontiguousarray(arr, dtype=dtype).reshape(count, dims)
+        return _read_only(np.ascontiguousarray(arr, dtype=dtype).reshape(count, dims))
     if arr.ndim == 0:
-        return np.full((count, dims), arr, dtype=dtype)
-    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
+        return _read_only(np.full((count, dims), arr, dtype=dtype))
+    return _read_only(np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims))
 
 
 def _check_prior_support(prior, spec, prior_loc, prior_scale):
@@ -368,12 +381,14 @@ def _column(value, shape, count, dims):
     """
     arr = np.asarray(value)
     if arr.ndim == 0 or arr.size and not any(arr.strides):
-        return np.full(1, arr.flat[0] if arr.size else arr.item(), dtype=np.float64), 0, 0
-    if arr.shape == shape:
-        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), dims, 1
-    if dims > 1 and arr.size == dims and arr.shape[-1:] == (dims,):
-        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), 0, 1
-    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).reshape(-1), dims, 1
+        data, rows, columns = np.full(1, arr.flat[0] if arr.size else arr.item(), dtype=np.float64), 0, 0
+    elif arr.shape == shape:
+        data, rows, columns = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), dims, 1
+    elif dims > 1 and arr.size == dims and arr.shape[-1:] == (dims,):
+        data, rows, columns = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), 0, 1
+    else:
+        data, rows, columns = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).reshape(-1), dims, 1
+    return _read_only(data), rows, columns
 
 
 class _BatchInputs:
@@ -400,7 +415,7 @@ class _BatchInputs:
                   prior_family, prior_loc, prior_scale, width_given)
         columns = [_column(value, shape, self.count, self.dims) for value in values]
         self.columns = tuple(data for data, _, _ in columns)
-        self.steps = np.array([[rows, cols] for _, rows, cols in columns], dtype=np.int64)
+        self.steps = _read_only(np.array([[rows, cols] for _, rows, cols in columns], dtype=np.int64))
 
     def prepare(self, begin, end, threads):
         """Race parameters of elements ``begin:end``; raises on the first bad element.
@@ -815,7 +830,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     status = np.zeros(count, dtype=np.int64)
     with _Threads(num_threads) as threads:
         threads.kernel("decode_batch", count)(
-            seed_u64, np.uint64(0), index.reshape(count), flat(factor, np.int64), flat(widths, np.int64),
+            seed_u64, np.uint64(0), _read_only(index.reshape(count)), flat(factor, np.int64), flat(widths, np.int64),
             flat(prior_family, np.int64), flat(prior_loc, np.float64), flat(prior_scale, np.float64),
             hybrid, sample, status,
         )
