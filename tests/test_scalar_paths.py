@@ -190,3 +190,23 @@ def test_scalar_paths_add_no_kernel_specialisations():
     rcc.decode_sample(2, 0, seed=3, method="pfr")
     assert len(kernels.encode_one.signatures) == 1
     assert len(kernels.decode_one.signatures) == 1
+
+
+@pytest.mark.parametrize("method", ["hybrid", "pfr"])
+def test_general_scalar_target_equals_a_batch_of_one_and_repeats_exactly(method):
+    from rcc.general import Laplace
+
+    scalar, batch_of_one = Laplace(0.3, 0.05), Laplace(np.full(1, 0.3), np.full(1, 0.05))
+    for prior in (None, rcc.Normal(0.5, 2.0), rcc.Uniform(-1.0, 1.0)):
+        for seed in range(3):
+            # The second call reuses the inputs remembered for this prior and width.
+            first, again = (rcc.encode_sample(scalar, seed=seed, prior=prior, method=method) for _ in range(2))
+            batch = rcc.encode_sample(batch_of_one, seed=seed, prior=prior, method=method)
+            assert first == again
+            for field in dataclasses.fields(rcc.EncodedSample):
+                assert getattr(first, field.name) == _first(getattr(batch, field.name)), field.name
+            z = rcc.decode_sample(first.index, first.factor, seed=seed, prior=prior, width=first.width,
+                                  method=method)
+            assert z == first.sample
+    with pytest.raises(ValueError, match="does not fit width"):
+        rcc.encode_sample(scalar, seed=1, width=10**6)
