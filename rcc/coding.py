@@ -642,10 +642,15 @@ def encode_sample(
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
     prior = _check_prior(prior)
     method = _check_method(method)
-    tail_mass = _check_tail_mass(tail_mass)
-    max_candidates = _check_positive_int(max_candidates, "max_candidates")
-    num_candidates = _check_positive_int(num_candidates, "num_candidates", allow_none=True)
-    _check_positive_int(num_threads, "num_threads", allow_none=True)
+    # The defaults are valid: skipping their checks is a tenth of a scalar call.
+    if tail_mass is not DEFAULT_TAIL_MASS:
+        tail_mass = _check_tail_mass(tail_mass)
+    if max_candidates is not DEFAULT_MAX_CANDIDATES:
+        max_candidates = _check_positive_int(max_candidates, "max_candidates")
+    if num_candidates is not None:
+        num_candidates = _check_positive_int(num_candidates, "num_candidates")
+    if num_threads is not None:
+        _check_positive_int(num_threads, "num_threads")
     hybrid = method == "hybrid"
     if not hybrid and not _is_unit_width(width):
         raise ValueError(f"width applies to method='hybrid' only; {method!r} uses the prior (width 1)")
