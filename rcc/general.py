@@ -232,7 +232,8 @@ def _encode_general_batch(seed, key, stream_offset, logpdf, params, low, high, l
                           examined_out, status_out):
     """Encode a batch of 1-D general targets; element ``i`` uses stream ``stream_offset + i``."""
     for i in numba.prange(low.shape[0]):
-        _encode_general_element(i, seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
+        # np.int64: prange's index is unsigned, the serial loop's signed; one type, one compiled element.
+        _encode_general_element(np.int64(i), seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
                                 prior_loc, prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
                                 max_candidates, check_bound, index_out, factor_out, sample_out, examined_out,
                                 status_out)
@@ -432,6 +433,9 @@ def _finite_array(value, name):
     return arr
 
 
+_TWO_ARGUMENT_ADAPTERS = {}  # one-argument log density -> its compiled (z, params) adapter
+
+
 def _check_logpdf(logpdf):
     """Return a dispatcher callable as ``logpdf(z, params)`` with LOGPDF_SIGNATURE."""
     if not isinstance(logpdf, numba.core.registry.CPUDispatcher):
@@ -446,12 +450,16 @@ def _check_logpdf(logpdf):
     if arity == 2:
         return logpdf
     if arity == 1:
-        one_argument = logpdf
+        # One adapter per function and process: it cannot be cached on disk
+        # (a closure), and compiling it costs a fraction of a second.
+        if logpdf not in _TWO_ARGUMENT_ADAPTERS:
+            one_argument = logpdf
 
-        def two_arguments(z, params):
-            return one_argument(z)
+            def two_arguments(z, params):
+                return one_argument(z)
 
-        return numba.njit(LOGPDF_SIGNATURE)(two_arguments)
+            _TWO_ARGUMENT_ADAPTERS[logpdf] = numba.njit(LOGPDF_SIGNATURE)(two_arguments)
+        return _TWO_ARGUMENT_ADAPTERS[logpdf]
     raise TypeError(f"logpdf must take (z) or (z, params), got {arity} parameters")
 
 

@@ -528,7 +528,8 @@ def gaussian_width_one(std, half_width, prior_family, prior_scale):
 def gaussian_width_array(std, half_width, prior_family, prior_scale, out):
     """:func:`gaussian_width_one` over flat arrays of equal length."""
     for i in range(out.shape[0]):
-        out[i] = gaussian_width_one(std[i], half_width, prior_family[i], prior_scale[i])
+        # float64 family code, as the batch preparation passes it: one compiled gaussian_width_one.
+        out[i] = gaussian_width_one(std[i], half_width, np.float64(prior_family[i]), prior_scale[i])
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -766,7 +767,8 @@ def prepare_batch(begin, end, columns, steps, width_mode, half_width, hybrid, pa
     alone and to describe a failed encode; encoding uses :func:`encode_fused`.
     """
     for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
-        _prepare_block(block, begin, end, columns, steps, width_mode, half_width, hybrid, params_out,
+        # np.int64: prange's index is unsigned, the serial loop's signed; one type, one compiled block.
+        _prepare_block(np.int64(block), begin, end, columns, steps, width_mode, half_width, hybrid, params_out,
                        log_w_max_out, kl_out, status_out)
 
 
@@ -846,7 +848,7 @@ def encode_fused(begin, end, seed, key, columns, steps, width_mode, half_width, 
     is skipped where its bound exceeds ``log_max_candidates``.
     """
     for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
-        _encode_block(block, begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
+        _encode_block(np.int64(block), begin, end, seed, key, columns, steps, width_mode, half_width, hybrid, mode,
                       num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
                       examined_out, width_out, kl_bits_out, counts_out, status_out)
 
@@ -879,9 +881,10 @@ def encode_one(seed, key, derive_key, family, loc, scale, low, high, log_normali
         key = hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
     params = np.empty((1, NUM_FIELDS))
     row = params[0]
-    bound, kl, prep_status = prepare_row(family, loc, scale, low, high, log_normalizer, prior_family,
-                                         prior_loc, prior_scale, width_mode, width_given, half_width,
-                                         hybrid, row)
+    # Family codes as float64, as a batch's columns hold them: one compiled _prepare_row serves both.
+    bound, kl, prep_status = prepare_row(np.float64(family), loc, scale, low, high, log_normalizer,
+                                         np.float64(prior_family), prior_loc, prior_scale, width_mode, width_given,
+                                         half_width, hybrid, row)
     width = int(row[F_WIDTH])
     if prep_status != PREP_OK or (mode == RACE and bound > log_max_candidates):
         return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl

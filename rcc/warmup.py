@@ -81,6 +81,9 @@ def warm_up():
             enc = rcc.encode_sample(target, seed=3, method=method)
             rcc.decode_sample(enc.index, enc.factor, seed=3, width=enc.width, method=method)
         target.logpdf(0.1)
+    batch = general.Laplace(np.linspace(-0.5, 0.5, general._SERIAL_BELOW), 0.1)  # the threaded kernel
+    enc = rcc.encode_sample(batch, seed=3)
+    rcc.decode_sample(enc.index, enc.factor, seed=3, width=enc.width)
 
 
 def main(argv=None):
