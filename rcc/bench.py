@@ -1,19 +1,24 @@
 """Benchmarks: ``python -m rcc.bench [--quick] [--csv PATH]``.
 
-Every number is a median over repeats measured in this process, and speeds are
-also given as ratios against a plain-numpy reference of the same hybrid race run
-in the same process, so results from different machines compare as ratios.
-Nothing here is a unit test: the test suite never times anything.
+Every number is steady state: a first block runs the calls of
+``python -m rcc.warmup`` (its row says whether that compiled anything) and no
+later row includes compilation.  Numbers are medians over repeats measured in
+this process, and throughputs are also given as ratios against a plain-numpy
+reference of the same hybrid race run in the same process on the same targets
+(the first targets of each case, with the same seed and widths), so results
+from different machines compare as ratios.  Nothing here is a unit test: the
+test suite never times anything.
 
 Cases (Gaussian channel: prior N(0, 1), target N(mu, s^2), mu ~ N(0, 1 - s^2)):
 
 * batched 1-D hybrid encode and decode for std in {0.1, 0.01, 1e-4}, with the
   std-derived width and with ``width="adaptive"``, on one thread and on all;
-* whole calls on 10^6 targets from Python arrays of means and stds, on one
-  thread and on all, with the ratio of the two;
+* whole calls from Python arrays of means and stds (10^6 targets; 10^5 with
+  ``--quick``), on one thread and on all, with the ratio of the two;
 * the plain-numpy reference race (vectorised over candidates, one target at a
   time; it uses the same shared randomness, so it also cross-checks indices);
-* single-call ``encode_sample`` latency on one scalar target;
+* single-call latency of ``encode_sample`` and ``decode_sample`` on one scalar
+  target or message (hybrid, pfr, a general target), median and 90th percentile;
 * d-dimensional product targets, d in {1, 2, 4, 8}, one index per block;
 * bitstream encode/decode throughput (messages/s);
 * time per sample against I for hybrid and pfr;
@@ -34,7 +39,9 @@ import numpy as np
 from scipy import special
 
 import rcc
+from rcc import compilation, general
 from rcc.random import private_exponential, private_key, shared_uniform
+from rcc.warmup import warm_up
 
 __all__ = ["main", "reference_hybrid_encode", "gaussian_channel"]
 
@@ -51,12 +58,16 @@ def reference_hybrid_encode(means, std, width, seed, tail_mass=rcc.DEFAULT_TAIL_
     Straightforward and vectorised over ``chunk`` candidates of one target at
     a time, using scipy's ``ndtr``/``ndtri`` and the library's shared
     randomness, so its indices can be compared with the numba kernels'.
+    ``width`` is one width or one per target (e.g. ``enc.width`` of an
+    adaptive encode).
     """
     key = private_key(seed)
     half = -special.ndtri(0.5 * tail_mass)
     log_norm = math.log1p(-tail_mass)
     indices = np.empty(len(means), dtype=np.int64)
+    widths = np.broadcast_to(np.asarray(width, dtype=np.int64), (len(means),))
     for i, mean in enumerate(means):
+        width = int(widths[i])
         low, high = mean - half * std, mean + half * std
         start, stop = width * special.ndtr(low), width * special.ndtr(high)
         centre = min(max(0.5 * (start + stop), 0.5), width - 0.5)
@@ -99,6 +110,16 @@ def _median_seconds(function, repeats):
     return float(np.median(times))
 
 
+def _latencies(call, calls):
+    """Seconds per call of ``call(seed)`` for seeds ``0 .. calls - 1`` (each call timed alone)."""
+    latencies = np.empty(calls)
+    for seed in range(calls):
+        begin = time.perf_counter_ns()
+        call(seed)
+        latencies[seed] = (time.perf_counter_ns() - begin) * 1e-9
+    return latencies
+
+
 def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -132,31 +153,37 @@ def main(argv=None):
     print(f"rcc {rcc.__version__}, numba {numba.__version__}, {threads_all} thread(s), Python {sys.version.split()[0]}")
     print(f"{'case':58s} {'value':>14s} {'unit':11s} {'vs numpy':>9s}")
 
-    # Warm up (compile or load every kernel used below).
-    warm = gaussian_channel(4096, 0.01)
-    for method in ("hybrid", "pfr"):
-        enc = rcc.encode_sample(warm, seed=1, method=method, num_threads=1)
-        enc = rcc.encode_sample(warm, seed=1, method=method)
-        rcc.decode_sample(enc.index, enc.factor, seed=1, width=enc.width, method=method)
-        rcc.decode_sample(enc.index, enc.factor, seed=1, width=enc.width, method=method, num_threads=1)
-    rcc.encode_sample(rcc.Normal(0.3, 0.01), seed=1)
-
-    # The plain-numpy reference, on a few targets.
-    reference_count = 300 if quick else 2000
-    ref_target = gaussian_channel(reference_count, 0.01, seed=5)
-    width = rcc.gaussian_width(0.01)
+    # Warm up: compile (first run only) or load every kernel, so that no row below includes compilation.
+    compiled_before = compilation.compiled_kernel_count()
     start = time.perf_counter()
-    ref_index = reference_hybrid_encode(ref_target.mean, 0.01, width, seed=3)
-    reference_rate = reference_count / (time.perf_counter() - start)
-    ours = rcc.encode_sample(ref_target, seed=3, width=width, num_threads=1)
-    agreement = float(np.mean(ref_index == ours.index))
-    table.add("numpy reference hybrid encode, std 0.01 (1 thread)", reference_rate, "samples/s", 1.0,
-              f"indices agree with the kernel for {agreement:.2%}")
+    warm_up()
+    seconds = time.perf_counter() - start
+    compiled = compilation.compiled_kernel_count() - compiled_before
+    table.add("warm-up: python -m rcc.warmup's calls (not in any row below)", seconds, "s",
+              note=f"compiled {compiled} kernel(s) (first run)" if compiled else "loaded from the cache, no compilation")
+
+    reference_count = 200 if quick else 1000
+    references = {}  # (std, width name) -> samples/s of the numpy reference on the same targets
+
+    def reference_rate(target, std, width_name, width_arg, seed):
+        """The numpy reference on the first targets of ``target`` (same seed and widths as the kernel)."""
+        if (std, width_name) not in references:
+            head = rcc.Normal(target.mean[:reference_count], std)
+            ours = rcc.encode_sample(head, seed=seed, width=width_arg, num_threads=1)
+            begin = time.perf_counter()
+            index = reference_hybrid_encode(head.mean, std, ours.width, seed=seed)
+            rate = reference_count / (time.perf_counter() - begin)
+            references[std, width_name] = rate
+            table.add(f"numpy reference hybrid encode, std {std:g}, {width_name}, 1 thr", rate, "samples/s", 1.0,
+                      f"first {reference_count} targets of the rows below; indices agree with the kernel "
+                      f"for {np.mean(index == ours.index):.2%}")
+        return references[std, width_name]
 
     for count in sizes:
         for std in (0.1, 0.01, 1e-4):
             target = gaussian_channel(count, std, seed=count)
             for width_name, width_arg in (("std width", None), ("adaptive", "adaptive")):
+                reference = reference_rate(target, std, width_name, width_arg, seed=2)
                 for threads in sorted({1, threads_all}):
                     holder = {}
 
@@ -167,7 +194,7 @@ def main(argv=None):
                     enc = holder["enc"]
                     rate = count / seconds
                     table.add(f"hybrid encode {count:.0e} targets, std {std:g}, {width_name}, {threads} thr",
-                              rate, "samples/s", rate / reference_rate,
+                              rate, "samples/s", rate / reference,
                               f"mean candidates {np.mean(enc.candidates):.2f}")
                     if width_name == "std width":
                         seconds = _median_seconds(
@@ -176,40 +203,46 @@ def main(argv=None):
                         table.add(f"hybrid decode {count:.0e} targets, std {std:g}, {threads} thr",
                                   count / seconds, "samples/s")
 
-    # Whole calls from Python arrays (target construction included) on 10^6
-    # targets, one thread against all: the multi-core scaling of issue 6.
-    count = 10**6
+    # Whole calls from Python arrays (target construction included), one
+    # thread against all; ratios against the reference on the first targets.
+    count = sizes[-1]
     rng = np.random.default_rng(12)
     std = 0.01
     means = rng.normal(0.0, math.sqrt(1.0 - std * std), count)
     stds = np.full(count, std)
     for width_name, width_arg in (("std width", None), ("adaptive", "adaptive")):
         rates = {}
+        references.pop((std, width_name), None)  # other targets: measure the reference on these
+        reference = reference_rate(rcc.Normal(means, std), std, width_name, width_arg, seed=2)
         for threads in sorted({1, threads_all}):
             seconds = _median_seconds(
                 lambda: rcc.encode_sample(rcc.Normal(means, stds), seed=2, width=width_arg, num_threads=threads),
                 repeats)
             rates[threads] = count / seconds
-            table.add(f"whole call from arrays, 1e+06 targets, std {std:g}, {width_name}, {threads} thr",
-                      rates[threads], "samples/s", rates[threads] / reference_rate)
+            table.add(f"whole call from arrays, {count:.0e} targets, std {std:g}, {width_name}, {threads} thr",
+                      rates[threads], "samples/s", rates[threads] / reference)
         if threads_all > 1:
             table.add(f"  {threads_all} threads / 1 thread, {width_name}", rates[threads_all] / rates[1], "x")
 
-    # Single-call latency.
-    scalar = rcc.Normal(0.3, 0.01)
+    # Single-call latency: one scalar target or message per call, as a caller
+    # coding one value at a time sees it (argument checks included).
     calls = 2000 if quick else 20000
-    latencies = []
-    for seed in range(calls):
-        start = time.perf_counter()
-        rcc.encode_sample(scalar, seed=seed)
-        latencies.append(time.perf_counter() - start)
-    table.add("single-call encode_sample, scalar target (median)", np.median(latencies) * 1e6, "us")
-    latencies = []
-    for seed in range(calls):
-        start = time.perf_counter()
-        rcc.decode_sample(3, 17, seed=seed, width=32)
-        latencies.append(time.perf_counter() - start)
-    table.add("single-call decode_sample (median)", np.median(latencies) * 1e6, "us")
+    scalar = rcc.Normal(0.3, 0.01)
+    enc = rcc.encode_sample(scalar, seed=1)
+    laplace = general.Laplace(0.3, 0.05)
+    pfr_target = rcc.Normal(0.3, 0.2)
+    for case, call in (
+        ("encode_sample, scalar Normal(0.3, 0.01), hybrid", lambda seed: rcc.encode_sample(scalar, seed=seed)),
+        ("decode_sample, one hybrid message", lambda seed: rcc.decode_sample(enc.index, enc.factor, seed=seed,
+                                                                             width=enc.width)),
+        ("encode_sample, scalar Normal(0.3, 0.2), pfr",
+         lambda seed: rcc.encode_sample(pfr_target, seed=seed, method="pfr")),
+        ("decode_sample, one pfr message", lambda seed: rcc.decode_sample(3, 0, seed=seed, method="pfr")),
+        ("encode_sample, scalar Laplace(0.3, 0.05), hybrid", lambda seed: rcc.encode_sample(laplace, seed=seed)),
+    ):
+        latencies = _latencies(call, calls if "Laplace" not in case else calls // 10)
+        table.add(f"single call: {case} (median)", np.median(latencies) * 1e6, "us",
+                  note=f"90th percentile {np.percentile(latencies, 90) * 1e6:.1f} us")
 
     # Product targets: one index per block of d dimensions.  The race's
     # candidate count is the product of the per-dimension w_max (about 3 each

@@ -120,6 +120,19 @@ class EncodedSample:
     seed: object = None
 
 
+def _scalar_encoded_sample(**fields):
+    """``EncodedSample(**fields)`` for the scalar path, without the frozen dataclass's ``__init__``.
+
+    That ``__init__`` sets each field through ``object.__setattr__`` (about
+    1 µs of a 5 µs scalar encode); filling ``__dict__`` directly builds the
+    same object (equal, hashable alike, still frozen).  Fields left out take
+    their class defaults, like keyword arguments left out.
+    """
+    encoded = object.__new__(EncodedSample)
+    encoded.__dict__.update(fields)
+    return encoded
+
+
 def _scalar_or_array(arr):
     arr = np.asarray(arr)
     if arr.ndim:
@@ -134,6 +147,8 @@ def _check_method(method):
 
 
 _STANDARD_NORMAL = Normal(0.0, 1.0)
+_STANDARD_TRANSFORM = Normal(0.0, DEFAULT_TRANSFORM_SCALE * 1.0)
+_LAST_DEFAULT_TRANSFORM = [(_STANDARD_NORMAL, _STANDARD_TRANSFORM)]
 
 
 def _check_prior(prior):
@@ -179,8 +194,16 @@ def coding_transform(prior=None, transform=None):
     """
     prior = _check_prior(prior)
     if transform is None:
+        if prior is _STANDARD_NORMAL:
+            return _STANDARD_TRANSFORM  # built once: constructing a Normal is most of a scalar call
         if isinstance(prior, Normal):
-            return Normal(prior.mean, DEFAULT_TRANSFORM_SCALE * np.asarray(prior.std))
+            # Distributions are immutable: the last prior's transform is reused (one entry, by identity).
+            last_prior, last_transform = _LAST_DEFAULT_TRANSFORM[0]
+            if last_prior is prior:
+                return last_transform
+            transform = Normal(prior.mean, DEFAULT_TRANSFORM_SCALE * np.asarray(prior.std))
+            _LAST_DEFAULT_TRANSFORM[0] = (prior, transform)
+            return transform
         return prior
     if isinstance(transform, str):
         if transform == "prior":
@@ -253,9 +276,9 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS, transform=None)
     family, _, scale = _prior_arrays(transform, std.shape)
     widths = np.empty(std.size, dtype=np.int64)
     kernels.gaussian_width_array(
-        np.ascontiguousarray(std, dtype=np.float64).reshape(-1), half_width,
-        np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
-        np.ascontiguousarray(scale, dtype=np.float64).reshape(-1), widths,
+        _read_only(np.ascontiguousarray(std, dtype=np.float64).reshape(-1)), half_width,
+        _read_only(np.ascontiguousarray(family, dtype=np.int64).reshape(-1)),
+        _read_only(np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)), widths,
     )
     return _scalar_or_array(widths.reshape(std.shape))
 
@@ -394,30 +417,44 @@ class _Threads:
     def kernel(self, name, count):
         """The threaded kernel ``name``, or its serial twin for small batches.
 
-        With one thread the threaded kernel still wins on large batches: numba
-        optimises the parallel loop body better (measured ~20% faster).
+        Both twins run the same compiled per-block function; the serial one
+        only saves waking the thread pool, which costs more than a small batch.
         """
         return getattr(kernels, name + "_serial" if count < _SERIAL_BELOW else name)
 
 
+def _read_only(arr):
+    """A read-only view of ``arr`` (O(1)), as every kernel input is passed.
+
+    numba compiles a separate version of a kernel for read-only and writable
+    arrays (tens of seconds each for the batch kernels); inputs may arrive
+    either way (``np.broadcast_to`` views are read-only), so they are all
+    passed read-only and each kernel keeps one signature.
+    """
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 def _flat(value, shape, count, dims, dtype=np.float64):
-    """``value`` broadcast to ``shape`` as a C-contiguous (count, dims) array."""
+    """``value`` broadcast to ``shape`` as a read-only, C-contiguous (count, dims) array."""
     arr = np.asarray(value)
     if arr.shape == shape:
-        return np.ascontiguousarray(arr, dtype=dtype).reshape(count, dims)
+        return _read_only(np.ascontiguousarray(arr, dtype=dtype).reshape(count, dims))
     if arr.ndim == 0:
-        return np.full((count, dims), arr, dtype=dtype)
-    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims)
+        return _read_only(np.full((count, dims), arr, dtype=dtype))
+    return _read_only(np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims))
 
 
-def _check_prior_support(prior, spec, prior_loc, prior_scale, what="prior"):
+def _check_prior_support(prior, spec, prior_loc, prior_scale, what="prior", has_batch=True):
     if isinstance(prior, Uniform):
         outside = (spec["low"] < prior_loc) | (spec["high"] > prior_loc + prior_scale)
         if np.any(outside):
             first = int(np.flatnonzero(np.ravel(outside))[0])
+            where = f" (first: flat index {first})" if has_batch else ""
             raise ValueError(
                 f"the target's support must lie inside the Uniform {what}'s support [low, high]; "
-                f"{int(np.sum(outside))} element(s) do not (first: flat index {first})"
+                f"{int(np.sum(outside))} element(s) do not{where}"
             )
 
 
@@ -495,12 +532,14 @@ def _column(value, shape, count, dims):
     """
     arr = np.asarray(value)
     if arr.ndim == 0 or arr.size and not any(arr.strides):
-        return np.full(1, arr.flat[0] if arr.size else arr.item(), dtype=np.float64), 0, 0
-    if arr.shape == shape:
-        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), dims, 1
-    if dims > 1 and arr.size == dims and arr.shape[-1:] == (dims,):
-        return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), 0, 1
-    return np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).reshape(-1), dims, 1
+        data, rows, columns = np.full(1, arr.flat[0] if arr.size else arr.item(), dtype=np.float64), 0, 0
+    elif arr.shape == shape:
+        data, rows, columns = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), dims, 1
+    elif dims > 1 and arr.size == dims and arr.shape[-1:] == (dims,):
+        data, rows, columns = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), 0, 1
+    else:
+        data, rows, columns = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).reshape(-1), dims, 1
+    return _read_only(data), rows, columns
 
 
 class _BatchInputs:
@@ -516,10 +555,11 @@ class _BatchInputs:
         spec = target._spec(tail_mass)
         transform = _check_transform(transform, prior, hybrid)
         prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
-        _check_prior_support(prior, spec, prior_loc, prior_scale)
+        has_batch = bool(target.batch_shape)
+        _check_prior_support(prior, spec, prior_loc, prior_scale, has_batch=has_batch)
         transform_family, transform_loc, transform_scale = _prior_arrays(transform, shape)
         if transform is not prior:
-            _check_prior_support(transform, spec, transform_loc, transform_scale, "transform")
+            _check_prior_support(transform, spec, transform_loc, transform_scale, "transform", has_batch)
         self.width_mode, width_given = _width_mode(target, width, hybrid, shape)
         self.hybrid = hybrid
         # Through the prior although a wider default exists (a Normal prior): the error hint says so.
@@ -534,7 +574,7 @@ class _BatchInputs:
                   width_given)
         columns = [_column(value, shape, self.count, self.dims) for value in values]
         self.columns = tuple(data for data, _, _ in columns)
-        self.steps = np.array([[rows, cols] for _, rows, cols in columns], dtype=np.int64)
+        self.steps = _read_only(np.array([[rows, cols] for _, rows, cols in columns], dtype=np.int64))
 
     def prepare(self, begin, end, threads):
         """Race parameters of elements ``begin:end``; raises on the first bad element.
@@ -629,11 +669,27 @@ def _raise_encode_error(status, inputs, threads, max_candidates):
 _NO_KEY = np.uint64(0)
 
 
-def _scalar_arrays(dist):
-    """Family code, location and scale of a scalar prior or transform."""
-    if isinstance(dist, Normal):
-        return NORMAL_FAMILY, float(dist.mean), float(dist.std)
-    return UNIFORM_FAMILY, float(dist.low), float(dist.high - dist.low)
+def _scalar_spec(target, tail_mass):
+    """``target._spec(tail_mass)`` of a scalar target as Python numbers, and the tail mass it removes.
+
+    For a Normal target the arithmetic is that of :meth:`rcc.Normal._spec`
+    on Python floats (the same IEEE operations, so the same bits) without
+    numpy's per-operation overhead; other targets use their own ``_spec``.
+    """
+    if type(target) is Normal:
+        mean, std = float(target.mean), float(target.std)
+        if tail_mass == 0:
+            low, high, log_normalizer = -math.inf, math.inf, 0.0
+        else:
+            half_width = normal_half_width(tail_mass)
+            low, high = mean - half_width * std, mean + half_width * std
+            log_normalizer = math.log1p(-tail_mass)
+        spec = {"family": NORMAL_FAMILY, "loc": mean, "scale": std, "low": low, "high": high,
+                "log_normalizer": log_normalizer}
+        return spec, tail_mass
+    spec = {name: float(value) for name, value in target._spec(tail_mass).items()}
+    spec["family"] = int(spec["family"])
+    return spec, float(target.tail_mass_of(tail_mass))
 
 
 def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candidates, num_candidates, width,
@@ -641,45 +697,40 @@ def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candid
     """The low-latency path of :func:`encode_sample` for one scalar target (same result as a batch of one).
 
     One kernel call does the preparation, the key derivation and the race;
-    the arguments were validated by :func:`encode_sample`.
+    the arguments were validated by :func:`encode_sample`.  Returns None
+    where the target cannot be encoded, so that the batch path raises its
+    error.
     """
     hybrid = method == "hybrid"
-    spec = target._spec(tail_mass)
-    prior_family, prior_loc, prior_scale = _scalar_arrays(prior)
-    _check_prior_support(prior, spec, prior_loc, prior_scale)
-    transform_family, transform_loc, transform_scale = _scalar_arrays(transform)
-    if transform is not prior:
-        _check_prior_support(transform, spec, transform_loc, transform_scale, "transform")
+    spec, target_tail_mass = _scalar_spec(target, tail_mass)
+    prior_family, prior_loc, prior_scale = _scalar_prior(prior)
+    if prior_family == UNIFORM_FAMILY:
+        _check_prior_support(prior, spec, prior_loc, prior_scale, has_batch=False)
+    transform_family, transform_loc, transform_scale = _scalar_prior(transform)
+    if transform is not prior and transform_family == UNIFORM_FAMILY:
+        _check_prior_support(transform, spec, transform_loc, transform_scale, "transform", False)
     width_mode, width_given = _width_mode(target, width, hybrid, ())
     mode = _MODES[method]
     log_max_candidates = math.log(max_candidates)
     # rng=None: the kernel derives the key from the seed, as private_key does.
     key = _NO_KEY if rng is None else private_key(seed, rng)
-    low, high = float(spec["low"]), float(spec["high"])
+    low, high = spec["low"], spec["high"]
     (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
-        seed, key, rng is None, stream_offset, int(spec["family"]), float(spec["loc"]), float(spec["scale"]),
-        low, high, float(spec["log_normalizer"]), prior_family, prior_loc, prior_scale, transform_family,
-        transform_loc, transform_scale, width_mode, int(width_given),
+        seed, key, rng is None, stream_offset, spec["family"], spec["loc"], spec["scale"], low, high,
+        spec["log_normalizer"], prior_family, prior_loc, prior_scale, transform_family, transform_loc,
+        transform_scale, width_mode, int(width_given),
         _half_width(tail_mass), hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
         log_max_candidates,
     )
-    if prep_status != kernels.PREP_OK:
-        start, stop, _ = kernels.transformed_support(low, high, float(width_used), transform_family, transform_loc,
-                                                      transform_scale)
-        _raise_prepare_error(prep_status, "", width_used, stop - start)
-    if mode == kernels.RACE and log_w_max > log_max_candidates:
-        _raise_too_many_candidates(log_w_max, max_candidates, hybrid,
-                                   transform is prior and isinstance(prior, Normal), "",
-                                   f" (target {target!r})")
-    if race_status != kernels.STATUS_OK:
-        raise RuntimeError(f"the race exceeded max_candidates={max_candidates} (target {target!r}); "
-                           "pass a larger max_candidates")
+    if (prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK
+            or mode == kernels.RACE and log_w_max > log_max_candidates):
+        return None  # the batch path raises the error, worded exactly as for any batch
     kl_bits = kl / _LOG2
     if mode != kernels.RACE and num_candidates is None:
         num_candidates = int(min(2.0 ** math.ceil(kl_bits + 4.0), max_candidates))
-    return EncodedSample(
+    return _scalar_encoded_sample(
         index=index, factor=factor, sample=sample, candidates=examined, width=width_used,
-        tail_mass=float(target.tail_mass_of(tail_mass)), kl_bits=kl_bits, method=method,
+        tail_mass=target_tail_mass, kl_bits=kl_bits, method=method,
         num_candidates=None if mode == kernels.RACE else num_candidates, seed=int(seed),
     )
 
@@ -779,10 +830,15 @@ def encode_sample(
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
     prior = _check_prior(prior)
     method = _check_method(method)
-    tail_mass = _check_tail_mass(tail_mass)
-    max_candidates = _check_positive_int(max_candidates, "max_candidates")
-    num_candidates = _check_positive_int(num_candidates, "num_candidates", allow_none=True)
-    _check_positive_int(num_threads, "num_threads", allow_none=True)
+    # The defaults are valid: skipping their checks is a tenth of a scalar call.
+    if tail_mass is not DEFAULT_TAIL_MASS:
+        tail_mass = _check_tail_mass(tail_mass)
+    if max_candidates is not DEFAULT_MAX_CANDIDATES:
+        max_candidates = _check_positive_int(max_candidates, "max_candidates")
+    if num_candidates is not None:
+        num_candidates = _check_positive_int(num_candidates, "num_candidates")
+    if num_threads is not None:
+        _check_positive_int(num_threads, "num_threads")
     hybrid = method == "hybrid"
     if not hybrid and not _is_unit_width(width):
         raise ValueError(f"width applies to method='hybrid' only; {method!r} uses the prior (width 1)")
@@ -795,8 +851,10 @@ def encode_sample(
         # The common offset 0 skips the check (the scalar path is latency-bound).
         stream = (np.uint64(0) if type(stream_offset) is int and stream_offset == 0
                   else check_stream_offset(stream_offset, 1))
-        return _encode_scalar(target, seed_u64, prior, transform, method, tail_mass, max_candidates,
-                              num_candidates, width, rng, stream)
+        encoded = _encode_scalar(target, seed_u64, prior, transform, method, tail_mass, max_candidates,
+                                 num_candidates, width, rng, stream)
+        if encoded is not None:
+            return encoded
     inputs = _BatchInputs(target, prior, tail_mass, hybrid, width, transform)
     count, dims = inputs.count, inputs.dims
     stream_offset = check_stream_offset(stream_offset, count)
@@ -848,6 +906,77 @@ def _integer_array(value, name):
     return _as_int64(value, name, "an integer or an array of integers")
 
 
+_MAX_INT64 = 2**63 - 1
+_SCALAR_INTEGERS = (int, np.int64, np.int32, np.uint64, np.uint32, np.int16, np.uint16, np.int8, np.uint8)
+
+
+def _scalar_prior(prior):
+    """(family, loc, scale) of a scalar prior as Python numbers, or None for a batch of priors."""
+    if prior is None or prior is _STANDARD_NORMAL:
+        return NORMAL_FAMILY, 0.0, 1.0
+    if isinstance(prior, Normal) and not prior.mean.shape:
+        return NORMAL_FAMILY, float(prior.mean), float(prior.std)
+    if isinstance(prior, Uniform) and not prior.low.shape:
+        return UNIFORM_FAMILY, float(prior.low), float(prior.high - prior.low)
+    return None
+
+
+def _scalar_axis(prior, transform, hybrid):
+    """(family, loc, scale) of the axis a scalar message decodes through, or None for the batch path.
+
+    The coding transform for hybrid coding (:func:`coding_transform`, here on
+    Python numbers), the prior for the prior-proposal methods.
+    """
+    prior_params = _scalar_prior(prior)
+    if prior_params is None:
+        return None
+    if transform is None:
+        if hybrid and prior_params[0] == NORMAL_FAMILY:
+            return NORMAL_FAMILY, prior_params[1], DEFAULT_TRANSFORM_SCALE * prior_params[2]
+        return prior_params
+    if transform is prior or isinstance(transform, str) and transform == "prior":
+        return prior_params
+    if not hybrid or not isinstance(transform, (Normal, Uniform)):
+        return None
+    return _scalar_prior(transform)
+
+
+def _decode_scalar(index, factor, seed, prior, width, method, num_threads, transform, stream_offset):
+    """The low-latency path of :func:`decode_sample` for one 1-D message, or None to take the batch path.
+
+    Validates with plain Python and makes one kernel call.  Anything it does
+    not accept as plainly valid (arrays, other types, out-of-range values, a
+    factor that the dither rejects) returns None, and the batch path then
+    returns or raises exactly what it always does, so both paths agree.
+    """
+    if (type(index) not in _SCALAR_INTEGERS or type(factor) not in _SCALAR_INTEGERS or type(seed) is not int
+            or num_threads is not None or not 0 <= seed <= MAX_SEED):
+        return None
+    index, factor = int(index), int(factor)
+    if not 1 <= index <= _MAX_INT64:
+        return None
+    hybrid = method == "hybrid"
+    if hybrid:
+        if type(width) not in _SCALAR_INTEGERS:
+            return None
+        width = int(width)
+        if not 1 <= width <= _MAX_INT64 or not 0 <= factor <= width:
+            return None
+    elif method in METHODS and (width is None or type(width) in _SCALAR_INTEGERS and width == 1) and factor == 0:
+        width = 1
+    else:
+        return None
+    if type(stream_offset) is not int or not 0 <= stream_offset <= MAX_SEED:
+        return None
+    axis = _scalar_axis(prior, transform, hybrid)
+    if axis is None:
+        return None
+    sample, status = kernels.decode_one(np.uint64(seed), np.uint64(stream_offset), index, factor, width, *axis,
+                                        hybrid)
+    return sample if status == kernels.STATUS_OK else None
+
+
+
 def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid", num_threads=None,
                   transform=None, stream_offset=0):
     """Reproduce the sample of a message ``(index, factor)``, bit for bit.
@@ -882,6 +1011,9 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     float or ndarray of float64
         Same shape as ``factor``.
     """
+    sample = _decode_scalar(index, factor, seed, prior, width, method, num_threads, transform, stream_offset)
+    if sample is not None:
+        return sample
     seed_u64 = check_seed(seed)
     prior = _check_prior(prior)
     method = _check_method(method)
@@ -923,7 +1055,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     status = np.zeros(count, dtype=np.int64)
     with _Threads(num_threads) as threads:
         threads.kernel("decode_batch", count)(
-            seed_u64, stream_offset, index.reshape(count), flat(factor, np.int64), flat(widths, np.int64),
+            seed_u64, stream_offset, _read_only(index.reshape(count)), flat(factor, np.int64), flat(widths, np.int64),
             flat(prior_family, np.int64), flat(prior_loc, np.float64), flat(prior_scale, np.float64),
             hybrid, sample, status,
         )
