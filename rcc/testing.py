@@ -99,7 +99,7 @@ def _result(name, statistic, pvalue, n, alpha, **details) -> CheckResult:
 
 
 def _check_alpha(alpha) -> float:
-    if not isinstance(alpha, numbers.Real) or not 0.0 < alpha < 1.0:
+    if not isinstance(alpha, numbers.Real) or not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
     return float(alpha)
 
