@@ -228,7 +228,7 @@ def ks_check(samples, cdf: Callable, *, alpha: float = 1e-3) -> CheckResult:
     Returns
     -------
     CheckResult
-        ``statistic`` is the KS distance sup |F_n - F|; exact p-value for small n.
+        ``statistic`` is the KS distance ``sup |F_n - F|``; exact p-value for small n.
     """
     alpha = _check_alpha(alpha)
     x = _check_samples(samples)
@@ -238,7 +238,7 @@ def ks_check(samples, cdf: Callable, *, alpha: float = 1e-3) -> CheckResult:
 
 
 def ks_distance(samples, cdf: Callable) -> float:
-    """KS distance sup_x |F_n(x) - F(x)| between the empirical CDF and `cdf`."""
+    """KS distance ``sup_x |F_n(x) - F(x)|`` between the empirical CDF and `cdf`."""
     x = np.sort(_check_samples(samples))
     f = _eval_cdf(_check_callable(cdf, "cdf"), x)
     n = x.size
@@ -402,7 +402,7 @@ def draw_samples(encode: Callable, decode: Callable, n: int | None = None, *,
 
     Returns
     -------
-    ndarray, shape (n, *sample_shape)
+    ndarray, shape ``(n, *sample_shape)``
         The decoded samples.
 
     Raises
