@@ -38,7 +38,7 @@ from .entropy import (
     zipf_exponent,
 )
 from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
-from .targets import Normal, Product, TruncatedNormal, Uniform
+from .targets import Normal, Product, TruncatedNormal, Uniform, from_scipy
 from . import testing
 
 __version__ = "0.1.0"
@@ -79,6 +79,7 @@ __all__ = [
     "Product",
     "TruncatedNormal",
     "Uniform",
+    "from_scipy",
     "decode_sample",
     "encode_sample",
     "gaussian_width",

@@ -1,26 +1,39 @@
 """Target and prior distributions with vectorised parameters.
 
-Targets are what the sender wants the receiver to sample (DESIGN 1); priors
-are the shared marginal ``p`` used as the proposal of PFR and for the width-M
-CDF transform of hybrid coding (DESIGN 2.6).  Parameters broadcast like
-``scipy.stats`` frozen distributions: ``rcc.Normal(means, stds)`` is a batch
-of independent 1-D targets.  :class:`Product` reinterprets the last batch axis
-as the event (a diagonal, d-dimensional target coded with one index, DESIGN
-2.9).
+Targets are what the sender wants the receiver to sample; priors are the
+shared marginal ``p`` used as the proposal of PFR and for the width-M CDF
+transform of hybrid coding (documentation: "The width-M transform and the
+coding transform").  Parameters broadcast like ``scipy.stats`` frozen
+distributions: ``rcc.Normal(means, stds)`` (or ``rcc.Normal(loc=means,
+scale=stds)``) is a batch of independent 1-D targets.  :class:`Product`
+reinterprets the last batch axis as the event (a diagonal, d-dimensional
+target coded with one index; documentation: "Product targets and blocks").
+
+Every distribution has ``cdf``, ``logpdf``, ``pdf`` and ``rvs(size, rng)``, and
+:func:`from_scipy` converts frozen ``scipy.stats`` ``norm``, ``truncnorm``,
+``uniform`` and ``laplace`` distributions, which the coders also accept
+directly as targets and priors.
 
 Gaussian targets have unbounded support; the coders truncate them to the
-central interval of total tail mass ``tail_mass`` (DESIGN 2.7), i.e. they
-sample ``Normal.truncate(tail_mass)`` exactly, whose total-variation distance
-to the untruncated Normal is exactly ``tail_mass``.
+central interval of total tail mass ``tail_mass`` (documentation: "Truncation
+of Gaussian targets"), i.e. they sample ``Normal.truncate(tail_mass)``
+exactly, whose total-variation distance to the untruncated Normal is exactly
+``tail_mass``.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
+import numbers
+import operator
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
+
+# scipy.stats is imported inside the functions that need it: importing it costs
+# more than the rest of rcc.targets together.
 
 __all__ = [
     "Distribution",
@@ -28,6 +41,7 @@ __all__ = [
     "TruncatedNormal",
     "Uniform",
     "Product",
+    "from_scipy",
     "NORMAL_FAMILY",
     "UNIFORM_FAMILY",
     "normal_half_width",
@@ -79,13 +93,44 @@ def _log_ndtr_diff(alpha, beta):
         return log_hi + np.log1p(-np.exp(log_lo - log_hi))
 
 
+def _alias(primary, alias, primary_name, alias_name, owner):
+    """One of two names for a parameter (``mean`` or scipy's ``loc``): exactly one must be given."""
+    if primary is not None and alias is not None:
+        raise TypeError(f"{owner}: give {primary_name} or {alias_name}, not both")
+    if primary is None and alias is None:
+        raise TypeError(f"{owner}: missing parameter {primary_name} (or {alias_name})")
+    return (primary, primary_name) if primary is not None else (alias, alias_name)
+
+
+def _check_size(size, batch_shape):
+    """The output shape of ``rvs``: ``size`` (as scipy reads it), or the batch shape."""
+    if size is None:
+        return tuple(batch_shape)
+    if isinstance(size, (numbers.Integral, np.integer)) and not isinstance(size, bool):
+        size = (int(size),)
+    try:
+        shape = tuple(operator.index(n) for n in size)
+    except TypeError:
+        raise TypeError(f"size must be None, an int or a tuple of ints, got {size!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"size must not be negative, got {shape}")
+    try:
+        broadcast = np.broadcast_shapes(tuple(batch_shape), shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(f"size {shape} does not hold the parameters' shape {tuple(batch_shape)}; "
+                         "use a size whose trailing axes broadcast with it")
+    return shape
+
+
 @functools.lru_cache(maxsize=64)
 def normal_half_width(tail_mass):
     """Half-width, in stds, of a Normal's central interval of total tail mass ``tail_mass``."""
     return math.inf if tail_mass == 0 else float(-special.ndtri(0.5 * tail_mass))
 
 
-class Distribution:
+class Distribution(abc.ABC):
     """Base class: a batch of independent 1-D distributions.
 
     Subclasses provide ``batch_shape``, ``cdf``, ``logpdf`` and a kernel
@@ -96,9 +141,54 @@ class Distribution:
     event_shape: tuple = ()
 
     @property
-    def shape(self):
+    @abc.abstractmethod
+    def batch_shape(self) -> tuple:
+        """Shape of the batch of independent distributions."""
+
+    @abc.abstractmethod
+    def cdf(self, x) -> np.ndarray:
+        """Cumulative distribution function at ``x`` (per dimension for products)."""
+
+    @abc.abstractmethod
+    def logpdf(self, x) -> np.ndarray:
+        """Log density at ``x``."""
+
+    @property
+    def shape(self) -> tuple:
         """Batch shape followed by event shape."""
         return self.batch_shape + self.event_shape
+
+    def pdf(self, x) -> np.ndarray:
+        """Density at ``x`` (``exp(logpdf(x))``)."""
+        return np.exp(self.logpdf(x))
+
+    def rvs(self, size=None, rng=None) -> np.ndarray:
+        """Independent samples, drawn with the private generator ``rng``.
+
+        These are samples of the distribution itself, for comparisons and
+        tests; the coders sample ``self.truncate(tail_mass)``.
+
+        Parameters
+        ----------
+        size : None, int or tuple of int
+            Output shape, as in ``scipy.stats``: ``None`` gives one sample per
+            batch element; otherwise the parameters broadcast to ``size``.
+        rng : None, int or numpy.random.Generator
+            Source of randomness, passed to :func:`numpy.random.default_rng`
+            (Scientific Python SPEC 7); ``None`` draws fresh entropy.
+
+        Returns
+        -------
+        ndarray of float64
+            Shape ``size`` (``batch_shape`` if ``size`` is None), followed by
+            the event shape.
+        """
+        shape = _check_size(size, self.batch_shape)
+        return self._rvs(shape, np.random.default_rng(rng))
+
+    def _rvs(self, shape, rng):
+        # Inverse-CDF sampling; families with a direct sampler override this.
+        return self.ppf(rng.random(shape))
 
     def truncate(self, tail_mass):
         """The distribution the coders sample given a tail mass (itself by default)."""
@@ -124,21 +214,36 @@ class Normal(Distribution):
     Parameters
     ----------
     mean : array_like
-        Finite means.
+        Finite means (``loc`` is accepted instead, as in ``scipy.stats.norm``).
     std : array_like
-        Finite, strictly positive standard deviations.
+        Finite, strictly positive standard deviations (or ``scale``).
+
+    Examples
+    --------
+    >>> import rcc
+    >>> rcc.Normal(0.3, 0.01)
+    Normal(mean=0.3, std=0.01)
+    >>> rcc.Normal(loc=0.3, scale=0.01).std
+    array(0.01)
     """
 
     family = NORMAL_FAMILY
 
-    def __init__(self, mean, std):
-        mean = _finite(_param(mean, "mean"), "mean")
-        std = _finite(_param(std, "std"), "std")
+    def __init__(self, mean=None, std=None, *, loc=None, scale=None):
+        mean, mean_name = _alias(mean, loc, "mean", "loc", "Normal")
+        std, std_name = _alias(std, scale, "std", "scale", "Normal")
+        mean = _finite(_param(mean, mean_name), mean_name)
+        std = _finite(_param(std, std_name), std_name)
         if (std <= 0).any():
-            raise ValueError(f"std must be > 0, got {std[std <= 0].ravel()[:3]}")
-        self.mean, self.std = _broadcast(("mean", "std"), mean, std)
+            raise ValueError(f"{std_name} must be > 0, got {std[std <= 0].ravel()[:3]}")
+        self.mean, self.std = _broadcast((mean_name, std_name), mean, std)
 
     batch_shape = property(lambda self: self.mean.shape)
+    loc = property(lambda self: self.mean, doc="The means (scipy's name).")
+    scale = property(lambda self: self.std, doc="The standard deviations (scipy's name).")
+
+    def _rvs(self, shape, rng):
+        return self.mean + self.std * rng.standard_normal(shape)
 
     def _params(self):
         return {"mean": self.mean, "std": self.std}
@@ -154,7 +259,7 @@ class Normal(Distribution):
         return self.mean + self.std * special.ndtri(p)
 
     def truncate(self, tail_mass):
-        """The central interval of total tail mass ``tail_mass`` (DESIGN 2.7)."""
+        """The central interval of total tail mass ``tail_mass`` (documentation: "Truncation of Gaussian targets")."""
         if tail_mass == 0:
             return TruncatedNormal(self.mean, self.std, -np.inf, np.inf)
         half_width = normal_half_width(tail_mass)
@@ -183,19 +288,34 @@ class TruncatedNormal(Distribution):
     """``N(mean, std**2)`` conditioned on ``[low, high]`` (bounds may be infinite).
 
     Sampled exactly as given: no further truncation is applied.
+
+    Parameters
+    ----------
+    mean : array_like
+        Finite means of the untruncated Normal (or ``loc``).
+    std : array_like
+        Its finite, strictly positive standard deviations (or ``scale``).
+    low, high : array_like
+        Bounds on the original axis, ``low < high``; ``-inf`` and ``inf`` are
+        allowed.  (``scipy.stats.truncnorm`` takes standardised bounds
+        ``a = (low - loc) / scale`` instead; :func:`from_scipy` converts.)
     """
 
     family = NORMAL_FAMILY
 
-    def __init__(self, mean, std, low, high):
-        mean = _finite(_param(mean, "mean"), "mean")
-        std = _finite(_param(std, "std"), "std")
+    def __init__(self, mean=None, std=None, low=None, high=None, *, loc=None, scale=None):
+        mean, mean_name = _alias(mean, loc, "mean", "loc", "TruncatedNormal")
+        std, std_name = _alias(std, scale, "std", "scale", "TruncatedNormal")
+        if low is None or high is None:
+            raise TypeError("TruncatedNormal: missing parameter low or high (use -inf / inf for no bound)")
+        mean = _finite(_param(mean, mean_name), mean_name)
+        std = _finite(_param(std, std_name), std_name)
         low = _param(low, "low")
         high = _param(high, "high")
         if (std <= 0).any():
-            raise ValueError(f"std must be > 0, got {std[std <= 0].ravel()[:3]}")
+            raise ValueError(f"{std_name} must be > 0, got {std[std <= 0].ravel()[:3]}")
         self.mean, self.std, self.low, self.high = _broadcast(
-            ("mean", "std", "low", "high"), mean, std, low, high
+            (mean_name, std_name, "low", "high"), mean, std, low, high
         )
         if (self.low >= self.high).any():
             raise ValueError("low must be < high for every element")
@@ -211,11 +331,15 @@ class TruncatedNormal(Distribution):
             )
 
     batch_shape = property(lambda self: self.mean.shape)
+    loc = property(lambda self: self.mean, doc="The means of the untruncated Normal (scipy's name).")
+    scale = property(lambda self: self.std, doc="Its standard deviations (scipy's name).")
 
     def _params(self):
         return {"mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
 
     def _scipy(self):
+        from scipy import stats
+
         return stats.truncnorm(
             (self.low - self.mean) / self.std, (self.high - self.mean) / self.std,
             loc=self.mean, scale=self.std,
@@ -241,11 +365,39 @@ class TruncatedNormal(Distribution):
 
 
 class Uniform(Distribution):
-    """Uniform distribution on ``[low, high)`` with broadcast parameters."""
+    """Uniform distribution on ``[low, high)`` with broadcast parameters.
+
+    Parameters
+    ----------
+    low, high : array_like
+        Finite bounds, ``low < high``.
+    loc, scale : array_like, optional
+        Instead of ``low`` and ``high``, scipy's parametrisation
+        (``scipy.stats.uniform(loc, scale)``): ``low = loc``,
+        ``high = loc + scale``.
+
+    Examples
+    --------
+    >>> import rcc
+    >>> rcc.Uniform(loc=-1.0, scale=2.0)
+    Uniform(low=-1.0, high=1.0)
+    """
 
     family = UNIFORM_FAMILY
 
-    def __init__(self, low, high):
+    def __init__(self, low=None, high=None, *, loc=None, scale=None):
+        if loc is not None or scale is not None:
+            if low is not None or high is not None:
+                raise TypeError("Uniform: give low and high, or loc and scale, not both")
+            if loc is None or scale is None:
+                raise TypeError("Uniform: loc and scale go together (low = loc, high = loc + scale)")
+            loc = _finite(_param(loc, "loc"), "loc")
+            scale = _finite(_param(scale, "scale"), "scale")
+            if (scale <= 0).any():
+                raise ValueError(f"scale must be > 0, got {scale[scale <= 0].ravel()[:3]}")
+            low, high = loc, loc + scale
+        elif low is None or high is None:
+            raise TypeError("Uniform: missing parameter low or high (or give loc and scale)")
         low = _finite(_param(low, "low"), "low")
         high = _finite(_param(high, "high"), "high")
         self.low, self.high = _broadcast(("low", "high"), low, high)
@@ -253,6 +405,11 @@ class Uniform(Distribution):
             raise ValueError("low must be < high for every element")
 
     batch_shape = property(lambda self: self.low.shape)
+    loc = property(lambda self: self.low, doc="The lower bounds (scipy's name).")
+    scale = property(lambda self: self.high - self.low, doc="The widths ``high - low`` (scipy's name).")
+
+    def _rvs(self, shape, rng):
+        return self.low + (self.high - self.low) * rng.random(shape)
 
     def _params(self):
         return {"low": self.low, "high": self.high}
@@ -282,7 +439,7 @@ class Product(Distribution):
 
     ``Product(Normal(means, stds))`` with parameters of shape ``(B, d)`` is a
     batch of ``B`` independent d-dimensional targets, each coded with one
-    index and ``d`` decoding factors (DESIGN 2.9).
+    index and ``d`` decoding factors (documentation: "Product targets and blocks").
     """
 
     def __init__(self, base):
@@ -305,6 +462,11 @@ class Product(Distribution):
     def logpdf(self, x):
         return self.base.logpdf(x).sum(axis=-1)
 
+    def rvs(self, size=None, rng=None) -> np.ndarray:
+        """Independent samples; ``size`` is the batch part, the event axis is appended."""
+        shape = _check_size(size, self.batch_shape)
+        return self.base._rvs(shape + self.event_shape, np.random.default_rng(rng))
+
     def truncate(self, tail_mass):
         return Product(self.base.truncate(tail_mass))
 
@@ -315,3 +477,118 @@ class Product(Distribution):
 
     def _spec(self, tail_mass):
         return self.base._spec(tail_mass)
+
+
+# --------------------------------------------------------------------------- scipy.stats
+
+
+#: Frozen ``scipy.stats`` distributions that :func:`from_scipy` converts.
+_SCIPY_NAMES = ("norm", "truncnorm", "uniform", "laplace")
+
+
+def _is_frozen_scipy(obj):
+    """Whether ``obj`` is a frozen ``scipy.stats`` distribution (checked without importing scipy.stats)."""
+    return type(obj).__module__.startswith("scipy.stats") and hasattr(obj, "dist") and hasattr(obj, "args")
+
+
+def _scipy_parameters(frozen):
+    """Shape parameters, ``loc`` and ``scale`` of a frozen distribution, by name."""
+    dist = frozen.dist
+    names = [n.strip() for n in dist.shapes.split(",")] if dist.shapes else []
+    names += ["loc", "scale"]
+    if len(frozen.args) > len(names):
+        raise TypeError(f"scipy.stats.{dist.name} got {len(frozen.args)} positional parameters, "
+                        f"expected at most {len(names)} ({', '.join(names)})")
+    values = dict(zip(names, frozen.args))
+    for key, value in frozen.kwds.items():
+        if key not in names or key in values:
+            raise TypeError(f"scipy.stats.{dist.name} got an unexpected or repeated parameter {key!r}")
+        values[key] = value
+    values.setdefault("loc", 0.0)
+    values.setdefault("scale", 1.0)
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise TypeError(f"scipy.stats.{dist.name} is missing the parameters {missing}")
+    return values
+
+
+def from_scipy(dist, *, tail_mass=None):
+    """The rcc distribution equal to a frozen ``scipy.stats`` distribution.
+
+    ===============================================  ==============================================
+    ``scipy.stats``                                  rcc
+    ===============================================  ==============================================
+    ``norm(loc, scale)``                             ``Normal(loc, scale)``
+    ``truncnorm(a, b, loc, scale)``                  ``TruncatedNormal(loc, scale, loc + a * scale,
+                                                     loc + b * scale)``
+    ``uniform(loc, scale)``                          ``Uniform(loc, loc + scale)``
+    ``laplace(loc, scale)``                          ``rcc.Laplace(loc, scale, tail_mass=...)``
+    ===============================================  ==============================================
+
+    The parameters are taken over as they are (the bounds of ``truncnorm``
+    with one rounding each); array parameters give a batch.  A Laplace target
+    is truncated to its central interval of total tail mass ``tail_mass``, as
+    every unbounded general target is; the coders report that truncation.
+
+    Parameters
+    ----------
+    dist : frozen scipy.stats distribution
+        For example ``scipy.stats.norm(0.3, 0.01)``.
+    tail_mass : float, optional
+        Only for ``laplace``: the tail mass of its truncation (default: the
+        library's, ``rcc.DEFAULT_TAIL_MASS``).
+
+    Returns
+    -------
+    Normal, TruncatedNormal, Uniform or rcc.Laplace
+
+    Raises
+    ------
+    TypeError
+        If ``dist`` is not a frozen ``scipy.stats`` distribution of one of
+        these four families.
+
+    Examples
+    --------
+    >>> import rcc
+    >>> from scipy import stats
+    >>> rcc.from_scipy(stats.norm(loc=0.3, scale=0.01))
+    Normal(mean=0.3, std=0.01)
+    >>> rcc.from_scipy(stats.uniform(-1.0, 2.0))
+    Uniform(low=-1.0, high=1.0)
+    """
+    if not _is_frozen_scipy(dist):
+        raise TypeError(f"dist must be a frozen scipy.stats distribution (e.g. scipy.stats.norm(0, 1)), "
+                        f"got {type(dist).__name__}")
+    name = getattr(dist.dist, "name", None)
+    if name not in _SCIPY_NAMES:
+        raise TypeError(f"scipy.stats.{name} has no rcc equivalent; supported: "
+                        f"{', '.join('scipy.stats.' + n for n in _SCIPY_NAMES)}")
+    if tail_mass is not None and name != "laplace":
+        raise TypeError(f"tail_mass applies to scipy.stats.laplace only, not scipy.stats.{name}")
+    values = _scipy_parameters(dist)
+    loc, scale = _finite(_param(values["loc"], "loc"), "loc"), _finite(_param(values["scale"], "scale"), "scale")
+    if (scale <= 0).any():
+        raise ValueError(f"scale must be > 0, got {scale[scale <= 0].ravel()[:3]}")
+    if name == "norm":
+        return Normal(loc=loc, scale=scale)
+    if name == "uniform":
+        return Uniform(loc=loc, scale=scale)
+    if name == "truncnorm":
+        a, b = _param(values["a"], "a"), _param(values["b"], "b")
+        with np.errstate(invalid="ignore"):  # inf * scale stays inf
+            return TruncatedNormal(loc=loc, scale=scale, low=loc + a * scale, high=loc + b * scale)
+    # rcc.Laplace is a general target: rcc.general builds on this module, so it is
+    # imported only when a Laplace distribution is converted.
+    from .general import Laplace
+
+    return Laplace(loc, scale) if tail_mass is None else Laplace(loc, scale, tail_mass=tail_mass)
+
+
+def _convert_scipy(obj):
+    """``from_scipy(obj)`` for a frozen scipy.stats distribution; anything else unchanged.
+
+    The coders call this on their ``target`` and ``prior`` arguments, so frozen
+    scipy distributions are accepted wherever rcc distributions are.
+    """
+    return from_scipy(obj) if _is_frozen_scipy(obj) else obj
