@@ -28,8 +28,10 @@ import functools
 import math
 import numbers
 import operator
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
 # scipy.stats is imported inside the functions that need it: importing it costs
@@ -54,7 +56,7 @@ UNIFORM_FAMILY = 1
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _param(value, name):
+def _param(value, name) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64) if not isinstance(value, np.ndarray) else value
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
@@ -64,7 +66,7 @@ def _param(value, name):
     return arr
 
 
-def _finite(arr, name):
+def _finite(arr, name) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)].ravel()[:3]}")
     return arr
@@ -125,7 +127,7 @@ def _check_size(size, batch_shape):
 
 
 @functools.lru_cache(maxsize=64)
-def normal_half_width(tail_mass):
+def normal_half_width(tail_mass: float) -> float:
     """Half-width, in stds, of a Normal's central interval of total tail mass ``tail_mass``."""
     return math.inf if tail_mass == 0 else float(-special.ndtri(0.5 * tail_mass))
 
@@ -162,7 +164,8 @@ class Distribution(abc.ABC):
         """Density at ``x`` (``exp(logpdf(x))``)."""
         return np.exp(self.logpdf(x))
 
-    def rvs(self, size=None, rng=None) -> np.ndarray:
+    def rvs(self, size: int | tuple[int, ...] | None = None,
+            rng: int | np.random.Generator | None = None) -> np.ndarray:
         """Independent samples, drawn with the private generator ``rng``.
 
         These are samples of the distribution itself, for comparisons and
@@ -186,15 +189,19 @@ class Distribution(abc.ABC):
         shape = _check_size(size, self.batch_shape)
         return self._rvs(shape, np.random.default_rng(rng))
 
-    def _rvs(self, shape, rng):
-        # Inverse-CDF sampling; families with a direct sampler override this.
-        return self.ppf(rng.random(shape))
+    @abc.abstractmethod
+    def _rvs(self, shape, rng) -> np.ndarray:
+        """Samples of shape ``shape + event_shape`` from the validated generator ``rng``."""
 
-    def truncate(self, tail_mass):
+    @abc.abstractmethod
+    def _params(self) -> dict:
+        """The parameters by name, for ``repr``."""
+
+    def truncate(self, tail_mass: float) -> Distribution:
         """The distribution the coders sample given a tail mass (itself by default)."""
         return self
 
-    def tail_mass_of(self, tail_mass):
+    def tail_mass_of(self, tail_mass: float) -> np.ndarray:
         """Total-variation distance between ``self`` and ``self.truncate(tail_mass)``."""
         return np.zeros(self.shape)
 
@@ -229,7 +236,8 @@ class Normal(Distribution):
 
     family = NORMAL_FAMILY
 
-    def __init__(self, mean=None, std=None, *, loc=None, scale=None):
+    def __init__(self, mean: ArrayLike | None = None, std: ArrayLike | None = None, *,
+                 loc: ArrayLike | None = None, scale: ArrayLike | None = None) -> None:
         mean, mean_name = _alias(mean, loc, "mean", "loc", "Normal")
         std, std_name = _alias(std, scale, "std", "scale", "Normal")
         mean = _finite(_param(mean, mean_name), mean_name)
@@ -248,17 +256,17 @@ class Normal(Distribution):
     def _params(self):
         return {"mean": self.mean, "std": self.std}
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         return special.ndtr((np.asarray(x, float) - self.mean) / self.std)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         t = (np.asarray(x, float) - self.mean) / self.std
         return -0.5 * t * t - np.log(self.std) - _HALF_LOG_2PI
 
-    def ppf(self, p):
+    def ppf(self, p: ArrayLike) -> np.ndarray:
         return self.mean + self.std * special.ndtri(p)
 
-    def truncate(self, tail_mass):
+    def truncate(self, tail_mass: float) -> TruncatedNormal:
         """The central interval of total tail mass ``tail_mass`` (documentation: "Truncation of Gaussian targets")."""
         if tail_mass == 0:
             return TruncatedNormal(self.mean, self.std, -np.inf, np.inf)
@@ -267,7 +275,7 @@ class Normal(Distribution):
             self.mean, self.std, self.mean - half_width * self.std, self.mean + half_width * self.std
         )
 
-    def tail_mass_of(self, tail_mass):
+    def tail_mass_of(self, tail_mass: float) -> np.ndarray:
         return np.full(self.shape, float(tail_mass))
 
     def _spec(self, tail_mass):
@@ -303,7 +311,9 @@ class TruncatedNormal(Distribution):
 
     family = NORMAL_FAMILY
 
-    def __init__(self, mean=None, std=None, low=None, high=None, *, loc=None, scale=None):
+    def __init__(self, mean: ArrayLike | None = None, std: ArrayLike | None = None, low: ArrayLike | None = None,
+                 high: ArrayLike | None = None, *, loc: ArrayLike | None = None,
+                 scale: ArrayLike | None = None) -> None:
         mean, mean_name = _alias(mean, loc, "mean", "loc", "TruncatedNormal")
         std, std_name = _alias(std, scale, "std", "scale", "TruncatedNormal")
         if low is None or high is None:
@@ -337,6 +347,10 @@ class TruncatedNormal(Distribution):
     def _params(self):
         return {"mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
 
+    def _rvs(self, shape, rng):
+        # Inverse-CDF sampling, accurate in both tails (scipy's truncnorm ppf).
+        return self.ppf(rng.random(shape))
+
     def _scipy(self):
         from scipy import stats
 
@@ -345,13 +359,13 @@ class TruncatedNormal(Distribution):
             loc=self.mean, scale=self.std,
         )
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         return self._scipy().cdf(x)
 
-    def ppf(self, p):
+    def ppf(self, p: ArrayLike) -> np.ndarray:
         return self._scipy().ppf(p)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, float)
         t = (x - self.mean) / self.std
         inside = (x >= self.low) & (x <= self.high)
@@ -385,7 +399,8 @@ class Uniform(Distribution):
 
     family = UNIFORM_FAMILY
 
-    def __init__(self, low=None, high=None, *, loc=None, scale=None):
+    def __init__(self, low: ArrayLike | None = None, high: ArrayLike | None = None, *,
+                 loc: ArrayLike | None = None, scale: ArrayLike | None = None) -> None:
         if loc is not None or scale is not None:
             if low is not None or high is not None:
                 raise TypeError("Uniform: give low and high, or loc and scale, not both")
@@ -414,13 +429,13 @@ class Uniform(Distribution):
     def _params(self):
         return {"low": self.low, "high": self.high}
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         return np.clip((np.asarray(x, float) - self.low) / (self.high - self.low), 0.0, 1.0)
 
-    def ppf(self, p):
+    def ppf(self, p: ArrayLike) -> np.ndarray:
         return self.low + (self.high - self.low) * np.asarray(p, float)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, float)
         inside = (x >= self.low) & (x < self.high)
         return np.where(inside, -np.log(self.high - self.low), -np.inf)
@@ -442,7 +457,7 @@ class Product(Distribution):
     index and ``d`` decoding factors (documentation: "Product targets and blocks").
     """
 
-    def __init__(self, base):
+    def __init__(self, base: Normal | TruncatedNormal | Uniform) -> None:
         if not isinstance(base, (Normal, TruncatedNormal, Uniform)):
             raise TypeError(f"base must be a Normal, TruncatedNormal or Uniform, got {type(base).__name__}")
         if base.event_shape or len(base.batch_shape) < 1:
@@ -455,22 +470,22 @@ class Product(Distribution):
     def _params(self):
         return self.base._params()
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         """Per-dimension marginal CDFs (the coordinates are independent)."""
         return self.base.cdf(x)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         return self.base.logpdf(x).sum(axis=-1)
 
-    def rvs(self, size=None, rng=None) -> np.ndarray:
-        """Independent samples; ``size`` is the batch part, the event axis is appended."""
-        shape = _check_size(size, self.batch_shape)
-        return self.base._rvs(shape + self.event_shape, np.random.default_rng(rng))
+    def _rvs(self, shape, rng):
+        # ``size`` is the batch part of the shape; the event axis is appended.
+        return self.base._rvs(shape + self.event_shape, rng)
 
-    def truncate(self, tail_mass):
-        return Product(self.base.truncate(tail_mass))
+    def truncate(self, tail_mass: float) -> Product:
+        # The truncation of a Normal, TruncatedNormal or Uniform is one of these again.
+        return Product(cast("Normal | TruncatedNormal | Uniform", self.base.truncate(tail_mass)))
 
-    def tail_mass_of(self, tail_mass):
+    def tail_mass_of(self, tail_mass: float) -> np.ndarray:
         # TV of a product of truncations: 1 - prod(1 - eps_j) per element.
         per_dim = self.base.tail_mass_of(tail_mass)
         return 1.0 - np.prod(1.0 - per_dim, axis=-1)
@@ -512,7 +527,7 @@ def _scipy_parameters(frozen):
     return values
 
 
-def from_scipy(dist, *, tail_mass=None):
+def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
     """The rcc distribution equal to a frozen ``scipy.stats`` distribution.
 
     ===============================================  ==============================================

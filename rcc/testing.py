@@ -185,7 +185,7 @@ def _binned_counts(x, cdf, bins, ppf):
             raise ValueError(f"bins must be >= 2, got {bins}")
         if ppf is not None:
             with np.errstate(all="ignore"):
-                cuts = np.asarray(_check_callable(ppf, "ppf")(np.arange(1, bins) / bins),
+                cuts = np.asarray(_check_callable(ppf, "ppf")(np.arange(1, int(bins)) / bins),
                                   dtype=np.float64)
             cuts = cuts[np.isfinite(cuts)]
         else:
