@@ -2,12 +2,11 @@
 
 Targets are what the sender wants the receiver to sample; priors are the
 shared marginal ``p`` used as the proposal of PFR and for the width-M CDF
-transform of hybrid coding (documentation: "The width-M transform and the
-coding transform").  Parameters broadcast like ``scipy.stats`` frozen
+transform of hybrid coding (:ref:`transform-width-m`).  Parameters broadcast like ``scipy.stats`` frozen
 distributions: ``rcc.Normal(means, stds)`` (or ``rcc.Normal(loc=means,
 scale=stds)``) is a batch of independent 1-D targets.  :class:`Product`
 reinterprets the last batch axis as the event (a diagonal, d-dimensional
-target coded with one index; documentation: "Product targets and blocks").
+target coded with one index, :ref:`blocks-product`).
 
 Every distribution has ``cdf``, ``logpdf``, ``pdf`` and ``rvs(size, rng)``, and
 :func:`from_scipy` converts frozen ``scipy.stats`` ``norm``, ``truncnorm``,
@@ -15,8 +14,8 @@ Every distribution has ``cdf``, ``logpdf``, ``pdf`` and ``rvs(size, rng)``, and
 directly as targets and priors.
 
 Gaussian targets have unbounded support; the coders truncate them to the
-central interval of total tail mass ``tail_mass`` (documentation: "Truncation
-of Gaussian targets"), i.e. they sample ``Normal.truncate(tail_mass)``
+central interval of total tail mass ``tail_mass`` (:ref:`truncation-central`),
+i.e. they sample ``Normal.truncate(tail_mass)``
 exactly, whose total-variation distance to the untruncated Normal is exactly
 ``tail_mass``.
 """
@@ -267,7 +266,7 @@ class Normal(Distribution):
         return self.mean + self.std * special.ndtri(p)
 
     def truncate(self, tail_mass: float) -> TruncatedNormal:
-        """The central interval of total tail mass ``tail_mass`` (documentation: "Truncation of Gaussian targets")."""
+        """The central interval of total tail mass ``tail_mass`` (:ref:`truncation-central`)."""
         if tail_mass == 0:
             return TruncatedNormal(self.mean, self.std, -np.inf, np.inf)
         half_width = normal_half_width(tail_mass)
@@ -454,7 +453,7 @@ class Product(Distribution):
 
     ``Product(Normal(means, stds))`` with parameters of shape ``(B, d)`` is a
     batch of ``B`` independent d-dimensional targets, each coded with one
-    index and ``d`` decoding factors (documentation: "Product targets and blocks").
+    index and ``d`` decoding factors (:ref:`blocks-product`).
     """
 
     def __init__(self, base: Normal | TruncatedNormal | Uniform) -> None:
