@@ -24,17 +24,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
-    "sphinx.ext.intersphinx",
     "numpydoc",
 ]
 
 exclude_patterns = ["_build"]
-templates_path = ["_templates"]
 root_doc = "index"
 
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": False}
+autodoc_default_options = {"members": True, "inherited-members": "Module", "show-inheritance": False}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -45,8 +43,5 @@ numpydoc_xref_param_type = False
 if importlib.util.find_spec("torch") is None:
     autodoc_mock_imports = ["torch"]
 
-intersphinx_mapping = {}
-
 html_theme = "alabaster"
-html_static_path = []
 html_title = f"rcc {release}"
