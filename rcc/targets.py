@@ -500,9 +500,21 @@ class Product(Distribution):
 _SCIPY_NAMES = ("norm", "truncnorm", "uniform", "laplace")
 
 
+#: Classes of scipy's newer distribution interface (``scipy.stats.Normal(mu=..., sigma=...)``,
+#: scipy >= 1.15) that :func:`from_scipy` converts, with the attributes that hold their parameters.
+_SCIPY_NEW_CLASSES = {"Normal": ("mu", "sigma"), "StandardNormal": ("mu", "sigma"), "Uniform": ("a", "b")}
+
+
 def _is_frozen_scipy(obj):
     """Whether ``obj`` is a frozen ``scipy.stats`` distribution (checked without importing scipy.stats)."""
     return type(obj).__module__.startswith("scipy.stats") and hasattr(obj, "dist") and hasattr(obj, "args")
+
+
+def _is_new_scipy(obj):
+    """Whether ``obj`` is a Normal or Uniform of scipy's newer distribution interface."""
+    names = _SCIPY_NEW_CLASSES.get(type(obj).__name__)
+    return (type(obj).__module__.startswith("scipy.stats") and names is not None
+            and all(hasattr(obj, name) for name in names))
 
 
 def _scipy_parameters(frozen):
@@ -537,7 +549,13 @@ def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
                                                      loc + b * scale)``
     ``uniform(loc, scale)``                          ``Uniform(loc, loc + scale)``
     ``laplace(loc, scale)``                          ``rcc.Laplace(loc, scale, tail_mass=...)``
+    ``Normal(mu=..., sigma=...)``                    ``Normal(mu, sigma)``
+    ``Uniform(a=..., b=...)``                        ``Uniform(a, b)``
     ===============================================  ==============================================
+
+    The last two rows are scipy's newer distribution interface (scipy 1.15
+    and later); its shifted, scaled or otherwise transformed distributions
+    are not converted.
 
     The parameters are taken over as they are (the bounds of ``truncnorm``
     with one rounding each); array parameters give a batch.  A Laplace target
@@ -547,7 +565,7 @@ def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
     Parameters
     ----------
     dist : frozen scipy.stats distribution
-        For example ``scipy.stats.norm(0.3, 0.01)``.
+        For example ``scipy.stats.norm(0.3, 0.01)`` or ``scipy.stats.Normal(mu=0.3, sigma=0.01)``.
     tail_mass : float, optional
         Only for ``laplace``: the tail mass of its truncation (default: the
         library's, ``rcc.DEFAULT_TAIL_MASS``).
@@ -571,6 +589,12 @@ def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
     >>> rcc.from_scipy(stats.uniform(-1.0, 2.0))
     Uniform(low=-1.0, high=1.0)
     """
+    if _is_new_scipy(dist):
+        if tail_mass is not None:
+            raise TypeError(f"tail_mass applies to scipy.stats.laplace only, not scipy.stats.{type(dist).__name__}")
+        if type(dist).__name__ == "Uniform":
+            return Uniform(np.asarray(dist.a, dtype=float), np.asarray(dist.b, dtype=float))
+        return Normal(loc=np.asarray(dist.mu, dtype=float), scale=np.asarray(dist.sigma, dtype=float))
     if not _is_frozen_scipy(dist):
         raise TypeError(f"dist must be a frozen scipy.stats distribution (e.g. scipy.stats.norm(0, 1)), "
                         f"got {type(dist).__name__}")
@@ -605,4 +629,4 @@ def _convert_scipy(obj):
     The coders call this on their ``target`` and ``prior`` arguments, so frozen
     scipy distributions are accepted wherever rcc distributions are.
     """
-    return from_scipy(obj) if _is_frozen_scipy(obj) else obj
+    return from_scipy(obj) if _is_frozen_scipy(obj) or _is_new_scipy(obj) else obj

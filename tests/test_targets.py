@@ -53,6 +53,23 @@ def test_from_scipy_gives_the_same_distribution(frozen, expected):
     np.testing.assert_allclose(got.logpdf(x), frozen.logpdf(x), rtol=1e-12)
 
 
+@pytest.mark.skipif(not hasattr(stats, "Normal"), reason="scipy's newer distribution interface (scipy >= 1.15)")
+def test_from_scipy_converts_the_newer_interface():
+    normal = rcc.from_scipy(stats.Normal(mu=[0.0, 1.0], sigma=0.5))
+    assert isinstance(normal, rcc.Normal)
+    np.testing.assert_array_equal(normal.mean, [0.0, 1.0])
+    np.testing.assert_array_equal(normal.std, [0.5, 0.5])
+    standard = rcc.from_scipy(stats.Normal())
+    assert (standard.mean, standard.std) == (0.0, 1.0)
+    uniform = rcc.from_scipy(stats.Uniform(a=-1.0, b=2.0))
+    assert isinstance(uniform, rcc.Uniform) and (uniform.low, uniform.high) == (-1.0, 2.0)
+    enc = rcc.encode_sample(stats.Normal(mu=0.3, sigma=0.01), seed=2, prior=stats.Normal())
+    ref = rcc.encode_sample(rcc.Normal(0.3, 0.01), seed=2)
+    assert (enc.index, enc.sample) == (ref.index, ref.sample)
+    with pytest.raises(TypeError, match="frozen scipy.stats distribution"):
+        rcc.from_scipy(2.0 * stats.Normal() + 1.0)  # transformed distributions are not converted
+
+
 def test_from_scipy_laplace_is_the_truncated_laplace_target():
     got = rcc.from_scipy(stats.laplace(0.4, 0.05))
     assert isinstance(got, rcc.Laplace)
