@@ -68,3 +68,14 @@ def test_every_cited_reference_is_listed():
     for page in DOCS.glob("*.rst"):
         cited = set(re.findall(r"\[(\w+)\]_", page.read_text(encoding="utf-8")))
         assert cited <= listed, f"{page.name} cites {sorted(cited - listed)} missing from references.rst"
+
+
+def test_the_python_examples_of_the_pages_run():
+    ran = 0
+    for page in sorted(DOCS.glob("*.rst")):
+        for block in re.findall(r"^\.\. code-block:: python\n\n((?:(?:   .*)?\n)+)", page.read_text(encoding="utf-8"),
+                                re.M):
+            code = "\n".join(line[3:] for line in block.splitlines())
+            exec(compile(code, str(page), "exec"), {})  # noqa: S102 - our own documentation
+            ran += 1
+    assert ran >= 1, "no page has a Python example"
