@@ -10,7 +10,7 @@ grids further for the end-to-end test.
 
 Figures use matplotlib's non-interactive Agg backend and one style: every
 method, index code and beta has a fixed colour and marker
-(:func:`series_style`, :func:`beta_style`), whatever order a script plots them
+(:func:`series_style`, :func:`beta_style`, :func:`value_style`), whatever order a script plots them
 in; log axes get plain tick labels (``2``, ``50``, ``10^6``); legends sit
 outside the data (:func:`legend_right`, :func:`legend_below`).
 """
@@ -255,9 +255,22 @@ def value_style(value, low, high):
     return {"color": colour, "marker": marker}
 
 
+#: Colours of the half-decades of beta (..., 0.1, 0.3, 1, 3, ...): distinct for five decades.
+_BETA_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf")
+
+
 def beta_style(beta):
-    """The fixed style of a rate weight ``beta`` (:func:`value_style` on ``[0.01, 100]``)."""
-    return value_style(beta, 1e-2, 1e2)
+    """``dict(color=..., marker=...)`` of a rate weight ``beta``, fixed by its half-decade.
+
+    ``beta = 0.03, 0.1, 0.3, 1, ...`` each have their own colour and marker in
+    every figure and run, whichever other betas a figure shows.
+    """
+    beta = float(beta)
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    step = int(round(2 * math.log10(beta)))
+    return {"color": _BETA_COLOURS[step % len(_BETA_COLOURS)], "marker": _BETA_MARKERS[step % len(_BETA_MARKERS)]}
 
 
 def _plain_number(value, _position=None):

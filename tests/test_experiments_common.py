@@ -61,13 +61,16 @@ def test_every_series_keeps_its_style_whatever_the_plotting_order():
     assert common.series_style("a label nobody registered") == common.series_style("a label nobody registered")
 
 
-def test_each_beta_has_one_style_and_colours_follow_its_value():
+def test_each_beta_has_one_style_whatever_the_other_betas():
     assert common.beta_style(0.1) == common.beta_style(0.1)
-    betas = [0.03, 0.1, 0.3, 1.0]
-    assert len({tuple(common.beta_style(b)["color"]) for b in betas}) == len(betas)
+    betas = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    assert len({common.beta_style(b)["color"] for b in betas}) == len(betas)
     assert len({common.beta_style(b)["marker"] for b in betas}) == len(betas)
     with pytest.raises(ValueError, match="must be > 0"):
         common.beta_style(0.0)
+    # Values on an ordered scale (such as I in bits) get colours in their order.
+    assert common.value_style(2.0, 1.0, 32.0) == common.value_style(2.0, 1.0, 32.0)
+    assert common.value_style(2.0, 1.0, 32.0)["color"] != common.value_style(8.0, 1.0, 32.0)["color"]
 
 
 @pytest.mark.parametrize("value, label", [(2.0, "2"), (0.5, "0.5"), (50.0, "50"), (1e-4, "$10^{-4}$"),
