@@ -52,7 +52,6 @@ CODES = ("zipf", "zipf_fitted", "empirical", "empirical_given_K")
 _TRAIN_SEED = 90_001
 _EVAL_SEED = 7
 _MAX_CANDIDATES = 2**32
-#: The issue's targets for ``measured - I`` (bits per sample).
 
 
 def grid(quick=False, tiny=False):
