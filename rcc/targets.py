@@ -56,7 +56,13 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _param(value, name) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64) if not isinstance(value, np.ndarray) else value
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be real numbers, got {value!r}"[:200]) from None
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
@@ -614,8 +620,8 @@ def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
         return Uniform(loc=loc, scale=scale)
     if name == "truncnorm":
         a, b = _param(values["a"], "a"), _param(values["b"], "b")
-        with np.errstate(invalid="ignore"):  # inf * scale stays inf
-            return TruncatedNormal(loc=loc, scale=scale, low=loc + a * scale, high=loc + b * scale)
+        loc, scale, a, b = _broadcast(("loc", "scale", "a", "b"), loc, scale, a, b)
+        return TruncatedNormal(loc=loc, scale=scale, low=loc + a * scale, high=loc + b * scale)
     # rcc.Laplace is a general target: rcc.general builds on this module, so it is
     # imported only when a Laplace distribution is converted.
     from .general import Laplace

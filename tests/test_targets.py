@@ -92,6 +92,9 @@ def test_from_scipy_laplace_is_the_truncated_laplace_target():
     (stats.norm(np.nan, 1.0), ValueError, "loc contains NaN"),
     (stats.uniform(0.0, 0.0), ValueError, "scale must be > 0"),
     (stats.truncnorm(1.0, -1.0), ValueError, "low must be < high"),
+    (stats.truncnorm([-1.0, 0.0, 1.0], 2.0, loc=[0.0, 1.0]), ValueError, "parameter shapes do not broadcast"),
+    (stats.norm([0.0, 1.0], [1.0, 2.0, 3.0]), ValueError, "parameter shapes do not broadcast"),
+    (stats.norm("a"), TypeError, "loc must be real numbers"),
     (np.float64(1.0), TypeError, "frozen scipy.stats distribution"),
     ("norm", TypeError, "frozen scipy.stats distribution"),
 ])
