@@ -39,9 +39,8 @@ numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = False
 numpydoc_xref_param_type = False
 
-# rcc.torch needs PyTorch; without it, build its pages from a mocked torch.
-if importlib.util.find_spec("torch") is None:
-    autodoc_mock_imports = ["torch"]
+# rcc.torch needs PyTorch and rcc.dask needs dask; without them, build their pages from mocks.
+autodoc_mock_imports = [name for name in ("torch", "dask") if importlib.util.find_spec(name) is None]
 
 html_theme = "alabaster"
 html_title = f"rcc {release}"
