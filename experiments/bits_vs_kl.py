@@ -44,7 +44,17 @@ import numpy as np
 import rcc
 from rcc import entropy
 
-from .common import new_figure, output_dir, progress_bar, run_script, save_figure, write_csv
+from .common import (
+    legend_below,
+    legend_right,
+    new_figure,
+    output_dir,
+    progress_bar,
+    run_script,
+    save_figure,
+    series_style,
+    write_csv,
+)
 
 __all__ = ["CODES", "grid", "sweep", "blocks", "throughput", "plot_sweep", "plot_blocks", "main"]
 
@@ -53,8 +63,6 @@ CODES = ("zipf", "zipf_fitted", "empirical", "zipf, transform = prior", "empiric
 _TRAIN_SEED = 90_001
 _EVAL_SEED = 7
 _MAX_CANDIDATES = 2**32
-#: Reference levels of ``measured - I`` (bits per sample) drawn on the figure.
-TARGET_OVERHEAD = {"zipf": 2.0, "empirical": 1.5}
 
 
 def grid(quick=False, tiny=False):
@@ -178,26 +186,21 @@ def plot_sweep(rows, path):
     left.plot(grid_i, grid_i, color="black", lw=1, label="I")
     left.plot(grid_i, grid_i + np.log2(grid_i + 1) + 4, color="grey", ls="--", lw=1,
               label="I + log2(I + 1) + 4 (Li & El Gamal)")
-    styles = {"zipf": "o-", "zipf_fitted": "s-", "empirical": "^-", "zipf, transform = prior": "o:",
-              "empirical, transform = prior": "^:", "empirical_given_K, transform = prior": "v:"}
     for name in CODES:
         sel = [r for r in rows if r["code"] == name]
         if not sel:
             continue
         x = [r["info_bits"] for r in sel]
-        left.plot(x, [r["mean_measured_bits"] for r in sel], styles[name], ms=3, lw=1, label=f"measured, {name}")
-        right.plot(x, [r["mean_measured_bits"] - r["info_bits"] for r in sel], styles[name], ms=3, lw=1, label=name)
-    for name, level in TARGET_OVERHEAD.items():
-        right.axhline(level, color="red", lw=0.6, ls="-.")
-        right.annotate(f"{level} bits ({name})", (min(info), level), fontsize=7, ha="left", va="bottom",
-                       color="red")
+        # The transform through the prior (claim 20 as written) is dotted beside the default.
+        style = dict(series_style(name), ls=":" if "transform = prior" in name else "-", ms=3, lw=1)
+        left.plot(x, [r["mean_measured_bits"] for r in sel], label=f"measured, {name}", **style)
+        right.plot(x, [r["mean_measured_bits"] - r["info_bits"] for r in sel], **style)
     left.set_xlabel("mutual information I (bits)")
     left.set_ylabel("bits per sample (measured bytes)")
-    left.legend(loc="upper left")
     right.set_xlabel("mutual information I (bits)")
     right.set_ylabel("measured bits - I (bits per sample)")
     right.set_ylim(0.0, 3.5)  # the Li-El Gamal excess log2(I + 1) + 4 is 5 to 8 bits: off this scale
-    right.legend(loc="upper left", ncol=2, fontsize=6)
+    legend_below(fig, (left, right), ncol=3)
     gap = max(r["mean_measured_bits"] - r["mean_ideal_bits"] for r in rows)
     right.set_title(f"measured - ideal content <= {gap:.3f} bits per sample")
     return save_figure(fig, path)
@@ -206,17 +209,19 @@ def plot_sweep(rows, path):
 def plot_blocks(rows, path):
     """Overhead per dimension against I per dimension, one line per block size."""
     fig, axes = new_figure(ncols=1, width=6.4, height=3.8)
-    for d, colour in zip(sorted({r["block_size"] for r in rows}), ("C0", "C1", "C2", "C3")):
-        for name, style in (("empirical", "o-"), ("zipf", "s--"), ("empirical, transform = prior", "^:")):
+    block_colours = {1: "#1f77b4", 2: "#ff7f0e", 4: "#2ca02c", 8: "#d62728", 16: "#9467bd"}  # fixed per d
+    for d in sorted({r["block_size"] for r in rows}):
+        for name, line in (("empirical", "-"), ("zipf", "--"), ("empirical, transform = prior", ":")):
             sel = [r for r in rows if r["block_size"] == d and r["code"] == name]
-            axes.plot([r["info_bits_per_dim"] for r in sel], [r["overhead_bits_per_dim"] for r in sel], style,
-                      color=colour, ms=3, lw=1, label=f"d = {d}, {name}")
+            axes.plot([r["info_bits_per_dim"] for r in sel], [r["overhead_bits_per_dim"] for r in sel], ls=line,
+                      marker=series_style(name)["marker"], color=block_colours.get(d, "#7f7f7f"), ms=3, lw=1,
+                      label=f"d = {d}, {name}")
     axes.set_xscale("log", base=2)
     axes.set_xlabel("I per dimension (bits)")
     axes.set_ylabel("measured bits / dim - I / dim\n(bits per dimension)")
     axes.set_ylim(bottom=0.0)
     axes.set_title("Gaussian channel, one index per block of d dimensions")
-    axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes)
     return save_figure(fig, path)
 
 

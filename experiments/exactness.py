@@ -29,7 +29,7 @@ import rcc
 from rcc import general
 from rcc import testing as rt
 
-from .common import new_figure, output_dir, progress_bar, run_script, save_figure, write_csv
+from .common import legend_below, new_figure, output_dir, progress_bar, run_script, save_figure, series_style, write_csv
 
 __all__ = ["GAUSSIAN_TARGETS", "GENERAL_TARGETS", "METHODS", "grid", "ks_cases", "tv_curve", "plot", "main"]
 
@@ -143,7 +143,6 @@ def plot(ks_rows, tv_rows, path):
     fig, (ax_p, ax_tv) = new_figure(2, 1, width=5.2, height=3.8)
     targets = list(dict.fromkeys(r["target"] for r in ks_rows))
     methods = list(dict.fromkeys(r["method"] for r in ks_rows))
-    markers = dict(zip(methods, "osD^v"))
     for j, method in enumerate(methods):
         xs, ps = [], []
         for i, t in enumerate(targets):
@@ -151,7 +150,7 @@ def plot(ks_rows, tv_rows, path):
                 if r["target"] == t and r["method"] == method:
                     xs.append(i + (j - 2) * 0.1)
                     ps.append(max(r["ks_pvalue"], 1e-300))
-        ax_p.scatter(xs, ps, marker=markers[method], s=28, label=method, color=f"C{j}")
+        ax_p.scatter(xs, ps, s=28, label=method, **series_style(method))
     ax_p.axhline(ALPHA, color="k", lw=0.8, ls="--", label=f"alpha = {ALPHA:g}")
     ax_p.set_yscale("log")
     ax_p.set_ylim(bottom=min(1e-6, min(max(r["ks_pvalue"], 1e-300) for r in ks_rows) / 3), top=1.5)
@@ -161,23 +160,24 @@ def plot(ks_rows, tv_rows, path):
     n = ks_rows[0]["samples"]
     ax_p.set_ylabel(f"KS p-value (n = {n} samples)")
     ax_p.set_title("Decoded samples vs target (KS test)")
-    ax_p.legend(fontsize=7, loc="lower left")
 
     kl = tv_rows[0]["kl_bits"]
     for j, method in enumerate(("ORC", "MRC")):
         sel = [r for r in tv_rows if r["method"] == method]
-        ax_tv.plot([r["log2_num_candidates"] for r in sel], [r["tv_binned"] for r in sel], "o-", color=f"C{j + 3}",
-                   label=method)
+        ax_tv.plot([r["log2_num_candidates"] for r in sel], [r["tv_binned"] for r in sel], ls="-", label=method,
+                   **series_style(method))
     floor = [r["tv_binned"] for r in tv_rows if r["method"] == "hybrid (exact)"]
-    ax_tv.axhspan(min(floor), max(floor), color="C0", alpha=0.25)
-    ax_tv.axhline(float(np.mean(floor)), color="C0", lw=1.2, label=f"hybrid, exact (noise floor, {len(floor)} runs)")
+    hybrid_colour = series_style("hybrid")["color"]
+    ax_tv.axhspan(min(floor), max(floor), color=hybrid_colour, alpha=0.25)
+    ax_tv.axhline(float(np.mean(floor)), color=hybrid_colour, lw=1.2,
+                  label=f"hybrid, exact (noise floor, {len(floor)} runs)")
     ax_tv.axvline(kl, color="k", ls=":", lw=1, label=f"KL = {kl:.1f} bits")
     ax_tv.set_yscale("log")
     ax_tv.set_xlabel("log2 candidate budget N_c (bits)")
     ax_tv.set_ylabel("binned total variation to target")
     mean, std = _TV_TARGET
     ax_tv.set_title(f"Approximate coders, target N({mean:g}, (1/{1 / std:.0f})^2)")
-    ax_tv.legend(loc="lower left")
+    legend_below(fig, (ax_p, ax_tv), ncol=3)
     return save_figure(fig, path)
 
 

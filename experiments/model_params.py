@@ -1,4 +1,4 @@
-"""Coding a model's parameters with reverse channel coding (figure 7, claim 17).
+"""Coding the weights of a Bayesian logistic regression with reverse channel coding.
 
 Model: multinomial logistic regression (64 pixels + bias -> 10 classes, 650
 weights) on scikit-learn's digits (1797 8x8 images shipped with the package;
@@ -8,7 +8,7 @@ trained by minimising ``NLL + beta * KL[q || p]`` (local reparameterisation,
 Adam, fixed seeds); ``beta`` trades accuracy against ``KL``, the ideal number
 of bits to communicate one weight sample.
 
-Coding (hybrid coding in blocks, DESIGN 2.9): the weights are visited in a
+Coding (hybrid coding in blocks; docs/blocks.rst): the weights are visited in a
 fixed pseudo-random order (known to the receiver) and cut greedily into
 consecutive blocks whose estimated race cost ``sum_j log2 w_max,j`` stays
 below a budget (at most 64 weights per block).  Each block is one

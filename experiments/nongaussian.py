@@ -33,7 +33,17 @@ from rcc import entropy
 from rcc import testing as rt
 from rcc.general import GaussianMixture, Laplace, ScaledBeta, encode_general, general_width
 
-from .common import new_figure, output_dir, progress_bar, run_script, save_figure, write_csv, zipf_index_code
+from .common import (
+    legend_below,
+    new_figure,
+    output_dir,
+    progress_bar,
+    run_script,
+    save_figure,
+    series_style,
+    write_csv,
+    zipf_index_code,
+)
 
 __all__ = ["FAMILIES", "grid", "histogram_rows", "channel_row", "plot", "main"]
 
@@ -122,24 +132,23 @@ def plot(hist, rows, path):
     fig, axes = new_figure(3, 2, width=4.0, height=3.3)
     for ax, (name, h) in zip(axes[0], hist.items()):
         target = h["target"]
-        ax.hist(h["sample"], bins=60, density=True, color="C0", alpha=0.55,
-                label=f"decoded (n = {h['sample'].size})")
+        ax.hist(h["sample"], bins=60, density=True, color=series_style("hybrid")["color"], alpha=0.55,
+                label=f"decoded samples (n = {h['sample'].size} per target)")
         x = np.linspace(float(target.low[0]), float(target.high[0]), 600)
         ax.plot(x, target.pdf(x[:, None])[:, 0], "k-", lw=1.2, label="target density")
         ax.set_title(f"{name}\nKS p = {h['ks'].pvalue:.2f}, M = {h['width']}, "
                      f"{h['candidates']:.1f} candidates", fontsize=8)
         ax.set_xlabel("z")
         ax.set_ylabel("density")
-        ax.legend(fontsize=7)
     ax_bits, ax_over, ax_cand = axes[1]
     families = list(dict.fromkeys(r["family"] for r in rows))
     for j, family in enumerate(families):
         sel = sorted((r for r in rows if r["family"] == family), key=lambda r: r["mean_kl_bits"])
         kl = [r["mean_kl_bits"] for r in sel]
-        style = "s--" if family.startswith("Gaussian") else "o-"
-        ax_bits.plot(kl, [r["measured_bits"] for r in sel], style, color=f"C{j}", label=family, markersize=4)
-        ax_over.plot(kl, [r["overhead_bits"] for r in sel], style, color=f"C{j}", label=family, markersize=4)
-        ax_cand.plot(kl, [r["mean_candidates"] for r in sel], style, color=f"C{j}", label=family, markersize=4)
+        style = dict(series_style(family), ls="--" if family.startswith("Gaussian") else "-", markersize=4)
+        ax_bits.plot(kl, [r["measured_bits"] for r in sel], label=family, **style)
+        ax_over.plot(kl, [r["overhead_bits"] for r in sel], **style)
+        ax_cand.plot(kl, [r["mean_candidates"] for r in sel], **style)
     kl_all = np.linspace(0.0, max(r["mean_kl_bits"] for r in rows) * 1.02, 100)
     ax_bits.plot(kl_all, kl_all, "k:", lw=1, label="bits = KL")
     ax_bits.plot(kl_all, kl_all + np.log2(kl_all + 1) + 4, "k--", lw=0.8, label="KL + log2(KL+1) + 4")
@@ -153,7 +162,7 @@ def plot(hist, rows, path):
     ax_cand.set_title("Race length (hybrid, receiver-known M)")
     for ax in axes[1]:
         ax.set_xlabel("mean KL(target || N(0,1)) (bits)")
-        ax.legend(fontsize=7)
+    legend_below(fig, axes, ncol=4)
     return save_figure(fig, path)
 
 

@@ -1,14 +1,16 @@
 """Regenerate every figure and CSV in ``paper_figures/`` with one command.
 
-    python -m experiments.run_all            # full grids (see paper_figures/README.md for the time)
-    python -m experiments.run_all --quick    # small grids: under 10 minutes on 2 cores
-    python -m experiments.run_all --only exactness,truncation
+    python -m experiments.run_all            # full grids, into paper_figures/
+    python -m experiments.run_all --quick    # small grids, into paper_figures/quick/ (not committed)
+    python -m experiments.run_all --quick --overwrite     # small grids, into paper_figures/
+    python -m experiments.run_all --only exactness,truncation --out-dir /tmp/figures
 
 Each script's ``main`` is called in turn (in this process, so numba kernels
-compile once); its wall time is printed and recorded, with the mode and the
-machine's core count, in ``run_all_times.csv`` in the output folder (one row
-per script and mode, merged with earlier runs, and a ``total`` row per mode:
-the sum of the scripts' times).
+compile once); its wall time is printed and recorded, with the mode, in
+``run_all_times.csv`` in the output folder: one row per script and mode,
+merged with earlier runs, then one summary row per mode, ``total`` when every
+script has a time for that mode and ``partial total`` (naming the scripts it
+leaves out) otherwise.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import argparse
 import importlib
 import inspect
 import os
-import platform
 import sys
 
-from .common import Stopwatch, output_dir, read_csv, write_csv
+from .common import Stopwatch, add_output_arguments, chosen_output_dir, output_dir, record_times
 
 __all__ = ["SCRIPTS", "run_one", "main"]
 
@@ -82,35 +83,19 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True, only=None):
             print(f"   wall time: {seconds:.1f} s", flush=True)
             times[name] = seconds
             rows.append({"script": name, "mode": mode, "seconds": round(seconds, 2), "status": "ok"})
-    _record_times(out / "run_all_times.csv", rows, mode)
-    print(f"== total wall time ({mode}): {total.seconds:.1f} s on {os.cpu_count()} cores")
+    record_times(out / "run_all_times.csv", rows, SCRIPTS)
+    print(f"== wrote {out}")
+    print(f"== wall time of this run ({mode}, {len(times)} of {len(SCRIPTS)} scripts): {total.seconds:.1f} s "
+          f"on {os.cpu_count()} cores")
     return times
 
 
-def _record_times(path, rows, mode):
-    """Merge this run's rows into ``path``: one row per (script, mode), and a ``total`` row per mode."""
-    previous = read_csv(path) if path.exists() else []
-    fresh = {(r["script"], r["mode"]) for r in rows}
-    kept = [r for r in previous if r.get("script") != "total" and (r.get("script"), r.get("mode")) not in fresh]
-    merged = kept + rows
-    merged.sort(key=lambda r: (r["mode"], SCRIPTS.index(r["script"]) if r["script"] in SCRIPTS else len(SCRIPTS)))
-    for each_mode in dict.fromkeys(r["mode"] for r in merged):
-        seconds = [float(r["seconds"]) for r in merged if r["mode"] == each_mode and r["seconds"] not in ("", None)]
-        merged.append({"script": "total", "mode": each_mode, "seconds": round(sum(seconds), 2), "status": "ok",
-                       "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                       "machine": platform.machine()})
-    write_csv(path, merged)
-
-
 def _cli(argv=None):
-    parser = argparse.ArgumentParser(description="Regenerate paper_figures/ (figures and CSVs).")
-    parser.add_argument("--quick", action="store_true", help="small grids (under 10 minutes on 2 cores)")
-    parser.add_argument("--out-dir", default=None, help="output folder (default paper_figures/)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser = add_output_arguments(argparse.ArgumentParser(description="Regenerate the figures and CSVs."))
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SCRIPTS)}")
     args = parser.parse_args(argv)
     only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
-    main(args.quick, out_dir=args.out_dir, progress=not args.no_progress, only=only)
+    main(args.quick, out_dir=chosen_output_dir(args), progress=not args.no_progress, only=only)
     return 0
 
 

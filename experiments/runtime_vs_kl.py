@@ -34,6 +34,7 @@ from .common import (
     Stopwatch,
     gaussian_channel,
     legend_below,
+    series_style,
     new_figure,
     output_dir,
     progress_bar,
@@ -103,16 +104,15 @@ def measure(info_bits, count, kwargs, seed):
 def plot(rows, path):
     """Two panels: candidates (mean and median) and encode wall time per sample against I."""
     fig, (ax_c, ax_t) = new_figure(2, 1, width=4.6)
-    colors = dict(zip([m[0] for m in METHODS], ["C0", "C4", "C1", "C2", "C3"]))
     for label, _, _ in METHODS:
         sel = [r for r in rows if r["method"] == label]
         if not sel:
             continue
         info = [r["info_bits"] for r in sel]
-        ax_c.plot(info, [r["mean_candidates"] for r in sel], "o-", color=colors[label], label=label)
-        ax_c.plot(info, [r["median_candidates"] for r in sel], "s--", color=colors[label], alpha=0.7,
-                  markersize=3.5)
-        ax_t.plot(info, [r["encode_us_per_sample"] for r in sel], "o-", color=colors[label], label=label)
+        style = series_style(label)  # fixed colour and marker per method
+        ax_c.plot(info, [r["mean_candidates"] for r in sel], ls="-", label=label, **style)
+        ax_c.plot(info, [r["median_candidates"] for r in sel], ls="--", alpha=0.7, markersize=3.5, **style)
+        ax_t.plot(info, [r["encode_us_per_sample"] for r in sel], ls="-", label=label, **style)
     ax_c.plot([], [], "k-", label="mean (solid)")
     ax_c.plot([], [], "k--", label="median (dashed)")
     ax_c.set_yscale("log")

@@ -42,6 +42,7 @@ from rcc import testing as rt
 from .common import (
     gaussian_channel,
     legend_below,
+    value_style,
     new_figure,
     output_dir,
     progress_bar,
@@ -121,7 +122,7 @@ def plot(rows, path):
         sel = sorted((r for r in rows if r["info_bits"] == info and r["transform"] == "default"),
                      key=lambda r: -r["tail_mass"])
         eps = [r["tail_mass"] for r in sel]
-        color = f"C{j}"
+        color = value_style(info, 1.0, 32.0)["color"]  # fixed by the value of I, not the plotting order
         ax_b.plot(eps, [r["measured_bits"] for r in sel], "o-", color=color, label=f"I = {info:g} bits")
         ax_b.plot(eps, [r["mean_kl_bits"] for r in sel], ":", color=color)
         ax_b.axhline(info, color=color, lw=0.8, ls="--")

@@ -53,7 +53,7 @@ from .entropy import (
 )
 from .compression import compress, decompress
 from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
-from .targets import Normal, Product, TruncatedNormal, Uniform
+from .targets import Normal, Product, TruncatedNormal, Uniform, from_scipy
 
 __version__ = "0.1.0"
 
@@ -104,6 +104,7 @@ __all__ = [
     "TruncatedNormal",
     "Uniform",
     "coding_transform",
+    "from_scipy",
     "decode_sample",
     "encode_sample",
     "gaussian_width",

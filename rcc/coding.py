@@ -46,6 +46,7 @@ from .targets import (
     Normal,
     Product,
     Uniform,
+    _convert_scipy,
 )
 
 __all__ = [
@@ -154,8 +155,10 @@ _LAST_DEFAULT_TRANSFORM = [(_STANDARD_NORMAL, _STANDARD_TRANSFORM)]
 def _check_prior(prior):
     if prior is None:
         return _STANDARD_NORMAL
+    prior = _convert_scipy(prior)  # frozen scipy.stats norm / uniform
     if not isinstance(prior, (Normal, Uniform)):
-        raise TypeError(f"prior must be rcc.Normal or rcc.Uniform, got {type(prior).__name__}")
+        raise TypeError(f"prior must be rcc.Normal or rcc.Uniform (or scipy.stats.norm / uniform), "
+                        f"got {type(prior).__name__}")
     return prior
 
 
@@ -372,6 +375,7 @@ def _is_unit_width(width):
 
 
 def _check_target(target):
+    target = _convert_scipy(target)  # frozen scipy.stats norm / truncnorm / uniform
     if not isinstance(target, Distribution):
         raise TypeError(
             "target must be an rcc distribution (rcc.Normal, rcc.TruncatedNormal, rcc.Uniform "
@@ -761,11 +765,14 @@ def encode_sample(
         (flat C order).
         A :class:`rcc.general.GeneralTarget` is handed to
         :func:`rcc.general.encode_general` (methods "hybrid" and "pfr").
+        Frozen ``scipy.stats`` ``norm``, ``truncnorm``, ``uniform`` and
+        ``laplace`` distributions are converted by :func:`rcc.from_scipy`.
     seed : int
         Shared seed in ``[0, 2**64)``.
     prior : rcc.Normal or rcc.Uniform, optional
-        Shared prior / marginal; ``Normal(0, 1)`` by default.  ``kl_bits``
-        is measured against it.
+        Shared prior / marginal; ``Normal(0, 1)`` by default (frozen
+        ``scipy.stats.norm`` / ``uniform`` are accepted).  ``kl_bits`` is
+        measured against it.
     width : int, array_like of int, "adaptive" or None
         Width ``M`` of the CDF transform for ``method="hybrid"`` (DESIGN 2.6),
         per dimension.  ``None`` derives it: for Normal targets from the std,
@@ -818,11 +825,13 @@ def encode_sample(
     True
     """
     if not isinstance(target, Distribution):
+        target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
+    if not isinstance(target, Distribution):
         from .general import GeneralTarget, encode_general  # general builds on this module
 
         if isinstance(target, GeneralTarget):
             # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
-            return encode_general(target, seed, prior=prior, width=width, method=method,
+            return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,
                                   max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                                   transform=transform, stream_offset=stream_offset)
         _check_target(target)

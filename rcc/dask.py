@@ -99,7 +99,7 @@ class DaskEncodedSample:
     method: str
     seed: int
     # The per-chunk results all fields pick from (a dict of arrays per chunk).
-    _results: da.Array = field(repr=False, compare=False, default=None)
+    _results: da.Array | None = field(repr=False, compare=False, default=None)
 
     @property
     def shape(self):

@@ -433,7 +433,7 @@ def _finite_array(value, name):
     return arr
 
 
-_TWO_ARGUMENT_ADAPTERS = {}  # one-argument log density -> its compiled (z, params) adapter
+_TWO_ARGUMENT_ADAPTERS: dict = {}  # one-argument log density -> its compiled (z, params) adapter
 
 
 def _check_logpdf(logpdf):

@@ -23,6 +23,7 @@ import numbers
 
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "MAX_SEED",
@@ -136,7 +137,7 @@ def _derive_key(seed):
     return hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
 
 
-def check_seed(seed, name="seed"):
+def check_seed(seed: int | np.integer, name: str = "seed") -> np.uint64:
     """Return ``seed`` as ``np.uint64`` or raise a clear error.
 
     Seeds are integers in ``[0, 2**64)``; bools, floats and negative numbers
@@ -171,7 +172,7 @@ def check_stream_offset(stream_offset, count):
     return np.uint64(stream_offset)
 
 
-def private_key(seed, rng=None):
+def private_key(seed: int | np.integer, rng: int | np.random.Generator | np.random.SeedSequence | None = None) -> np.uint64:
     """The sender's private key for the race's exponential arrival times.
 
     With ``rng=None`` the key is a hash of the seed (runs reproduce exactly).
@@ -201,7 +202,7 @@ def _as_uint64(values, name):
     return arr.astype(np.uint64)
 
 
-def shared_uniform(seed, stream, index, dim=0):
+def shared_uniform(seed: int | np.integer, stream: ArrayLike, index: ArrayLike, dim: ArrayLike = 0) -> float | np.ndarray:
     """Shared dither ``U(seed, stream, index, dim)`` in ``[-1/2, 1/2)``.
 
     Parameters
@@ -226,7 +227,7 @@ def shared_uniform(seed, stream, index, dim=0):
     return float(out) if out.ndim == 0 else out
 
 
-def private_exponential(key, stream, index):
+def private_exponential(key: int | np.integer, stream: ArrayLike, index: ArrayLike) -> float | np.ndarray:
     """Private Exp(1) variates for ``(key, stream, index)``; see :func:`private_key`."""
     key = check_seed(key, "key")
     s, n = np.broadcast_arrays(_as_uint64(stream, "stream"), _as_uint64(index, "index"))

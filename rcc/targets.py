@@ -1,26 +1,40 @@
 """Target and prior distributions with vectorised parameters.
 
-Targets are what the sender wants the receiver to sample (DESIGN 1); priors
-are the shared marginal ``p`` used as the proposal of PFR and for the width-M
-CDF transform of hybrid coding (DESIGN 2.6).  Parameters broadcast like
-``scipy.stats`` frozen distributions: ``rcc.Normal(means, stds)`` is a batch
-of independent 1-D targets.  :class:`Product` reinterprets the last batch axis
-as the event (a diagonal, d-dimensional target coded with one index, DESIGN
-2.9).
+Targets are what the sender wants the receiver to sample; priors are the
+shared marginal ``p`` used as the proposal of PFR and for the width-M CDF
+transform of hybrid coding (:ref:`transform-width-m`).  Parameters broadcast like ``scipy.stats`` frozen
+distributions: ``rcc.Normal(means, stds)`` (or ``rcc.Normal(loc=means,
+scale=stds)``) is a batch of independent 1-D targets.  :class:`Product`
+reinterprets the last batch axis as the event (a diagonal, d-dimensional
+target coded with one index, :ref:`blocks-product`).
+
+Every distribution has ``cdf``, ``logpdf``, ``pdf`` and ``rvs(size, rng)``, and
+:func:`from_scipy` converts frozen ``scipy.stats`` ``norm``, ``truncnorm``,
+``uniform`` and ``laplace`` distributions, which the coders also accept
+directly as targets and priors.
 
 Gaussian targets have unbounded support; the coders truncate them to the
-central interval of total tail mass ``tail_mass`` (DESIGN 2.7), i.e. they
-sample ``Normal.truncate(tail_mass)`` exactly, whose total-variation distance
-to the untruncated Normal is exactly ``tail_mass``.
+central interval of total tail mass ``tail_mass`` (:ref:`truncation-central`),
+i.e. they sample ``Normal.truncate(tail_mass)``
+exactly, whose total-variation distance to the untruncated Normal is exactly
+``tail_mass``.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
+import numbers
+import operator
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
+
+# scipy.stats is imported inside the functions that need it: importing it costs
+# more than the rest of rcc.targets together.
 
 __all__ = [
     "Distribution",
@@ -28,6 +42,7 @@ __all__ = [
     "TruncatedNormal",
     "Uniform",
     "Product",
+    "from_scipy",
     "NORMAL_FAMILY",
     "UNIFORM_FAMILY",
     "normal_half_width",
@@ -40,8 +55,14 @@ UNIFORM_FAMILY = 1
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _param(value, name):
-    arr = np.asarray(value, dtype=np.float64) if not isinstance(value, np.ndarray) else value
+def _param(value, name) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be real numbers, got {value!r}"[:200]) from None
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
@@ -50,7 +71,7 @@ def _param(value, name):
     return arr
 
 
-def _finite(arr, name):
+def _finite(arr, name) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)].ravel()[:3]}")
     return arr
@@ -79,13 +100,44 @@ def _log_ndtr_diff(alpha, beta):
         return log_hi + np.log1p(-np.exp(log_lo - log_hi))
 
 
+def _alias(primary, alias, primary_name, alias_name, owner):
+    """One of two names for a parameter (``mean`` or scipy's ``loc``): exactly one must be given."""
+    if primary is not None and alias is not None:
+        raise TypeError(f"{owner}: give {primary_name} or {alias_name}, not both")
+    if primary is None and alias is None:
+        raise TypeError(f"{owner}: missing parameter {primary_name} (or {alias_name})")
+    return (primary, primary_name) if primary is not None else (alias, alias_name)
+
+
+def _check_size(size, batch_shape):
+    """The output shape of ``rvs``: ``size`` (as scipy reads it), or the batch shape."""
+    if size is None:
+        return tuple(batch_shape)
+    if isinstance(size, (numbers.Integral, np.integer)) and not isinstance(size, bool):
+        size = (int(size),)
+    try:
+        shape = tuple(operator.index(n) for n in size)
+    except TypeError:
+        raise TypeError(f"size must be None, an int or a tuple of ints, got {size!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"size must not be negative, got {shape}")
+    try:
+        broadcast = np.broadcast_shapes(tuple(batch_shape), shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(f"size {shape} does not hold the parameters' shape {tuple(batch_shape)}; "
+                         "use a size whose trailing axes broadcast with it")
+    return shape
+
+
 @functools.lru_cache(maxsize=64)
-def normal_half_width(tail_mass):
+def normal_half_width(tail_mass: float) -> float:
     """Half-width, in stds, of a Normal's central interval of total tail mass ``tail_mass``."""
     return math.inf if tail_mass == 0 else float(-special.ndtri(0.5 * tail_mass))
 
 
-class Distribution:
+class Distribution(abc.ABC):
     """Base class: a batch of independent 1-D distributions.
 
     Subclasses provide ``batch_shape``, ``cdf``, ``logpdf`` and a kernel
@@ -96,15 +148,65 @@ class Distribution:
     event_shape: tuple = ()
 
     @property
-    def shape(self):
+    @abc.abstractmethod
+    def batch_shape(self) -> tuple:
+        """Shape of the batch of independent distributions."""
+
+    @abc.abstractmethod
+    def cdf(self, x) -> np.ndarray:
+        """Cumulative distribution function at ``x`` (per dimension for products)."""
+
+    @abc.abstractmethod
+    def logpdf(self, x) -> np.ndarray:
+        """Log density at ``x``."""
+
+    @property
+    def shape(self) -> tuple:
         """Batch shape followed by event shape."""
         return self.batch_shape + self.event_shape
 
-    def truncate(self, tail_mass):
+    def pdf(self, x) -> np.ndarray:
+        """Density at ``x`` (``exp(logpdf(x))``)."""
+        return np.exp(self.logpdf(x))
+
+    def rvs(self, size: int | tuple[int, ...] | None = None,
+            rng: int | np.random.Generator | None = None) -> np.ndarray:
+        """Independent samples, drawn with the private generator ``rng``.
+
+        These are samples of the distribution itself, for comparisons and
+        tests; the coders sample ``self.truncate(tail_mass)``.
+
+        Parameters
+        ----------
+        size : None, int or tuple of int
+            Output shape, as in ``scipy.stats``: ``None`` gives one sample per
+            batch element; otherwise the parameters broadcast to ``size``.
+        rng : None, int or numpy.random.Generator
+            Source of randomness, passed to :func:`numpy.random.default_rng`
+            (Scientific Python SPEC 7); ``None`` draws fresh entropy.
+
+        Returns
+        -------
+        ndarray of float64
+            Shape ``size`` (``batch_shape`` if ``size`` is None), followed by
+            the event shape.
+        """
+        shape = _check_size(size, self.batch_shape)
+        return self._rvs(shape, np.random.default_rng(rng))
+
+    @abc.abstractmethod
+    def _rvs(self, shape, rng) -> np.ndarray:
+        """Samples of shape ``shape + event_shape`` from the validated generator ``rng``."""
+
+    @abc.abstractmethod
+    def _params(self) -> dict:
+        """The parameters by name, for ``repr``."""
+
+    def truncate(self, tail_mass: float) -> Distribution:
         """The distribution the coders sample given a tail mass (itself by default)."""
         return self
 
-    def tail_mass_of(self, tail_mass):
+    def tail_mass_of(self, tail_mass: float) -> np.ndarray:
         """Total-variation distance between ``self`` and ``self.truncate(tail_mass)``."""
         return np.zeros(self.shape)
 
@@ -124,37 +226,53 @@ class Normal(Distribution):
     Parameters
     ----------
     mean : array_like
-        Finite means.
+        Finite means (``loc`` is accepted instead, as in ``scipy.stats.norm``).
     std : array_like
-        Finite, strictly positive standard deviations.
+        Finite, strictly positive standard deviations (or ``scale``).
+
+    Examples
+    --------
+    >>> import rcc
+    >>> rcc.Normal(0.3, 0.01)
+    Normal(mean=0.3, std=0.01)
+    >>> rcc.Normal(loc=0.3, scale=0.01).std
+    array(0.01)
     """
 
     family = NORMAL_FAMILY
 
-    def __init__(self, mean, std):
-        mean = _finite(_param(mean, "mean"), "mean")
-        std = _finite(_param(std, "std"), "std")
+    def __init__(self, mean: ArrayLike | None = None, std: ArrayLike | None = None, *,
+                 loc: ArrayLike | None = None, scale: ArrayLike | None = None) -> None:
+        mean, mean_name = _alias(mean, loc, "mean", "loc", "Normal")
+        std, std_name = _alias(std, scale, "std", "scale", "Normal")
+        mean = _finite(_param(mean, mean_name), mean_name)
+        std = _finite(_param(std, std_name), std_name)
         if (std <= 0).any():
-            raise ValueError(f"std must be > 0, got {std[std <= 0].ravel()[:3]}")
-        self.mean, self.std = _broadcast(("mean", "std"), mean, std)
+            raise ValueError(f"{std_name} must be > 0, got {std[std <= 0].ravel()[:3]}")
+        self.mean, self.std = _broadcast((mean_name, std_name), mean, std)
 
     batch_shape = property(lambda self: self.mean.shape)
+    loc = property(lambda self: self.mean, doc="The means (scipy's name).")
+    scale = property(lambda self: self.std, doc="The standard deviations (scipy's name).")
+
+    def _rvs(self, shape, rng):
+        return self.mean + self.std * rng.standard_normal(shape)
 
     def _params(self):
         return {"mean": self.mean, "std": self.std}
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         return special.ndtr((np.asarray(x, float) - self.mean) / self.std)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         t = (np.asarray(x, float) - self.mean) / self.std
         return -0.5 * t * t - np.log(self.std) - _HALF_LOG_2PI
 
-    def ppf(self, p):
+    def ppf(self, p: ArrayLike) -> np.ndarray:
         return self.mean + self.std * special.ndtri(p)
 
-    def truncate(self, tail_mass):
-        """The central interval of total tail mass ``tail_mass`` (DESIGN 2.7)."""
+    def truncate(self, tail_mass: float) -> TruncatedNormal:
+        """The central interval of total tail mass ``tail_mass`` (:ref:`truncation-central`)."""
         if tail_mass == 0:
             return TruncatedNormal(self.mean, self.std, -np.inf, np.inf)
         half_width = normal_half_width(tail_mass)
@@ -162,7 +280,7 @@ class Normal(Distribution):
             self.mean, self.std, self.mean - half_width * self.std, self.mean + half_width * self.std
         )
 
-    def tail_mass_of(self, tail_mass):
+    def tail_mass_of(self, tail_mass: float) -> np.ndarray:
         return np.full(self.shape, float(tail_mass))
 
     def _spec(self, tail_mass):
@@ -183,19 +301,36 @@ class TruncatedNormal(Distribution):
     """``N(mean, std**2)`` conditioned on ``[low, high]`` (bounds may be infinite).
 
     Sampled exactly as given: no further truncation is applied.
+
+    Parameters
+    ----------
+    mean : array_like
+        Finite means of the untruncated Normal (or ``loc``).
+    std : array_like
+        Its finite, strictly positive standard deviations (or ``scale``).
+    low, high : array_like
+        Bounds on the original axis, ``low < high``; ``-inf`` and ``inf`` are
+        allowed.  (``scipy.stats.truncnorm`` takes standardised bounds
+        ``a = (low - loc) / scale`` instead; :func:`from_scipy` converts.)
     """
 
     family = NORMAL_FAMILY
 
-    def __init__(self, mean, std, low, high):
-        mean = _finite(_param(mean, "mean"), "mean")
-        std = _finite(_param(std, "std"), "std")
+    def __init__(self, mean: ArrayLike | None = None, std: ArrayLike | None = None, low: ArrayLike | None = None,
+                 high: ArrayLike | None = None, *, loc: ArrayLike | None = None,
+                 scale: ArrayLike | None = None) -> None:
+        mean, mean_name = _alias(mean, loc, "mean", "loc", "TruncatedNormal")
+        std, std_name = _alias(std, scale, "std", "scale", "TruncatedNormal")
+        if low is None or high is None:
+            raise TypeError("TruncatedNormal: missing parameter low or high (use -inf / inf for no bound)")
+        mean = _finite(_param(mean, mean_name), mean_name)
+        std = _finite(_param(std, std_name), std_name)
         low = _param(low, "low")
         high = _param(high, "high")
         if (std <= 0).any():
-            raise ValueError(f"std must be > 0, got {std[std <= 0].ravel()[:3]}")
+            raise ValueError(f"{std_name} must be > 0, got {std[std <= 0].ravel()[:3]}")
         self.mean, self.std, self.low, self.high = _broadcast(
-            ("mean", "std", "low", "high"), mean, std, low, high
+            (mean_name, std_name, "low", "high"), mean, std, low, high
         )
         if (self.low >= self.high).any():
             raise ValueError("low must be < high for every element")
@@ -211,9 +346,15 @@ class TruncatedNormal(Distribution):
             )
 
     batch_shape = property(lambda self: self.mean.shape)
+    loc = property(lambda self: self.mean, doc="The means of the untruncated Normal (scipy's name).")
+    scale = property(lambda self: self.std, doc="Its standard deviations (scipy's name).")
 
     def _params(self):
         return {"mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
+
+    def _rvs(self, shape, rng):
+        # Inverse-CDF sampling, accurate in both tails (scipy's truncnorm ppf).
+        return self.ppf(rng.random(shape))
 
     def _scipy(self):
         from scipy import stats  # imported on use: scipy.stats costs ~0.5 s at import
@@ -223,13 +364,13 @@ class TruncatedNormal(Distribution):
             loc=self.mean, scale=self.std,
         )
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         return self._scipy().cdf(x)
 
-    def ppf(self, p):
+    def ppf(self, p: ArrayLike) -> np.ndarray:
         return self._scipy().ppf(p)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, float)
         t = (x - self.mean) / self.std
         inside = (x >= self.low) & (x <= self.high)
@@ -243,11 +384,40 @@ class TruncatedNormal(Distribution):
 
 
 class Uniform(Distribution):
-    """Uniform distribution on ``[low, high)`` with broadcast parameters."""
+    """Uniform distribution on ``[low, high)`` with broadcast parameters.
+
+    Parameters
+    ----------
+    low, high : array_like
+        Finite bounds, ``low < high``.
+    loc, scale : array_like, optional
+        Instead of ``low`` and ``high``, scipy's parametrisation
+        (``scipy.stats.uniform(loc, scale)``): ``low = loc``,
+        ``high = loc + scale``.
+
+    Examples
+    --------
+    >>> import rcc
+    >>> rcc.Uniform(loc=-1.0, scale=2.0)
+    Uniform(low=-1.0, high=1.0)
+    """
 
     family = UNIFORM_FAMILY
 
-    def __init__(self, low, high):
+    def __init__(self, low: ArrayLike | None = None, high: ArrayLike | None = None, *,
+                 loc: ArrayLike | None = None, scale: ArrayLike | None = None) -> None:
+        if loc is not None or scale is not None:
+            if low is not None or high is not None:
+                raise TypeError("Uniform: give low and high, or loc and scale, not both")
+            if loc is None or scale is None:
+                raise TypeError("Uniform: loc and scale go together (low = loc, high = loc + scale)")
+            loc = _finite(_param(loc, "loc"), "loc")
+            scale = _finite(_param(scale, "scale"), "scale")
+            if (scale <= 0).any():
+                raise ValueError(f"scale must be > 0, got {scale[scale <= 0].ravel()[:3]}")
+            low, high = loc, loc + scale
+        elif low is None or high is None:
+            raise TypeError("Uniform: missing parameter low or high (or give loc and scale)")
         low = _finite(_param(low, "low"), "low")
         high = _finite(_param(high, "high"), "high")
         self.low, self.high = _broadcast(("low", "high"), low, high)
@@ -255,17 +425,22 @@ class Uniform(Distribution):
             raise ValueError("low must be < high for every element")
 
     batch_shape = property(lambda self: self.low.shape)
+    loc = property(lambda self: self.low, doc="The lower bounds (scipy's name).")
+    scale = property(lambda self: self.high - self.low, doc="The widths ``high - low`` (scipy's name).")
+
+    def _rvs(self, shape, rng):
+        return self.low + (self.high - self.low) * rng.random(shape)
 
     def _params(self):
         return {"low": self.low, "high": self.high}
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         return np.clip((np.asarray(x, float) - self.low) / (self.high - self.low), 0.0, 1.0)
 
-    def ppf(self, p):
+    def ppf(self, p: ArrayLike) -> np.ndarray:
         return self.low + (self.high - self.low) * np.asarray(p, float)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, float)
         inside = (x >= self.low) & (x < self.high)
         return np.where(inside, -np.log(self.high - self.low), -np.inf)
@@ -284,10 +459,10 @@ class Product(Distribution):
 
     ``Product(Normal(means, stds))`` with parameters of shape ``(B, d)`` is a
     batch of ``B`` independent d-dimensional targets, each coded with one
-    index and ``d`` decoding factors (DESIGN 2.9).
+    index and ``d`` decoding factors (:ref:`blocks-product`).
     """
 
-    def __init__(self, base):
+    def __init__(self, base: Normal | TruncatedNormal | Uniform) -> None:
         if not isinstance(base, (Normal, TruncatedNormal, Uniform)):
             raise TypeError(f"base must be a Normal, TruncatedNormal or Uniform, got {type(base).__name__}")
         if base.event_shape or len(base.batch_shape) < 1:
@@ -300,20 +475,164 @@ class Product(Distribution):
     def _params(self):
         return self.base._params()
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> np.ndarray:
         """Per-dimension marginal CDFs (the coordinates are independent)."""
         return self.base.cdf(x)
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> np.ndarray:
         return self.base.logpdf(x).sum(axis=-1)
 
-    def truncate(self, tail_mass):
-        return Product(self.base.truncate(tail_mass))
+    def _rvs(self, shape, rng):
+        # ``size`` is the batch part of the shape; the event axis is appended.
+        return self.base._rvs(shape + self.event_shape, rng)
 
-    def tail_mass_of(self, tail_mass):
+    def truncate(self, tail_mass: float) -> Product:
+        # The truncation of a Normal, TruncatedNormal or Uniform is one of these again.
+        return Product(cast("Normal | TruncatedNormal | Uniform", self.base.truncate(tail_mass)))
+
+    def tail_mass_of(self, tail_mass: float) -> np.ndarray:
         # TV of a product of truncations: 1 - prod(1 - eps_j) per element.
         per_dim = self.base.tail_mass_of(tail_mass)
         return 1.0 - np.prod(1.0 - per_dim, axis=-1)
 
     def _spec(self, tail_mass):
         return self.base._spec(tail_mass)
+
+
+# --------------------------------------------------------------------------- scipy.stats
+
+
+#: Frozen ``scipy.stats`` distributions that :func:`from_scipy` converts.
+_SCIPY_NAMES = ("norm", "truncnorm", "uniform", "laplace")
+
+
+#: Classes of scipy's newer distribution interface (``scipy.stats.Normal(mu=..., sigma=...)``,
+#: scipy >= 1.15) that :func:`from_scipy` converts, with the attributes that hold their parameters.
+_SCIPY_NEW_CLASSES = {"Normal": ("mu", "sigma"), "StandardNormal": ("mu", "sigma"), "Uniform": ("a", "b")}
+
+
+def _is_frozen_scipy(obj):
+    """Whether ``obj`` is a frozen ``scipy.stats`` distribution (checked without importing scipy.stats)."""
+    return type(obj).__module__.startswith("scipy.stats") and hasattr(obj, "dist") and hasattr(obj, "args")
+
+
+def _is_new_scipy(obj):
+    """Whether ``obj`` is a Normal or Uniform of scipy's newer distribution interface."""
+    names = _SCIPY_NEW_CLASSES.get(type(obj).__name__)
+    return (type(obj).__module__.startswith("scipy.stats") and names is not None
+            and all(hasattr(obj, name) for name in names))
+
+
+def _scipy_parameters(frozen):
+    """Shape parameters, ``loc`` and ``scale`` of a frozen distribution, by name."""
+    dist = frozen.dist
+    names = [n.strip() for n in dist.shapes.split(",")] if dist.shapes else []
+    names += ["loc", "scale"]
+    if len(frozen.args) > len(names):
+        raise TypeError(f"scipy.stats.{dist.name} got {len(frozen.args)} positional parameters, "
+                        f"expected at most {len(names)} ({', '.join(names)})")
+    values = dict(zip(names, frozen.args))
+    for key, value in frozen.kwds.items():
+        if key not in names or key in values:
+            raise TypeError(f"scipy.stats.{dist.name} got an unexpected or repeated parameter {key!r}")
+        values[key] = value
+    values.setdefault("loc", 0.0)
+    values.setdefault("scale", 1.0)
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise TypeError(f"scipy.stats.{dist.name} is missing the parameters {missing}")
+    return values
+
+
+def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
+    """The rcc distribution equal to a frozen ``scipy.stats`` distribution.
+
+    ===============================================  ==============================================
+    ``scipy.stats``                                  rcc
+    ===============================================  ==============================================
+    ``norm(loc, scale)``                             ``Normal(loc, scale)``
+    ``truncnorm(a, b, loc, scale)``                  ``TruncatedNormal(loc, scale, loc + a * scale,
+                                                     loc + b * scale)``
+    ``uniform(loc, scale)``                          ``Uniform(loc, loc + scale)``
+    ``laplace(loc, scale)``                          ``rcc.Laplace(loc, scale, tail_mass=...)``
+    ``Normal(mu=..., sigma=...)``                    ``Normal(mu, sigma)``
+    ``Uniform(a=..., b=...)``                        ``Uniform(a, b)``
+    ===============================================  ==============================================
+
+    The last two rows are scipy's newer distribution interface (scipy 1.15
+    and later); its shifted, scaled or otherwise transformed distributions
+    are not converted.
+
+    The parameters are taken over as they are (the bounds of ``truncnorm``
+    with one rounding each); array parameters give a batch.  A Laplace target
+    is truncated to its central interval of total tail mass ``tail_mass``, as
+    every unbounded general target is; the coders report that truncation.
+
+    Parameters
+    ----------
+    dist : frozen scipy.stats distribution
+        For example ``scipy.stats.norm(0.3, 0.01)`` or ``scipy.stats.Normal(mu=0.3, sigma=0.01)``.
+    tail_mass : float, optional
+        Only for ``laplace``: the tail mass of its truncation (default: the
+        library's, ``rcc.DEFAULT_TAIL_MASS``).
+
+    Returns
+    -------
+    Normal, TruncatedNormal, Uniform or rcc.Laplace
+
+    Raises
+    ------
+    TypeError
+        If ``dist`` is not a frozen ``scipy.stats`` distribution of one of
+        these four families.
+
+    Examples
+    --------
+    >>> import rcc
+    >>> from scipy import stats
+    >>> rcc.from_scipy(stats.norm(loc=0.3, scale=0.01))
+    Normal(mean=0.3, std=0.01)
+    >>> rcc.from_scipy(stats.uniform(-1.0, 2.0))
+    Uniform(low=-1.0, high=1.0)
+    """
+    if _is_new_scipy(dist):
+        if tail_mass is not None:
+            raise TypeError(f"tail_mass applies to scipy.stats.laplace only, not scipy.stats.{type(dist).__name__}")
+        if type(dist).__name__ == "Uniform":
+            return Uniform(np.asarray(dist.a, dtype=float), np.asarray(dist.b, dtype=float))
+        return Normal(loc=np.asarray(dist.mu, dtype=float), scale=np.asarray(dist.sigma, dtype=float))
+    if not _is_frozen_scipy(dist):
+        raise TypeError(f"dist must be a frozen scipy.stats distribution (e.g. scipy.stats.norm(0, 1)), "
+                        f"got {type(dist).__name__}")
+    name = getattr(dist.dist, "name", None)
+    if name not in _SCIPY_NAMES:
+        raise TypeError(f"scipy.stats.{name} has no rcc equivalent; supported: "
+                        f"{', '.join('scipy.stats.' + n for n in _SCIPY_NAMES)}")
+    if tail_mass is not None and name != "laplace":
+        raise TypeError(f"tail_mass applies to scipy.stats.laplace only, not scipy.stats.{name}")
+    values = _scipy_parameters(dist)
+    loc, scale = _finite(_param(values["loc"], "loc"), "loc"), _finite(_param(values["scale"], "scale"), "scale")
+    if (scale <= 0).any():
+        raise ValueError(f"scale must be > 0, got {scale[scale <= 0].ravel()[:3]}")
+    if name == "norm":
+        return Normal(loc=loc, scale=scale)
+    if name == "uniform":
+        return Uniform(loc=loc, scale=scale)
+    if name == "truncnorm":
+        a, b = _param(values["a"], "a"), _param(values["b"], "b")
+        loc, scale, a, b = _broadcast(("loc", "scale", "a", "b"), loc, scale, a, b)
+        return TruncatedNormal(loc=loc, scale=scale, low=loc + a * scale, high=loc + b * scale)
+    # rcc.Laplace is a general target: rcc.general builds on this module, so it is
+    # imported only when a Laplace distribution is converted.
+    from .general import Laplace
+
+    return Laplace(loc, scale) if tail_mass is None else Laplace(loc, scale, tail_mass=tail_mass)
+
+
+def _convert_scipy(obj):
+    """``from_scipy(obj)`` for a frozen scipy.stats distribution; anything else unchanged.
+
+    The coders call this on their ``target`` and ``prior`` arguments, so frozen
+    scipy distributions are accepted wherever rcc distributions are.
+    """
+    return from_scipy(obj) if _is_frozen_scipy(obj) or _is_new_scipy(obj) else obj

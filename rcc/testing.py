@@ -99,7 +99,7 @@ def _result(name, statistic, pvalue, n, alpha, **details) -> CheckResult:
 
 
 def _check_alpha(alpha) -> float:
-    if not isinstance(alpha, numbers.Real) or not 0.0 < alpha < 1.0:
+    if not isinstance(alpha, numbers.Real) or not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
     return float(alpha)
 
@@ -185,7 +185,7 @@ def _binned_counts(x, cdf, bins, ppf):
             raise ValueError(f"bins must be >= 2, got {bins}")
         if ppf is not None:
             with np.errstate(all="ignore"):
-                cuts = np.asarray(_check_callable(ppf, "ppf")(np.arange(1, bins) / bins),
+                cuts = np.asarray(_check_callable(ppf, "ppf")(np.arange(1, int(bins)) / bins),
                                   dtype=np.float64)
             cuts = cuts[np.isfinite(cuts)]
         else:
@@ -228,7 +228,7 @@ def ks_check(samples, cdf: Callable, *, alpha: float = 1e-3) -> CheckResult:
     Returns
     -------
     CheckResult
-        ``statistic`` is the KS distance sup |F_n - F|; exact p-value for small n.
+        ``statistic`` is the KS distance ``sup |F_n - F|``; exact p-value for small n.
     """
     alpha = _check_alpha(alpha)
     x = _check_samples(samples)
@@ -238,7 +238,7 @@ def ks_check(samples, cdf: Callable, *, alpha: float = 1e-3) -> CheckResult:
 
 
 def ks_distance(samples, cdf: Callable) -> float:
-    """KS distance sup_x |F_n(x) - F(x)| between the empirical CDF and `cdf`."""
+    """KS distance ``sup_x |F_n(x) - F(x)|`` between the empirical CDF and `cdf`."""
     x = np.sort(_check_samples(samples))
     f = _eval_cdf(_check_callable(cdf, "cdf"), x)
     n = x.size
@@ -402,7 +402,7 @@ def draw_samples(encode: Callable, decode: Callable, n: int | None = None, *,
 
     Returns
     -------
-    ndarray, shape (n, *sample_shape)
+    ndarray, shape ``(n, *sample_shape)``
         The decoded samples.
 
     Raises
