@@ -1,0 +1,758 @@
+"""Exact samplers over a Poisson process: A* coding and greedy Poisson rejection sampling.
+
+The sender and the receiver share one Poisson process per batch element on
+``(0, inf) x R`` with intensity ``dt x P`` (``P`` the prior).  Its points are
+built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
+``(0, 1)``, as a binary tree of nested intervals (Maddison et al. 2014,
+"A* sampling", Section 3):
+
+* node 1 (the root) is the interval ``(0, 1)``; node ``h`` has the children
+  ``2h`` (left) and ``2h + 1`` (right), so a node is named by its *heap index*
+  ``h`` and its depth is ``floor(log2 h)``;
+* the point of node ``h`` with interval ``(a, b)`` is at
+  ``u_h = a + (b - a) V_h``, ``V_h = U(seed, stream, h) + 1/2`` from the shared
+  counter-based generator (:mod:`rcc.random`): O(1) access to any node;
+* its arrival time is ``T_h = T_parent + E_h / (b - a)`` (``T_1 = E_1``) with
+  ``E_h`` a *private* Exp(1) variate of the sender;
+* a node splits at its own point (``"sample"`` splits: AS* coding, GPRS "sac")
+  or at its interval's midpoint (``"dyadic"`` splits: AD*, dyadic GPRS).
+
+The receiver needs only the heap index: it walks from the root to node ``h``
+(``depth`` shared uniforms for sample splits, none for dyadic splits) and
+returns ``z = F_p^{-1}(u_h)``, bit for bit the sender's sample.
+
+Selection rules (both exact for the untruncated target):
+
+``"astar"`` / ``"astar-dyadic"``
+    A* coding (Flamich, Markou & Hernandez-Lobato 2022, Algorithm 2): the
+    point minimising ``T_h / r(z_h)``, ``r = dq/dp``, found by branch and
+    bound with the bound ``T_h / sup_{node} r`` and a priority queue.
+``"gprs"``
+    Global greedy Poisson rejection sampling (Flamich 2023, Algorithm 3):
+    the first point of the *unsplit* process (the prior-proposal candidates
+    of ``method="pfr"``, decoded by the same code) under the graph of
+    ``sigma(r(z))``; the message is the candidate's index ``N``.
+``"gprs-sac"`` / ``"gprs-dyadic"``
+    Branch-and-bound GPRS (Flamich 2023, Algorithm 5 and Appendix F): the
+    earliest tree point under the same graph.
+
+``sigma`` is GPRS's stretch function ``sigma(h) = int_0^h d eta / (w_Q(eta) -
+eta w_P(eta))`` with ``w_P(eta) = P(r >= eta)`` and ``w_Q(eta) = Q(r >=
+eta)`` (Flamich 2023, Section 3).  For the targets here ``log r`` is a
+quadratic on the target's support, so superlevel sets are at most two
+intervals with closed-form masses; the integral is taken by 8-point
+Gauss-Legendre rules on the variable ``s = -log(1 - eta / r_max)`` with
+breakpoints where a superlevel set meets the support's ends (relative error
+about 1e-13).  A* coding needs no ``sigma``: its bound, the supremum of the
+quadratic over an interval, is exact.
+
+For a density ratio that is unimodal (every Normal narrower than a Normal
+prior, every target under a Uniform prior, truncated ones included) a
+sibling that does not hold the mode can never beat the best point found so
+far once the node splits at its own point, so the sample-split searches
+follow one path and take ``O(D_KL)`` steps; the dyadic ones keep a few
+nodes in their queue.
+
+Messages: ``index`` is the heap index ``h >= 1`` of the selected node (the
+candidate index ``N`` for ``"gprs"``); ``factor`` is 0.  Code heap indices
+with :func:`heap_index_code` (a :class:`rcc.BucketIndexCode`: a fitted mass
+per depth and uniform path bits) and write them with
+:func:`encode_index_messages`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numba
+import numpy as np
+
+from . import kernels
+from .random import DOMAIN_PRIVATE, DOMAIN_SHARED, _private_uniform, _shared_dither, _stream_prefix
+
+__all__ = [
+    "SAMPLER_METHODS",
+    "MAX_DEPTH",
+    "encode_tree_sample",
+    "decode_tree_sample",
+    "heap_index_code",
+    "encode_index_messages",
+    "decode_index_messages",
+    "stretch_function",
+    "log_ratio_max",
+]
+
+#: ``method=`` values handled by this module (``encode_sample`` / ``decode_sample`` dispatch here).
+SAMPLER_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic")
+#: Deepest node a search may reach (heap indices stay below ``2**63``).
+MAX_DEPTH = 62
+
+RULE_ASTAR, RULE_GPRS = 0, 1
+SPLIT_SAMPLE, SPLIT_DYADIC = 0, 1
+_RULES = {"astar": (RULE_ASTAR, SPLIT_SAMPLE), "astar-dyadic": (RULE_ASTAR, SPLIT_DYADIC),
+          "gprs-sac": (RULE_GPRS, SPLIT_SAMPLE), "gprs-dyadic": (RULE_GPRS, SPLIT_DYADIC)}
+
+OK, STATUS_MAX_STEPS, STATUS_DEPTH, STATUS_QUEUE = 0, 1, 2, 3
+NORMAL, UNIFORM = 0, 1
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_QUEUE = 4096
+_BLOCK = 256
+
+# Per-element parameters (one float64 row): target, prior and the quadratic log ratio.
+(P_FAMILY, P_LOC, P_SCALE, P_LOW, P_HIGH, P_LOGNORM, P_PRIOR_FAMILY, P_PRIOR_LOC, P_PRIOR_SCALE,
+ P_CURVATURE, P_VERTEX, P_LOG_RMAX) = range(12)
+NUM_PARAMS = 12
+
+# Stretch function: pieces of width _DS in s = -log(1 - eta / r_max) up to _S_MAX, where
+# eta / r_max = 1 - 1e-13 (closer, the masses cancel in double precision and sigma = inf).
+_DS = 0.5
+_S_MAX = 30.0
+_PIECES = int(_S_MAX / _DS)
+_GL_X = np.array([-0.9602898564975363, -0.7966664774136267, -0.5255324099163290, -0.1834346424956498,
+                  0.1834346424956498, 0.5255324099163290, 0.7966664774136267, 0.9602898564975363])
+_GL_W = np.array([0.1012285362903763, 0.2223810344533745, 0.3137066458778873, 0.3626837833783620,
+                  0.3626837833783620, 0.3137066458778873, 0.2223810344533745, 0.1012285362903763])
+
+
+# --------------------------------------------------------------------------- density ratio
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _log_ratio(z, p):
+    """``log q(z) - log p(z)`` (``-inf`` outside the target's support)."""
+    if not (z >= p[P_LOW] and z <= p[P_HIGH]) or not math.isfinite(z):
+        return -np.inf
+    value = -p[P_LOGNORM]
+    if p[P_FAMILY] == NORMAL:
+        t = (z - p[P_LOC]) / p[P_SCALE]
+        value += -0.5 * t * t - math.log(p[P_SCALE]) - _HALF_LOG_2PI
+    if p[P_PRIOR_FAMILY] == NORMAL:
+        s = (z - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE]
+        value += 0.5 * s * s + math.log(p[P_PRIOR_SCALE]) + _HALF_LOG_2PI
+    else:
+        value += math.log(p[P_PRIOR_SCALE])
+    return value
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _sup_log_ratio(za, zb, p):
+    """``sup log r`` over ``[za, zb]``: exact, because ``log r`` is a quadratic on the support."""
+    lo = max(za, p[P_LOW])
+    hi = min(zb, p[P_HIGH])
+    if not lo <= hi:
+        return -np.inf
+    if p[P_CURVATURE] < 0.0:
+        return _log_ratio(min(max(p[P_VERTEX], lo), hi), p)
+    return max(_log_ratio(lo, p), _log_ratio(hi, p))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prior_ppf(u, p):
+    """``F_p^{-1}(u)`` for ``u`` in ``[0, 1]`` (upper half from the exact complement ``1 - u``)."""
+    return kernels.prior_ppf_scaled(0.0, u, 1.0, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc, prior_scale, out):
+    """Pack the parameters and the quadratic's curvature, vertex and maximum; returns the maximum."""
+    out[P_FAMILY], out[P_LOC], out[P_SCALE], out[P_LOW], out[P_HIGH] = family, loc, scale, low, high
+    out[P_LOGNORM], out[P_PRIOR_FAMILY], out[P_PRIOR_LOC], out[P_PRIOR_SCALE] = (
+        lognorm, prior_family, prior_loc, prior_scale)
+    curvature = 0.0  # coefficient of z**2 in log r
+    slope = 0.0  # coefficient of z
+    if family == NORMAL:
+        curvature -= 0.5 / (scale * scale)
+        slope += loc / (scale * scale)
+    if prior_family == NORMAL:
+        curvature += 0.5 / (prior_scale * prior_scale)
+        slope -= prior_loc / (prior_scale * prior_scale)
+    out[P_CURVATURE] = curvature
+    if family == NORMAL and prior_family == NORMAL:
+        # vertex (loc tau^2 - m sigma^2) / (tau^2 - sigma^2), written without the coefficients' cancellation
+        tau2, sig2 = prior_scale * prior_scale, scale * scale
+        out[P_VERTEX] = (loc * tau2 - prior_loc * sig2) / (tau2 - sig2) if tau2 != sig2 else 0.0
+    elif family == NORMAL:
+        out[P_VERTEX] = loc
+    elif prior_family == NORMAL:
+        out[P_VERTEX] = prior_loc
+    else:
+        out[P_VERTEX] = 0.5 * (low + high)
+    out[P_LOG_RMAX] = _sup_log_ratio(-np.inf, np.inf, out)
+    return out[P_LOG_RMAX]
+
+
+# --------------------------------------------------------------------------- masses and sigma
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _normal_mass(a, b):
+    """``Phi(b) - Phi(a)`` for standardised ``a <= b``, from the tail that keeps precision."""
+    if a > 0.0:
+        return 0.5 * (math.erfc(a * _INV_SQRT2) - math.erfc(b * _INV_SQRT2))
+    return 0.5 * (math.erfc(-b * _INV_SQRT2) - math.erfc(-a * _INV_SQRT2))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _masses(lo, hi, p):
+    """``(Q([lo, hi]), P([lo, hi]))`` of an interval inside the target's support."""
+    if not lo < hi:
+        return 0.0, 0.0
+    if p[P_FAMILY] == NORMAL:
+        q = _normal_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
+    else:
+        q = (hi - lo) / p[P_SCALE]
+    if p[P_PRIOR_FAMILY] == NORMAL:
+        prior = _normal_mass((lo - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE], (hi - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE])
+    else:
+        prior = (hi - lo) / p[P_PRIOR_SCALE]
+    return q, prior
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _excess(eta, p):
+    """``w_Q(eta) - eta w_P(eta) = E_P[(r - eta)_+]`` from the closed-form superlevel set of ``r``."""
+    level = math.log(eta)
+    a, v = p[P_CURVATURE], p[P_VERTEX]
+    low, high = p[P_LOW], p[P_HIGH]
+    if a == 0.0:
+        # constant ratio (only a Uniform target under a Uniform prior is linear-free and bounded)
+        q, prior = _masses(low, high, p) if p[P_LOG_RMAX] >= level else (0.0, 0.0)
+        return q - eta * prior
+    top = _log_ratio(min(max(v, low), high), p) if a < 0.0 else -np.inf
+    if a < 0.0:
+        if level >= top:
+            return 0.0
+        half = math.sqrt((top - level) / -a) if v >= low and v <= high else 0.0
+        if v >= low and v <= high:
+            lo, hi = max(low, v - half), min(high, v + half)
+        else:
+            # the vertex lies outside the support: r is monotone on it, the set touches one end
+            end = low if v < low else high
+            gap = math.sqrt(max(((_log_ratio(end, p) - level) / -a) + (end - v) ** 2, 0.0))
+            lo, hi = (low, min(high, v + gap)) if v < low else (max(low, v - gap), high)
+        q, prior = _masses(lo, hi, p)
+        return q - eta * prior
+    # convex: the set is the support minus a window around the vertex
+    base = _log_ratio(v, p) if v >= low and v <= high else -np.inf
+    if v >= low and v <= high:
+        inner = math.sqrt(max((level - base) / a, 0.0))
+    else:
+        end = low if v < low else high
+        inner = math.sqrt(max((level - _log_ratio(end, p)) / a + (end - v) ** 2, 0.0))
+    q1, p1 = _masses(low, min(high, v - inner), p)
+    q2, p2 = _masses(max(low, v + inner), high, p)
+    return (q1 + q2) - eta * (p1 + p2)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _integrand(s, p):
+    """``d sigma / d s`` at ``s = -log(1 - eta / r_max)``."""
+    r_max = math.exp(p[P_LOG_RMAX])
+    tail = math.exp(-s)
+    eta = r_max * (1.0 - tail) if s > 1e-3 else r_max * -math.expm1(-s)
+    if eta <= 0.0:
+        return 1.0 * r_max  # w_Q(0) - 0 = 1
+    excess = _excess(eta, p)
+    if not excess > 0.0:
+        return np.inf
+    return r_max * tail / excess
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _gauss_legendre(sa, sb, p):
+    half = 0.5 * (sb - sa)
+    mid = 0.5 * (sa + sb)
+    total = 0.0
+    for k in range(8):
+        total += _GL_W[k] * _integrand(mid + half * _GL_X[k], p)
+    return total * half
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _integrate(sa, sb, p, kinks):
+    """``int_sa^sb`` of the integrand, split at the kinks (where a superlevel set meets a support end)."""
+    total = 0.0
+    start = sa
+    for k in range(kinks.shape[0]):
+        if kinks[k] > start and kinks[k] < sb:
+            total += _gauss_legendre(start, kinks[k], p)
+            start = kinks[k]
+    return total + _gauss_legendre(start, sb, p)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _level_s(log_value, p):
+    """``s = -log(1 - r / r_max)`` of a ratio value (``inf`` at the maximum)."""
+    d = log_value - p[P_LOG_RMAX]
+    if d >= 0.0:
+        return np.inf
+    return -math.log1p(-math.exp(d))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sigma_setup(p, table, kinks):
+    """Reset the lazily filled table of ``sigma`` at ``s = k * _DS`` and find the kinks."""
+    table[0] = 0.0
+    table[1:] = np.nan
+    kinks[0] = _level_s(_log_ratio(p[P_LOW], p), p) if math.isfinite(p[P_LOW]) else np.inf
+    kinks[1] = _level_s(_log_ratio(p[P_HIGH], p), p) if math.isfinite(p[P_HIGH]) else np.inf
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sigma_at_s(s, p, table, kinks):
+    """``sigma`` at level ``s`` (``inf`` beyond ``_S_MAX``)."""
+    if not s < _S_MAX:
+        return np.inf
+    k = int(s / _DS)
+    if np.isnan(table[k]):
+        j = k
+        while np.isnan(table[j]):
+            j -= 1
+        while j < k:
+            table[j + 1] = table[j] + _integrate(j * _DS, (j + 1) * _DS, p, kinks)
+            j += 1
+    return table[k] + _integrate(k * _DS, s, p, kinks)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _under_graph(t, log_value, p, table, kinks):
+    """``t < sigma(r)`` for a point at time ``t`` and log ratio ``log_value``."""
+    if log_value == -np.inf:
+        return False
+    return t < _sigma_at_s(_level_s(log_value, p), p, table, kinks)
+
+
+# --------------------------------------------------------------------------- the searches
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _node_point(prefix, h, ua, ub, p):
+    """``(u_h, z_h)`` of node ``h`` with interval ``(ua, ub)``."""
+    u = ua + (ub - ua) * (_shared_dither(prefix, np.uint64(h), 0) + 0.5)
+    return u, _prior_ppf(u, p)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _push(queue, heap, size, key, t, ua, ub, za, zb, h):
+    """Insert into the binary min-heap (rows of ``queue``: key, t, ua, ub, za, zb; ``heap``: the node's
+    heap index); returns the new size."""
+    i = size
+    while i > 0:
+        parent = (i - 1) >> 1
+        if queue[parent, 0] <= key:
+            break
+        queue[i] = queue[parent]
+        heap[i] = heap[parent]
+        i = parent
+    queue[i, 0], queue[i, 1], queue[i, 2], queue[i, 3], queue[i, 4], queue[i, 5] = key, t, ua, ub, za, zb
+    heap[i] = h
+    return size + 1
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _pop(queue, heap, size, top):
+    """Remove the smallest row into ``top`` (its heap index is returned with the new size)."""
+    top[:] = queue[0]
+    h = heap[0]
+    size -= 1
+    if size == 0:
+        return h, size
+    last_key = queue[size, 0]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and queue[child + 1, 0] < queue[child, 0]:
+            child += 1
+        if queue[child, 0] >= last_key:
+            break
+        queue[i] = queue[child]
+        heap[i] = heap[child]
+        i = child
+    queue[i] = queue[size]
+    heap[i] = heap[size]
+    return h, size
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, table, kinks):
+    """One element's branch and bound; returns ``(heap index, sample, steps, status)``."""
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
+    if rule == RULE_GPRS:
+        _sigma_setup(p, table, kinks)
+    t_root = -math.log(_private_uniform(private, np.uint64(1)))
+    size = _push(queue, heap, 0, t_root if rule == RULE_GPRS else math.log(t_root) - p[P_LOG_RMAX],
+                 t_root, 0.0, 1.0, -np.inf, np.inf, np.int64(1))
+    best, best_h, best_z = np.inf, np.int64(0), np.nan
+    steps = 0
+    while size > 0:
+        h, size = _pop(queue, heap, size, top)
+        if rule == RULE_ASTAR and top[0] >= best:
+            break
+        steps += 1
+        if steps > max_steps:
+            return 0, np.nan, steps, STATUS_MAX_STEPS
+        t, ua, ub, za, zb = top[1], top[2], top[3], top[4], top[5]
+        u, z = _node_point(shared, h, ua, ub, p)
+        lr = _log_ratio(z, p)
+        if rule == RULE_GPRS:
+            if _under_graph(t, lr, p, table, kinks):
+                return h, z, steps, OK
+        elif math.log(t) - lr < best:
+            best, best_h, best_z = math.log(t) - lr, h, z
+        if h >= np.int64(1) << MAX_DEPTH:
+            return 0, np.nan, steps, STATUS_DEPTH
+        if split == SPLIT_SAMPLE:
+            uc, zc = u, z
+        else:
+            uc = 0.5 * (ua + ub)
+            zc = _prior_ppf(uc, p)
+        for side in range(2):
+            ca, cb = (ua, uc) if side == 0 else (uc, ub)
+            cza, czb = (za, zc) if side == 0 else (zc, zb)
+            mass = cb - ca
+            if not mass > 0.0:
+                continue
+            bound = _sup_log_ratio(cza, czb, p)
+            if bound == -np.inf:
+                continue
+            child = 2 * h + side
+            tc = t + -math.log(_private_uniform(private, np.uint64(child))) / mass
+            if rule == RULE_GPRS:
+                if not _under_graph(tc, bound, p, table, kinks):
+                    continue
+                priority = tc
+            else:
+                priority = math.log(tc) - bound
+                if priority >= best:
+                    continue
+            if size == queue.shape[0]:
+                return 0, np.nan, steps, STATUS_QUEUE
+            size = _push(queue, heap, size, priority, tc, ca, cb, cza, czb, child)
+    if rule == RULE_GPRS:
+        return 0, np.nan, steps, STATUS_QUEUE  # unreachable: the mode's node is always kept
+    return best_h, best_z, steps, OK
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
+    """Global GPRS on the prior-proposal candidates of ``method="pfr"``; returns ``(N, z, N, status)``."""
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
+    _sigma_setup(p, table, kinks)
+    t = 0.0
+    for n in range(1, max_steps + 1):
+        t += -math.log(_private_uniform(private, np.uint64(n)))
+        z = kernels.prior_ppf_scaled(0.0, _shared_dither(shared, np.uint64(n), 0) + 0.5, 1.0,
+                                     p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+        if _under_graph(t, _log_ratio(z, p), p, table, kinks):
+            return n, z, n, OK
+    return 0, np.nan, max_steps, STATUS_MAX_STEPS
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _encode_block(block, seed, key, stream_offset, params, rule, split, max_steps, index, sample, steps, status):
+    queue = np.empty((_QUEUE, 6), dtype=np.float64)
+    heap = np.empty(_QUEUE, dtype=np.int64)
+    top = np.empty(6, dtype=np.float64)
+    table = np.empty(_PIECES + 1, dtype=np.float64)
+    kinks = np.empty(2, dtype=np.float64)
+    count = params.shape[0]
+    for i in range(block * _BLOCK, min(count, (block + 1) * _BLOCK)):
+        stream = stream_offset + np.uint64(i)
+        if split < 0:
+            h, z, n, st = _global_gprs(seed, key, stream, params[i], max_steps, table, kinks)
+        else:
+            h, z, n, st = _search(seed, key, stream, params[i], rule, split, max_steps, queue, heap, top,
+                                  table, kinks)
+        index[i], sample[i], steps[i], status[i] = h, z, n, st
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def encode_batch(seed, key, stream_offset, params, rule, split, max_steps, index, sample, steps, status):
+    """Encode every element (``split < 0``: global GPRS); element ``i`` uses stream ``stream_offset + i``."""
+    for block in numba.prange((params.shape[0] + _BLOCK - 1) // _BLOCK):
+        _encode_block(block, seed, key, stream_offset, params, rule, split, max_steps, index, sample, steps,
+                      status)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _decode_node(seed, stream, h, split, prior_family, prior_loc, prior_scale):
+    """``z_h``: walk from the root to node ``h``, splitting as the sender did."""
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    depth = 0
+    while (h >> np.int64(depth + 1)) > 0:
+        depth += 1
+    ua, ub = 0.0, 1.0
+    for level in range(depth - 1, -1, -1):
+        node = h >> np.int64(level + 1)
+        if split == SPLIT_SAMPLE:
+            cut = ua + (ub - ua) * (_shared_dither(shared, np.uint64(node), 0) + 0.5)
+        else:
+            cut = 0.5 * (ua + ub)
+        if (h >> np.int64(level)) & 1:
+            ua = cut
+        else:
+            ub = cut
+    u = ua + (ub - ua) * (_shared_dither(shared, np.uint64(h), 0) + 0.5)
+    return kernels.prior_ppf_scaled(0.0, u, 1.0, prior_family, prior_loc, prior_scale)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def decode_batch(seed, stream_offset, index, split, prior_family, prior_loc, prior_scale, out):
+    """Decode heap indices in ``O(depth)`` each (prior parameters per element)."""
+    for i in numba.prange(index.shape[0]):
+        out[i] = _decode_node(seed, stream_offset + np.uint64(i), index[i], split, prior_family[i],
+                              prior_loc[i], prior_scale[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _fill_params_batch(columns, out, log_rmax):
+    for i in range(out.shape[0]):
+        log_rmax[i] = _fill_params(columns[0][i], columns[1][i], columns[2][i], columns[3][i], columns[4][i],
+                                   columns[5][i], columns[6][i], columns[7][i], columns[8][i], out[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sigma_batch(params, log_values, out):
+    table = np.empty(_PIECES + 1, dtype=np.float64)
+    kinks = np.empty(2, dtype=np.float64)
+    _sigma_setup(params, table, kinks)
+    for i in range(log_values.shape[0]):
+        out[i] = _sigma_at_s(_level_s(log_values[i], params), params, table, kinks)
+
+
+# --------------------------------------------------------------------------- Python side
+
+
+def _check_method(method):
+    if method not in SAMPLER_METHODS:
+        raise ValueError(f"method must be one of {SAMPLER_METHODS}, got {method!r}")
+    return method
+
+
+def _params(target, prior, tail_mass):
+    """Validated ``(params (count, NUM_PARAMS), batch shape)`` of a 1-D target batch."""
+    from .coding import _check_prior, _check_prior_support, _check_tail_mass, _prior_arrays
+    from .targets import Distribution, Normal, Product, TruncatedNormal, Uniform
+
+    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform)):
+        kind = type(target).__name__
+        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal or rcc.Uniform targets "
+                        f"(one dimension per element), got {kind}"
+                        + ("" if isinstance(target, Distribution) else "; use method='hybrid' or 'pfr'"))
+    prior = _check_prior(prior)
+    tail_mass = _check_tail_mass(tail_mass)
+    shape = target.shape
+    spec = target._spec(tail_mass)
+    family, loc, scale = _prior_arrays(prior, shape)
+    _check_prior_support(prior, spec, loc, scale)
+    values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
+              family, loc, scale)
+    columns = tuple(np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), shape)).reshape(-1)
+                    for v in values)
+    count = columns[0].size
+    params = np.empty((count, NUM_PARAMS), dtype=np.float64)
+    log_rmax = np.empty(count, dtype=np.float64)
+    if count:
+        _fill_params_batch(columns, params, log_rmax)
+    bad = np.flatnonzero(~np.isfinite(log_rmax))
+    if bad.size:
+        raise ValueError(
+            f"the density ratio of the target to the prior is unbounded for {bad.size} element(s) (first: flat "
+            f"index {bad[0]}): a target at least as wide as a Normal prior needs a bounded support; "
+            "use tail_mass > 0 or a TruncatedNormal")
+    return params, shape, prior, tail_mass
+
+
+def log_ratio_max(target, prior=None, tail_mass=0.0):
+    """``D_inf[target || prior] = log2 sup dq/dp`` in bits, per element (batch shape)."""
+    params, shape, _, _ = _params(target, prior, tail_mass)
+    return params[:, P_LOG_RMAX].reshape(shape) / math.log(2.0)
+
+
+def stretch_function(target, levels, prior=None, tail_mass=0.0):
+    """GPRS's stretch function ``sigma(h)`` of one scalar target at ratios ``levels`` (``0 <= h``).
+
+    ``sigma(h) = int_0^h d eta / (w_Q(eta) - eta w_P(eta))`` (Flamich 2023,
+    Section 3); ``inf`` from ``h >= r_max (1 - 1e-13)`` on.
+    """
+    params, shape, _, _ = _params(target, prior, tail_mass)
+    if shape != ():
+        raise ValueError("stretch_function takes a scalar target")
+    levels = np.asarray(levels, dtype=np.float64)
+    if (levels < 0).any() or np.isnan(levels).any():
+        raise ValueError("levels must be >= 0")
+    with np.errstate(divide="ignore"):
+        logs = np.log(levels).reshape(-1)
+    out = np.empty(logs.size, dtype=np.float64)
+    _sigma_batch(params[0], logs, out)
+    return out.reshape(levels.shape)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_mass=0.0,
+                       max_candidates=2**24, rng=None, num_threads=None, stream_offset=0):
+    """Encode exact samples with A* coding or greedy Poisson rejection sampling.
+
+    Called by :func:`rcc.encode_sample` for the methods in
+    :data:`SAMPLER_METHODS`; see the module docstring for the algorithms.
+
+    Parameters
+    ----------
+    target : rcc.Normal, rcc.TruncatedNormal or rcc.Uniform
+        One-dimensional targets (a batch); element ``i`` uses stream
+        ``(seed, stream_offset + i)``.
+    seed : int
+    prior : rcc.Normal or rcc.Uniform, optional
+    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
+    tail_mass : float
+        Truncation of Normal targets, as for the other methods; ``0``
+        (untruncated, exact) is the default here.
+    max_candidates : int
+        Bound on the points examined per element; exceeding it raises.
+    rng : None, int or numpy.random.Generator
+        The sender's private randomness (the arrival times).
+    num_threads : int, optional
+        Threads over the batch; results do not depend on it.
+    stream_offset : int
+        First stream of the batch.
+
+    Returns
+    -------
+    rcc.EncodedSample
+        ``index`` holds heap indices (the candidate index for ``"gprs"``),
+        ``candidates`` the points examined, ``factor`` zeros, ``width`` ones.
+    """
+    from .coding import EncodedSample, _Threads, _scalar_or_array, kl_divergence_bits
+    from .random import check_seed, private_key
+
+    method = _check_method(method)
+    seed_u64 = check_seed(seed)
+    offset = check_seed(stream_offset, "stream_offset")
+    max_candidates = _check_positive_int(max_candidates, "max_candidates")
+    params, shape, prior, tail_mass = _params(target, prior, tail_mass)
+    if method.startswith("gprs"):
+        linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
+        if linear.any():
+            raise ValueError(
+                f"GPRS needs a target std different from the Normal prior's std (flat index "
+                f"{int(np.flatnonzero(linear)[0])} has equal stds: a linear log ratio); use method='astar'")
+    key = private_key(seed_u64, rng)
+    rule, split = _RULES.get(method, (RULE_GPRS, -1))
+    count = params.shape[0]
+    index = np.empty(count, dtype=np.int64)
+    sample = np.empty(count, dtype=np.float64)
+    steps = np.empty(count, dtype=np.int64)
+    status = np.empty(count, dtype=np.int64)
+    with _Threads(num_threads):
+        if count:
+            encode_batch(seed_u64, key, offset, params, rule, split, max_candidates, index, sample, steps, status)
+    failed = np.flatnonzero(status)
+    if failed.size:
+        first = int(failed[0])
+        why = {STATUS_MAX_STEPS: f"examined more than max_candidates={max_candidates} points; increase it",
+               STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
+               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes"}[int(status[first])]
+        raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
+    kl_bits = np.asarray(kl_divergence_bits(target, prior, tail_mass), dtype=np.float64)
+    return EncodedSample(
+        index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
+        sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
+        width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
+        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), shape)),
+        kl_bits=_scalar_or_array(kl_bits), method=method,
+    )
+
+
+def decode_tree_sample(index, seed, *, prior=None, method="gprs-dyadic", num_threads=None, stream_offset=0):
+    """The samples of heap indices written by :func:`encode_tree_sample`, bit for bit.
+
+    Parameters
+    ----------
+    index : int or array_like of int
+        Heap indices ``>= 1`` (candidate indices for ``"gprs"``).
+    seed : int
+    prior : rcc.Normal or rcc.Uniform, optional
+    method : str
+        The encoder's method (it fixes the split rule).
+    num_threads : int, optional
+    stream_offset : int
+
+    Returns
+    -------
+    float or ndarray of float64
+    """
+    from .coding import _Threads, _check_prior, _integer_array, _prior_arrays, _scalar_or_array, decode_sample
+    from .random import check_seed
+
+    method = _check_method(method)
+    seed_u64 = check_seed(seed)
+    offset = check_seed(stream_offset, "stream_offset")
+    index = _integer_array(index, "index")
+    if (index < 1).any():
+        raise ValueError(f"index must be >= 1 (heap indices count from 1), got {index[index < 1].ravel()[:3]}")
+    if method == "gprs":
+        if offset:
+            raise ValueError("stream_offset is not supported for method='gprs' (its candidates are pfr's)")
+        return decode_sample(index, np.zeros(index.shape, dtype=np.int64), seed, prior=prior, method="pfr",
+                             num_threads=num_threads)
+    prior = _check_prior(prior)
+    family, loc, scale = _prior_arrays(prior, index.shape)
+    out = np.empty(index.size, dtype=np.float64)
+    with _Threads(num_threads):
+        if index.size:
+            decode_batch(seed_u64, offset, np.ascontiguousarray(index.reshape(-1)), _RULES[method][1],
+                         np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
+                         np.ascontiguousarray(loc, dtype=np.float64).reshape(-1),
+                         np.ascontiguousarray(scale, dtype=np.float64).reshape(-1), out)
+    return _scalar_or_array(out.reshape(index.shape))
+
+
+# --------------------------------------------------------------------------- messages to bytes
+
+
+def heap_index_code(indices, **fit_options):
+    """A :class:`rcc.BucketIndexCode` fitted to heap indices of representative targets.
+
+    ``P(h) = p_d / 2**d`` for depth ``d = floor(log2 h)``: a fitted mass per
+    depth and ``d`` uniform path bits.  The path of a target placed by the
+    prior is close to uniform, so this costs about ``d + H(depth)`` bits.
+    """
+    from .entropy import BucketIndexCode
+
+    return BucketIndexCode.fit(indices, **fit_options)
+
+
+def _as_index_message(enc):
+    from .coding import EncodedSample
+
+    if not isinstance(enc, EncodedSample) or enc.method not in SAMPLER_METHODS:
+        raise TypeError(f"enc must be an EncodedSample of one of {SAMPLER_METHODS}")
+    # An index-only message: the stream layout of the prior-proposal methods (factor 0, not sent).
+    return dataclasses.replace(enc, method="pfr")
+
+
+def encode_index_messages(enc, seed, *, index_code):
+    """Entropy code the indices of a tree-sampler batch to bytes (:func:`rcc.encode_messages`)."""
+    from .entropy import encode_messages
+
+    return encode_messages(_as_index_message(enc), seed, index_code=index_code)
+
+
+def decode_index_messages(data, count, seed, *, index_code):
+    """The indices written by :func:`encode_index_messages` (flat, int64)."""
+    from .entropy import decode_messages
+
+    index, _ = decode_messages(data, count, seed, index_code=index_code, method="pfr")
+    return index
