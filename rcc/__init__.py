@@ -39,7 +39,7 @@ from .entropy import (
 )
 from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
 from .targets import Normal, Product, TruncatedNormal, Uniform
-from . import testing
+from . import samplers, testing
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "ScaledBeta",
     "encode_general",
     "general_width",
+    "samplers",
     "testing",
     "BitsReport",
     "ConditionedIndexCode",

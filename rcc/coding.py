@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 METHODS = ("hybrid", "pfr", "orc", "mrc")
+# A* coding and GPRS (rcc.samplers); kept out of METHODS, whose order the bitstream header encodes.
+_TREE_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic")
 DEFAULT_TAIL_MASS = 1e-4
 DEFAULT_MAX_CANDIDATES = 2**24
 _MODES = {"hybrid": kernels.RACE, "pfr": kernels.RACE, "orc": kernels.ORC, "mrc": kernels.MRC}
@@ -554,7 +556,10 @@ def encode_sample(
         ``"adaptive"`` uses the largest width each target fits (fewest
         candidates, but the receiver must be told ``enc.width``).  The
         prior-proposal methods use ``M = 1``.
-    method : {"hybrid", "pfr", "orc", "mrc"}
+    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
+        The last five are A* coding and greedy Poisson rejection sampling
+        (:mod:`rcc.samplers`): exact for untruncated targets (``tail_mass=0``),
+        1-D Normal, TruncatedNormal and Uniform targets; ``index`` is a heap index.
     tail_mass : float
         Gaussian targets are truncated to their central interval of this total
         tail mass (DESIGN 2.7); ``0`` keeps them whole where that fits.
@@ -584,6 +589,13 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
+    if isinstance(method, str) and method in _TREE_METHODS:
+        from .samplers import encode_tree_sample  # the tree samplers build on this module
+
+        if not _is_unit_width(width):
+            raise ValueError(f"width applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
+        return encode_tree_sample(target, seed, prior=prior, method=method, tail_mass=tail_mass,
+                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads)
     if not isinstance(target, Distribution):
         from .general import GeneralTarget, encode_general  # general builds on this module
 
@@ -682,7 +694,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
         The shared prior, ``Normal(0, 1)`` by default.
     width : int or array_like of int
         Width ``M`` per dimension (``enc.width``); required for hybrid.
-    method : {"hybrid", "pfr", "orc", "mrc"}
+    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
     num_threads : int, optional
 
     Returns
@@ -690,6 +702,12 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     float or ndarray of float64
         Same shape as ``factor``.
     """
+    if isinstance(method, str) and method in _TREE_METHODS:
+        from .samplers import decode_tree_sample  # heap indices (factor unused, must be 0)
+
+        if (_integer_array(factor, "factor") != 0).any():
+            raise ValueError(f"factor must be 0 for method={method!r}")
+        return decode_tree_sample(index, seed, prior=prior, method=method, num_threads=num_threads)
     seed_u64 = check_seed(seed)
     prior = _check_prior(prior)
     method = _check_method(method)

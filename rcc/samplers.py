@@ -601,6 +601,20 @@ def _check_positive_int(value, name):
     return int(value)
 
 
+def _run_search(params, seed, key, stream_offset, method, max_candidates):
+    """The kernel call on packed parameters: ``(index, sample, steps, status)``."""
+    rule, split = _RULES.get(method, (RULE_GPRS, -1))
+    count = params.shape[0]
+    index = np.empty(count, dtype=np.int64)
+    sample = np.empty(count, dtype=np.float64)
+    steps = np.empty(count, dtype=np.int64)
+    status = np.empty(count, dtype=np.int64)
+    if count:
+        encode_batch(np.uint64(seed), np.uint64(key), np.uint64(stream_offset), params, rule, split,
+                     max_candidates, index, sample, steps, status)
+    return index, sample, steps, status
+
+
 def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_mass=0.0,
                        max_candidates=2**24, rng=None, num_threads=None, stream_offset=0):
     """Encode exact samples with A* coding or greedy Poisson rejection sampling.
@@ -649,15 +663,8 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
                 f"GPRS needs a target std different from the Normal prior's std (flat index "
                 f"{int(np.flatnonzero(linear)[0])} has equal stds: a linear log ratio); use method='astar'")
     key = private_key(seed_u64, rng)
-    rule, split = _RULES.get(method, (RULE_GPRS, -1))
-    count = params.shape[0]
-    index = np.empty(count, dtype=np.int64)
-    sample = np.empty(count, dtype=np.float64)
-    steps = np.empty(count, dtype=np.int64)
-    status = np.empty(count, dtype=np.int64)
     with _Threads(num_threads):
-        if count:
-            encode_batch(seed_u64, key, offset, params, rule, split, max_candidates, index, sample, steps, status)
+        index, sample, steps, status = _run_search(params, seed_u64, key, offset, method, max_candidates)
     failed = np.flatnonzero(status)
     if failed.size:
         first = int(failed[0])
