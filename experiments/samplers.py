@@ -93,14 +93,22 @@ def measure(info_bits, count, kwargs, seed):
 
 
 def _fixed_kl_targets(points):
-    """Targets N(mu, s^2) with KL = 2 bits and D_inf growing as s -> 1 (prior N(0, 1))."""
+    """Targets N(mu, s^2) with KL = 2 bits and D_inf from 5.8 to 44.8 bits (prior N(0, 1)).
+
+    At a fixed KL, D_inf grows without bound as s -> 1 (mu^2 = 2 KL + 1 - s^2 + 2 log s).
+    """
+    from scipy import optimize
+
     kl = _KL_BITS * math.log(2.0)
-    out = []
-    for s in np.linspace(0.3, 0.985, points):
+
+    def shape(s):
         mu2 = 2.0 * kl + 1.0 - s * s + 2.0 * math.log(s)
-        mu = math.sqrt(mu2)
-        d_inf = (mu2 / (2.0 * (1.0 - s * s)) - math.log(s)) / math.log(2.0)
-        out.append((s, mu, d_inf))
+        return math.sqrt(mu2), (mu2 / (2.0 * (1.0 - s * s)) - math.log(s)) / math.log(2.0)
+
+    out = []
+    for d_inf in np.linspace(5.77, 44.77, points):
+        s = optimize.brentq(lambda x: shape(x)[1] - d_inf, 0.2, 1.0 - 1e-9, xtol=1e-14)
+        out.append((s, shape(s)[0], float(d_inf)))
     return out
 
 

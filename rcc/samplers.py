@@ -149,12 +149,6 @@ def _sup_log_ratio(za, zb, p):
     return max(_log_ratio(lo, p), _log_ratio(hi, p))
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def _prior_ppf(u, p):
-    """``F_p^{-1}(u)`` for ``u`` in ``[0, 1]`` (upper half from the exact complement ``1 - u``)."""
-    return kernels.prior_ppf_scaled(0.0, u, 1.0, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc, prior_scale, out):
     """Pack the parameters and the quadratic's curvature, vertex and maximum; returns the maximum."""
@@ -328,17 +322,46 @@ def _under_graph(t, log_value, p, table, kinks):
 # --------------------------------------------------------------------------- the searches
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def _node_point(prefix, h, ua, ub, p):
-    """``(u_h, z_h)`` of node ``h`` with interval ``(ua, ub)``."""
-    u = ua + (ub - ua) * (_shared_dither(prefix, np.uint64(h), 0) + 0.5)
-    return u, _prior_ppf(u, p)
+# A position on the CDF axis is a pair (u, c = 1 - u); in the upper half the complement
+# is the exact one, so intervals deep in the prior's upper tail keep full precision.
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _push(queue, heap, size, key, t, ua, ub, za, zb, h):
-    """Insert into the binary min-heap (rows of ``queue``: key, t, ua, ub, za, zb; ``heap``: the node's
-    heap index); returns the new size."""
+def _cut(ua, ca, ub, cb, v):
+    """The point a fraction ``v`` into the interval ``(a, b)``, as ``(u, 1 - u)``."""
+    if ua >= 0.5:
+        c = ca - (ca - cb) * v
+        return 1.0 - c, c
+    u = ua + (ub - ua) * v
+    return u, 1.0 - u
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _mass(ua, ca, ub, cb):
+    """Prior mass ``b - a`` of an interval."""
+    return ca - cb if ua >= 0.5 else ub - ua
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _pair_ppf(u, c, prior_family, prior_loc, prior_scale):
+    """``F_p^{-1}`` of the position ``(u, c)``, from the tail that holds it."""
+    if prior_family == UNIFORM:
+        return prior_loc + prior_scale * u if u <= 0.5 else (prior_loc + prior_scale) - prior_scale * c
+    if u <= 0.5:
+        return prior_loc + prior_scale * kernels.ndtri_lower(u)
+    return prior_loc - prior_scale * kernels.ndtri_lower(c)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _dither(prefix, h):
+    """``V_h = U(seed, stream, h) + 1/2`` in ``[0, 1)``."""
+    return _shared_dither(prefix, np.uint64(h), 0) + 0.5
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _push(queue, heap, size, key, t, ua, ca, ub, cb, za, zb, h):
+    """Insert into the binary min-heap (rows of ``queue``: key, t, ua, ca, ub, cb, za, zb; ``heap``: the
+    node's heap index); returns the new size."""
     i = size
     while i > 0:
         parent = (i - 1) >> 1
@@ -347,7 +370,8 @@ def _push(queue, heap, size, key, t, ua, ub, za, zb, h):
         queue[i] = queue[parent]
         heap[i] = heap[parent]
         i = parent
-    queue[i, 0], queue[i, 1], queue[i, 2], queue[i, 3], queue[i, 4], queue[i, 5] = key, t, ua, ub, za, zb
+    queue[i, 0], queue[i, 1], queue[i, 2], queue[i, 3] = key, t, ua, ca
+    queue[i, 4], queue[i, 5], queue[i, 6], queue[i, 7] = ub, cb, za, zb
     heap[i] = h
     return size + 1
 
@@ -387,7 +411,7 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
         _sigma_setup(p, table, kinks)
     t_root = -math.log(_private_uniform(private, np.uint64(1)))
     size = _push(queue, heap, 0, t_root if rule == RULE_GPRS else math.log(t_root) - p[P_LOG_RMAX],
-                 t_root, 0.0, 1.0, -np.inf, np.inf, np.int64(1))
+                 t_root, 0.0, 1.0, 1.0, 0.0, -np.inf, np.inf, np.int64(1))
     best, best_h, best_z = np.inf, np.int64(0), np.nan
     steps = 0
     while size > 0:
@@ -397,8 +421,9 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
         steps += 1
         if steps > max_steps:
             return 0, np.nan, steps, STATUS_MAX_STEPS
-        t, ua, ub, za, zb = top[1], top[2], top[3], top[4], top[5]
-        u, z = _node_point(shared, h, ua, ub, p)
+        t, ua, ca, ub, cb, za, zb = top[1], top[2], top[3], top[4], top[5], top[6], top[7]
+        u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
+        z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
         lr = _log_ratio(z, p)
         if rule == RULE_GPRS:
             if _under_graph(t, lr, p, table, kinks):
@@ -408,14 +433,16 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, steps, STATUS_DEPTH
         if split == SPLIT_SAMPLE:
-            uc, zc = u, z
+            um, cm, zm = u, c, z
         else:
-            uc = 0.5 * (ua + ub)
-            zc = _prior_ppf(uc, p)
+            um, cm = _cut(ua, ca, ub, cb, 0.5)
+            zm = _pair_ppf(um, cm, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
         for side in range(2):
-            ca, cb = (ua, uc) if side == 0 else (uc, ub)
-            cza, czb = (za, zc) if side == 0 else (zc, zb)
-            mass = cb - ca
+            if side == 0:
+                lu, lc, hu, hc, cza, czb = ua, ca, um, cm, za, zm
+            else:
+                lu, lc, hu, hc, cza, czb = um, cm, ub, cb, zm, zb
+            mass = _mass(lu, lc, hu, hc)
             if not mass > 0.0:
                 continue
             bound = _sup_log_ratio(cza, czb, p)
@@ -433,7 +460,7 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
                     continue
             if size == queue.shape[0]:
                 return 0, np.nan, steps, STATUS_QUEUE
-            size = _push(queue, heap, size, priority, tc, ca, cb, cza, czb, child)
+            size = _push(queue, heap, size, priority, tc, lu, lc, hu, hc, cza, czb, child)
     if rule == RULE_GPRS:
         return 0, np.nan, steps, STATUS_QUEUE  # unreachable: the mode's node is always kept
     return best_h, best_z, steps, OK
@@ -457,9 +484,9 @@ def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
 
 @numba.njit(cache=True, error_model="numpy")
 def _encode_block(block, seed, key, stream_offset, params, rule, split, max_steps, index, sample, steps, status):
-    queue = np.empty((_QUEUE, 6), dtype=np.float64)
+    queue = np.empty((_QUEUE, 8), dtype=np.float64)
     heap = np.empty(_QUEUE, dtype=np.int64)
-    top = np.empty(6, dtype=np.float64)
+    top = np.empty(8, dtype=np.float64)
     table = np.empty(_PIECES + 1, dtype=np.float64)
     kinks = np.empty(2, dtype=np.float64)
     count = params.shape[0]
@@ -488,19 +515,16 @@ def _decode_node(seed, stream, h, split, prior_family, prior_loc, prior_scale):
     depth = 0
     while (h >> np.int64(depth + 1)) > 0:
         depth += 1
-    ua, ub = 0.0, 1.0
+    ua, ca, ub, cb = 0.0, 1.0, 1.0, 0.0
     for level in range(depth - 1, -1, -1):
         node = h >> np.int64(level + 1)
-        if split == SPLIT_SAMPLE:
-            cut = ua + (ub - ua) * (_shared_dither(shared, np.uint64(node), 0) + 0.5)
-        else:
-            cut = 0.5 * (ua + ub)
+        um, cm = _cut(ua, ca, ub, cb, _dither(shared, node) if split == SPLIT_SAMPLE else 0.5)
         if (h >> np.int64(level)) & 1:
-            ua = cut
+            ua, ca = um, cm
         else:
-            ub = cut
-    u = ua + (ub - ua) * (_shared_dither(shared, np.uint64(h), 0) + 0.5)
-    return kernels.prior_ppf_scaled(0.0, u, 1.0, prior_family, prior_loc, prior_scale)
+            ub, cb = um, cm
+    u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
+    return _pair_ppf(u, c, prior_family, prior_loc, prior_scale)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)

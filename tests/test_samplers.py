@@ -29,6 +29,7 @@ def _round_trip(target, method, seed, prior=PRIOR, n=N, **kwargs):
 BATTERY = [
     ("std 0.3 near the mean", rcc.Normal(0.2, 0.3), PRIOR),
     ("std 0.01 in the tail", rcc.Normal(2.2, 0.01), PRIOR),
+    ("std 1e-5 far in the upper tail (KL 31 bits)", rcc.Normal(4.5, 1e-5), PRIOR),
     ("truncated normal", rcc.TruncatedNormal(0.2, 0.3, -0.1, 0.4), PRIOR),
     ("wide truncated normal (convex ratio)", rcc.TruncatedNormal(0.0, 1.5, -1.0, 2.0), PRIOR),
     ("uniform target, U-shaped ratio", rcc.Uniform(-0.5, 0.7), PRIOR),
