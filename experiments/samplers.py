@@ -4,8 +4,9 @@ Panel 1 and 2, the Gaussian channel (prior N(0, 1), target N(mu, s^2) with
 s = 2^-I and mu ~ N(0, 1 - s^2), untruncated): points examined per sample and
 encode wall time per sample against I.  Panel 3: bits of the entropy-coded
 bytes per message minus I, with an index code fitted on separate targets
-(heap indices: :func:`rcc.samplers.heap_index_code`; PFR / global GPRS / hybrid
-indices: :class:`rcc.EmpiricalIndexCode`; hybrid adds its log2 M factor bits).
+(heap indices: :class:`rcc.samplers.TreeIndexCode`, whose path bits cost the node's
+prior mass; PFR / global GPRS / hybrid indices: :class:`rcc.EmpiricalIndexCode`; hybrid
+adds its log2 M factor bits).
 Panel 4: points examined against D_inf at a fixed KL of 2 bits (target
 N(mu, s^2) with s growing towards the prior's std and mu set to keep the KL).
 
@@ -32,6 +33,8 @@ METHODS = (
     ("AD* (astar-dyadic)", dict(method="astar-dyadic", tail_mass=0.0), math.inf),
     ("GPRS sac", dict(method="gprs-sac", tail_mass=0.0), math.inf),
     ("GPRS dyadic", dict(method="gprs-dyadic", tail_mass=0.0), math.inf),
+    ("GRCS (grc-sample)", dict(method="grc-sample", tail_mass=0.0), math.inf),
+    ("GRCD (grc-dyadic)", dict(method="grc-dyadic", tail_mass=0.0), math.inf),
     ("GPRS global", dict(method="gprs", tail_mass=0.0), 8.0),
     ("PFR", dict(method="pfr", tail_mass=0.0), 8.0),
     ("hybrid, width from std", dict(method="hybrid"), math.inf),
@@ -49,9 +52,13 @@ def grid(quick=False, tiny=False):
                 d_inf_points=16)
 
 
+def _is_tree(method):
+    return method in samplers.SAMPLER_METHODS and method != "gprs"
+
+
 def _index_code(method, fit_enc):
-    if method in samplers.SAMPLER_METHODS and method != "gprs":
-        return samplers.heap_index_code(fit_enc.index)
+    if _is_tree(method):
+        return samplers.TreeIndexCode.fit(fit_enc.index)
     return rcc.EmpiricalIndexCode.fit(np.asarray(fit_enc.index).reshape(-1))
 
 
@@ -60,7 +67,12 @@ def _bits(enc, fit_enc, kwargs, seed):
     method = kwargs["method"]
     code = _index_code(method, fit_enc)
     count = np.size(enc.index)
-    if method in samplers.SAMPLER_METHODS:
+    if _is_tree(method):
+        data = samplers.encode_tree_messages(enc, seed, index_code=code)
+        decoded = samplers.decode_tree_messages(data, count, seed, index_code=code, method=method)
+        if not np.array_equal(decoded, np.asarray(enc.index).reshape(-1)):
+            raise RuntimeError(f"tree message round trip failed for {method}")
+    elif method == "gprs":
         data = samplers.encode_index_messages(enc, seed, index_code=code)
     else:
         data = rcc.encode_messages(enc, seed, index_code=code, width=enc.width)
@@ -162,12 +174,12 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
             count = int(np.clip(4e6 / 2.0 ** (info + 2), 200, count))
         rows.append({"method": label, **measure(info, count, kwargs, _SEED)})
     for s, mu, d_inf in _fixed_kl_targets(settings["d_inf_points"]):
-        for label, kwargs, _ in METHODS[:4]:
+        for label, kwargs, _ in METHODS[:6]:
             rows.append({"method": label, **measure_d_inf(s, mu, d_inf, settings["count"], kwargs, _SEED)})
     write_csv(out / "samplers.csv", rows)
     plot(rows, out / "samplers.png")
     summary = {}
-    for label, _, _ in METHODS[:4]:
+    for label, _, _ in METHODS[:6]:
         sel = [r for r in rows if r["method"] == label and r["panel"] == "information"]
         last = sel[-1]
         summary[f"{label} at I={last['info_bits']:g}"] = (

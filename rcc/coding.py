@@ -58,7 +58,7 @@ __all__ = [
 
 METHODS = ("hybrid", "pfr", "orc", "mrc")
 # A* coding and GPRS (rcc.samplers); kept out of METHODS, whose order the bitstream header encodes.
-_TREE_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic")
+_TREE_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
 DEFAULT_TAIL_MASS = 1e-4
 DEFAULT_MAX_CANDIDATES = 2**24
 _MODES = {"hybrid": kernels.RACE, "pfr": kernels.RACE, "orc": kernels.ORC, "mrc": kernels.MRC}
@@ -556,9 +556,10 @@ def encode_sample(
         ``"adaptive"`` uses the largest width each target fits (fewest
         candidates, but the receiver must be told ``enc.width``).  The
         prior-proposal methods use ``M = 1``.
-    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
-        The last five are A* coding and greedy Poisson rejection sampling
-        (:mod:`rcc.samplers`): exact for untruncated targets (``tail_mass=0``),
+    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", \
+            "grc-sample", "grc-dyadic"}
+        The last seven are A* coding, greedy Poisson rejection sampling and
+        greedy rejection coding (:mod:`rcc.samplers`): exact for untruncated targets (``tail_mass=0``),
         1-D Normal, TruncatedNormal and Uniform targets; ``index`` is a heap index.
     tail_mass : float
         Gaussian targets are truncated to their central interval of this total
@@ -694,7 +695,8 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
         The shared prior, ``Normal(0, 1)`` by default.
     width : int or array_like of int
         Width ``M`` per dimension (``enc.width``); required for hybrid.
-    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
+    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", \
+            "grc-sample", "grc-dyadic"}
     num_threads : int, optional
 
     Returns

@@ -70,7 +70,8 @@ import numba
 import numpy as np
 
 from . import kernels
-from .random import DOMAIN_PRIVATE, DOMAIN_SHARED, _private_uniform, _shared_dither, _stream_prefix
+from .random import (_GAMMA, _S11, _TWO_M53, DOMAIN_PRIVATE, DOMAIN_SHARED, _mix64, _private_uniform,
+                     _shared_dither, _stream_prefix)
 
 __all__ = [
     "SAMPLER_METHODS",
@@ -78,6 +79,10 @@ __all__ = [
     "encode_tree_sample",
     "decode_tree_sample",
     "heap_index_code",
+    "left_fractions",
+    "TreeIndexCode",
+    "encode_tree_messages",
+    "decode_tree_messages",
     "encode_index_messages",
     "decode_index_messages",
     "stretch_function",
@@ -85,16 +90,17 @@ __all__ = [
 ]
 
 #: ``method=`` values handled by this module (``encode_sample`` / ``decode_sample`` dispatch here).
-SAMPLER_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic")
+SAMPLER_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
 #: Deepest node a search may reach (heap indices stay below ``2**63``).
 MAX_DEPTH = 62
 
-RULE_ASTAR, RULE_GPRS = 0, 1
+RULE_ASTAR, RULE_GPRS, RULE_GRC = 0, 1, 2
 SPLIT_SAMPLE, SPLIT_DYADIC = 0, 1
 _RULES = {"astar": (RULE_ASTAR, SPLIT_SAMPLE), "astar-dyadic": (RULE_ASTAR, SPLIT_DYADIC),
-          "gprs-sac": (RULE_GPRS, SPLIT_SAMPLE), "gprs-dyadic": (RULE_GPRS, SPLIT_DYADIC)}
+          "gprs-sac": (RULE_GPRS, SPLIT_SAMPLE), "gprs-dyadic": (RULE_GPRS, SPLIT_DYADIC),
+          "grc-sample": (RULE_GRC, SPLIT_SAMPLE), "grc-dyadic": (RULE_GRC, SPLIT_DYADIC)}
 
-OK, STATUS_MAX_STEPS, STATUS_DEPTH, STATUS_QUEUE = 0, 1, 2, 3
+OK, STATUS_MAX_STEPS, STATUS_DEPTH, STATUS_QUEUE, STATUS_NO_MASS = 0, 1, 2, 3, 4
 NORMAL, UNIFORM = 0, 1
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -208,9 +214,20 @@ def _masses(lo, hi, p):
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _excess(eta, p):
     """``w_Q(eta) - eta w_P(eta) = E_P[(r - eta)_+]`` from the closed-form superlevel set of ``r``."""
-    level = math.log(eta)
+    return _excess_on(eta, -np.inf, np.inf, p)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _excess_on(eta, za, zb, p):
+    """``E_P[(r - eta)_+ ; za <= z <= zb]``: the target mass above level ``eta`` in an interval."""
     a, v = p[P_CURVATURE], p[P_VERTEX]
-    low, high = p[P_LOW], p[P_HIGH]
+    low, high = max(p[P_LOW], za), min(p[P_HIGH], zb)
+    if not low < high:
+        return 0.0
+    if not eta > 0.0:
+        q, prior = _masses(low, high, p)
+        return q - eta * prior
+    level = math.log(eta)
     if a == 0.0:
         # constant ratio (only a Uniform target under a Uniform prior is linear-free and bounded)
         q, prior = _masses(low, high, p) if p[P_LOG_RMAX] >= level else (0.0, 0.0)
@@ -466,6 +483,56 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
     return best_h, best_z, steps, OK
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _private_coin(prefix, n, dim):
+    """A private uniform in ``(0, 1]`` for node ``n``; ``dim`` keeps a node's coins apart."""
+    h = _mix64((prefix ^ np.uint64(n)) + _GAMMA)
+    h = _mix64((h ^ np.uint64(dim)) + _GAMMA)
+    return (np.float64(h >> _S11) + 1.0) * _TWO_M53
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _greedy_rejection(seed, key, stream, p, split, max_steps):
+    """Greedy rejection coding along one path of nested intervals; returns ``(h, z, steps, status)``.
+
+    At node ``B`` the residual target density is ``p (r - c)_+ / K`` on ``B``
+    (``c = 0``, ``K = 1`` at the root).  The node's point is accepted with
+    probability ``min(1, (r(z) - c) P(B) / K)``; otherwise the level rises to
+    ``c + K / P(B)`` and the search moves into a child with probability
+    proportional to its residual mass ``K_child = E_P[(r - c')_+ ; child]``
+    (Flamich, Markou & Hernandez-Lobato 2023, Algorithm 1).
+    """
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
+    ua, ca, ub, cb, za, zb = 0.0, 1.0, 1.0, 0.0, -np.inf, np.inf
+    level, residual = 0.0, 1.0
+    h = np.int64(1)
+    for step in range(1, max_steps + 1):
+        mass = _mass(ua, ca, ub, cb)
+        u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
+        z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+        above = math.exp(_log_ratio(z, p)) - level
+        if above > 0.0 and _private_coin(private, h, 1) * residual <= above * mass:
+            return h, z, step, OK
+        if h >= np.int64(1) << MAX_DEPTH:
+            return 0, np.nan, step, STATUS_DEPTH
+        level += residual / mass
+        if split == SPLIT_SAMPLE:
+            um, cm, zm = u, c, z
+        else:
+            um, cm = _cut(ua, ca, ub, cb, 0.5)
+            zm = _pair_ppf(um, cm, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+        left = max(_excess_on(level, za, zm, p), 0.0)
+        right = max(_excess_on(level, zm, zb, p), 0.0)
+        if not left + right > 0.0:
+            return 0, np.nan, step, STATUS_NO_MASS
+        if _private_coin(private, h, 2) * (left + right) <= left:
+            ub, cb, zb, residual, h = um, cm, zm, left, 2 * h
+        else:
+            ua, ca, za, residual, h = um, cm, zm, right, 2 * h + 1
+    return 0, np.nan, max_steps, STATUS_MAX_STEPS
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
     """Global GPRS on the prior-proposal candidates of ``method="pfr"``; returns ``(N, z, N, status)``."""
@@ -494,6 +561,8 @@ def _encode_block(block, seed, key, stream_offset, params, rule, split, max_step
         stream = stream_offset + np.uint64(i)
         if split < 0:
             h, z, n, st = _global_gprs(seed, key, stream, params[i], max_steps, table, kinks)
+        elif rule == RULE_GRC:
+            h, z, n, st = _greedy_rejection(seed, key, stream, params[i], split, max_steps)
         else:
             h, z, n, st = _search(seed, key, stream, params[i], rule, split, max_steps, queue, heap, top,
                                   table, kinks)
@@ -533,6 +602,21 @@ def decode_batch(seed, stream_offset, index, split, prior_family, prior_loc, pri
     for i in numba.prange(index.shape[0]):
         out[i] = _decode_node(seed, stream_offset + np.uint64(i), index[i], split, prior_family[i],
                               prior_loc[i], prior_scale[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def left_fractions(seed, stream_offset, index, split, out):
+    """The left child's share of the prior mass of node ``index[i]`` of element ``i`` (into ``out``).
+
+    ``V`` of the node for sample splits, 1/2 for dyadic ones: a function of the
+    shared randomness only, so sender and receiver agree on it.
+    """
+    for i in range(index.shape[0]):
+        node = np.int64(index[i])
+        if split == SPLIT_DYADIC:
+            out[i] = 0.5
+        else:
+            out[i] = _dither(_stream_prefix(DOMAIN_SHARED, seed, stream_offset + np.uint64(i)), node)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -680,7 +764,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     offset = check_seed(stream_offset, "stream_offset")
     max_candidates = _check_positive_int(max_candidates, "max_candidates")
     params, shape, prior, tail_mass = _params(target, prior, tail_mass)
-    if method.startswith("gprs"):
+    if method.startswith(("gprs", "grc")):
         linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
         if linear.any():
             raise ValueError(
@@ -694,7 +778,9 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
         first = int(failed[0])
         why = {STATUS_MAX_STEPS: f"examined more than max_candidates={max_candidates} points; increase it",
                STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
-               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes"}[int(status[first])]
+               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
+               STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
+                               "precision)"}[int(status[first])]
         raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
     kl_bits = np.asarray(kl_divergence_bits(target, prior, tail_mass), dtype=np.float64)
     return EncodedSample(
@@ -786,4 +872,218 @@ def decode_index_messages(data, count, seed, *, index_code):
     from .entropy import decode_messages
 
     index, _ = decode_messages(data, count, seed, index_code=index_code, method="pfr")
+    return index
+
+
+# --------------------------------------------------------------------------- path code
+
+_TREE_MAGIC = b"RCT"
+_TREE_VERSION = 1
+
+
+class TreeIndexCode:
+    """Code of heap indices that spends ``-log2`` of the node's prior mass on the path.
+
+    The depth ``d = floor(log2 h)`` is coded with fitted probabilities; then the
+    path, level by level, each step ``left`` with the probability of the left
+    child's share of the prior mass (the shared point ``V`` of the node for
+    sample splits, 1/2 for dyadic ones).  Sender and receiver both know these
+    shares from the seed, so the path costs ``-log2 P(node)`` bits instead of
+    ``d``: for sample splits, whose paths are about 1.4 times deeper than the
+    information, this saves most of the difference.
+
+    Parameters
+    ----------
+    depth_weights : array_like of float, shape (MAX_DEPTH + 1,)
+        Positive weights of the depths ``0 .. MAX_DEPTH``.
+    """
+
+    def __init__(self, depth_weights):
+        weights = np.asarray(depth_weights, dtype=np.float64).reshape(-1)
+        if weights.size != MAX_DEPTH + 1 or not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
+            raise ValueError(f"depth_weights must be {MAX_DEPTH + 1} positive finite numbers")
+        self.depth_weights = weights
+        self.depth_probabilities = weights / weights.sum()
+
+    @classmethod
+    def fit(cls, indices, *, pseudo_count=0.5, tail_ratio=0.5):
+        """Depth probabilities from heap indices of representative targets (as :class:`rcc.BucketIndexCode`)."""
+        from .entropy import BucketIndexCode
+
+        weights = BucketIndexCode.fit(indices, pseudo_count=pseudo_count, tail_ratio=tail_ratio).bucket_weights
+        return cls(weights[: MAX_DEPTH + 1])
+
+    def to_dict(self):
+        return {"format": "rcc.TreeIndexCode", "version": 1, "depth_weights": [float(w) for w in self.depth_weights]}
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict) or data.get("format") != "rcc.TreeIndexCode" or data.get("version") != 1:
+            raise ValueError("not a version-1 rcc.TreeIndexCode description")
+        return cls(data["depth_weights"])
+
+    def bits(self, index, seed, *, method, stream_offset=0):
+        """Ideal information content ``-log2 P(depth) - log2 P(path)`` of each message, in bits."""
+        from .random import check_seed
+
+        index = _flat_heap_indices(index)
+        depth = _depths(index)
+        total = -np.log2(self.depth_probabilities[depth])
+        seed_u64, offset, split = check_seed(seed), check_seed(stream_offset, "stream_offset"), _split_of(method)
+        share = np.empty(index.size, dtype=np.float64)
+        for level in range(int(depth.max(initial=0))):
+            active = depth > level
+            nodes = np.where(active, index >> np.maximum(depth - level, 0), 1)
+            left_fractions(seed_u64, offset, nodes, split, share)
+            go_right = ((index >> np.maximum(depth - level - 1, 0)) & 1).astype(bool)
+            with np.errstate(divide="ignore"):
+                cost = -np.log2(np.where(go_right, 1.0 - share, share))
+            total += np.where(active, cost, 0.0)
+        return total
+
+
+def _split_of(method):
+    method = _check_method(method)
+    if method == "gprs":
+        raise ValueError("method='gprs' sends a candidate index, not a heap index: use encode_index_messages")
+    return _RULES[method][1]
+
+
+def _flat_heap_indices(index):
+    index = np.asarray(index)
+    if index.dtype.kind not in "iu" or (index.size and index.min() < 1):
+        raise ValueError("heap indices must be integers >= 1")
+    if index.dtype.kind == "u" and index.size and index.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"heap indices must be below 2**{MAX_DEPTH + 1}")
+    return index.astype(np.int64).reshape(-1)
+
+
+def _depths(index):
+    depth = np.zeros(index.shape, dtype=np.int64)
+    rest = index >> 1
+    while rest.any():
+        depth += rest > 0
+        rest = rest >> 1
+    return depth
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data, pos):
+    value, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("tree message stream truncated or corrupt inside its header")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _bernoulli(share):
+    return np.ascontiguousarray(np.stack([share, 1.0 - share], axis=1).clip(0.0, 1.0))
+
+
+def encode_tree_messages(enc, seed, *, index_code, stream_offset=0):
+    """Bytes of a batch's heap indices under a :class:`TreeIndexCode` (range coded).
+
+    Layout: ``b"RCT"``, a version byte, the method, the count (varint), a
+    CRC32 of the seed, method, code and count, a CRC32 of the payload, and the
+    payload (depths, then the paths level by level).
+    """
+    import zlib
+
+    from .coding import EncodedSample
+    from .entropy import _constriction
+    from .random import check_seed
+
+    if not isinstance(enc, EncodedSample) or enc.method not in SAMPLER_METHODS:
+        raise TypeError(f"enc must be an EncodedSample of one of {SAMPLER_METHODS}")
+    if not isinstance(index_code, TreeIndexCode):
+        raise TypeError(f"index_code must be a TreeIndexCode, got {type(index_code).__name__}")
+    split = _split_of(enc.method)
+    seed_u64, offset = check_seed(seed), check_seed(stream_offset, "stream_offset")
+    index = _flat_heap_indices(enc.index)
+    depth = _depths(index)
+    cons = _constriction()
+    family = cons.stream.model.Categorical(perfect=False)
+    encoder = cons.stream.queue.RangeEncoder()
+    if index.size:
+        encoder.encode(depth.astype(np.int32), cons.stream.model.Categorical(index_code.depth_probabilities,
+                                                                             perfect=False))
+    share = np.empty(index.size, dtype=np.float64)
+    for level in range(int(depth.max(initial=0))):
+        active = np.flatnonzero(depth > level)
+        nodes = np.ones(index.size, dtype=np.int64)
+        nodes[active] = index[active] >> (depth[active] - level)
+        left_fractions(seed_u64, offset, nodes, split, share)
+        bits = (index[active] >> (depth[active] - level - 1)) & 1
+        encoder.encode(bits.astype(np.int32), family, _bernoulli(share[active]))
+    payload = np.asarray(encoder.get_compressed(), dtype=np.uint32).astype(">u4").tobytes()
+    prefix = _TREE_MAGIC + bytes([_TREE_VERSION, SAMPLER_METHODS.index(enc.method)]) + _varint(index.size)
+    context = zlib.crc32(repr((int(seed_u64), int(offset), index_code.to_dict())).encode(), zlib.crc32(prefix))
+    return prefix + context.to_bytes(4, "little") + zlib.crc32(payload).to_bytes(4, "little") + payload
+
+
+def decode_tree_messages(data, count, seed, *, index_code, method, stream_offset=0):
+    """Heap indices (flat, int64) from bytes written by :func:`encode_tree_messages`.
+
+    Raises ``ValueError`` for truncated or corrupted bytes and for a stream
+    written with another count, method, seed, stream offset or code.
+    """
+    import zlib
+
+    from .entropy import _constriction
+    from .random import check_seed
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if not isinstance(index_code, TreeIndexCode):
+        raise TypeError(f"index_code must be a TreeIndexCode, got {type(index_code).__name__}")
+    data = bytes(data)
+    split = _split_of(method)
+    seed_u64, offset = check_seed(seed), check_seed(stream_offset, "stream_offset")
+    if len(data) < 5 or data[:3] != _TREE_MAGIC:
+        raise ValueError("not an rcc tree message stream (bad magic bytes or too short)")
+    if data[3] != _TREE_VERSION:
+        raise ValueError(f"unsupported tree message stream version {data[3]}")
+    if data[4] >= len(SAMPLER_METHODS) or SAMPLER_METHODS[data[4]] != method:
+        raise ValueError(f"the stream was not written with method={method!r}")
+    stored, pos = _read_varint(data, 5)
+    if stored != count:
+        raise ValueError(f"the stream holds {stored} messages, expected count={count}")
+    if len(data) < pos + 8:
+        raise ValueError("tree message stream truncated inside its header")
+    context = zlib.crc32(repr((int(seed_u64), int(offset), index_code.to_dict())).encode(), zlib.crc32(data[:pos]))
+    if int.from_bytes(data[pos:pos + 4], "little") != context:
+        raise ValueError("the stream was written with another seed, stream offset or index code")
+    payload = data[pos + 8:]
+    if zlib.crc32(payload) != int.from_bytes(data[pos + 4:pos + 8], "little"):
+        raise ValueError("tree message stream corrupted or truncated (payload checksum mismatch)")
+    if len(payload) % 4:
+        raise ValueError("tree message stream truncated (payload is not whole 32-bit words)")
+    cons = _constriction()
+    decoder = cons.stream.queue.RangeDecoder(np.frombuffer(payload, dtype=">u4").astype(np.uint32))
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    depth = np.asarray(decoder.decode(cons.stream.model.Categorical(index_code.depth_probabilities,
+                                                                     perfect=False), count), dtype=np.int64)
+    index = np.ones(count, dtype=np.int64)
+    family = cons.stream.model.Categorical(perfect=False)
+    share = np.empty(count, dtype=np.float64)
+    for level in range(int(depth.max(initial=0))):
+        active = np.flatnonzero(depth > level)
+        left_fractions(seed_u64, offset, index, split, share)
+        bits = np.asarray(decoder.decode(family, _bernoulli(share[active])), dtype=np.int64)
+        index[active] = 2 * index[active] + bits
     return index

@@ -8,7 +8,7 @@ from rcc import samplers, testing
 from rcc.random import private_key
 
 METHODS = samplers.SAMPLER_METHODS
-BRANCH_AND_BOUND = ("astar", "astar-dyadic", "gprs-sac", "gprs-dyadic")
+BRANCH_AND_BOUND = ("astar", "astar-dyadic", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
 PRIOR = rcc.Normal(0.0, 1.0)
 N = 20_000
 
@@ -54,12 +54,12 @@ def test_exactness_battery(method):
     testing.assert_battery_passes(testing.run_battery(cases))
 
 
-@pytest.mark.parametrize("method", ["astar", "gprs-dyadic"])
+@pytest.mark.parametrize("method", ["astar", "gprs-dyadic", "grc-sample"])
 def test_test_of_the_test_wrong_bound_fails(method):
-    """A displaced mode (wrong bounds and a wrong stretch function) is detected by the same battery."""
-    target = rcc.Normal(0.4, 0.1)
+    """A displaced mode (wrong bounds, stretch function or residual masses) is detected by the battery."""
+    target = rcc.Normal(0.4, 0.01)
     params, _, _, _ = samplers._params(_copies(target, N), PRIOR, 0.0)
-    params[:, samplers.P_VERTEX] += 0.25  # the bound's mode 2.5 stds away from the truth
+    params[:, samplers.P_VERTEX] += 0.01  # the bound's mode one std away from the truth
     key = private_key(5)
     _, sample, _, status = samplers._run_search(params, 5, key, 0, method, 2**20)
     assert not status.any()
@@ -133,6 +133,35 @@ def test_messages_through_bytes():
     assert np.array_equal(rcc.decode_sample(index, 0, 9, method="gprs-dyadic"), enc.sample)
     bits = 8 * len(data) / 2000
     assert bits < 8 + 6  # bits above I = 8 (cf. 5.95 at I = 12 in Flamich 2023)
+
+
+@pytest.mark.parametrize("method", ["astar", "gprs-sac", "grc-dyadic"])
+def test_tree_messages_through_bytes(method):
+    s = 2.0**-12
+    rng = np.random.default_rng(4)
+    fit = rcc.encode_sample(rcc.Normal(rng.normal(0, np.sqrt(1 - s * s), 3000), s), 1, method=method,
+                            tail_mass=0.0)
+    code = samplers.TreeIndexCode.fit(fit.index)
+    assert samplers.TreeIndexCode.from_dict(code.to_dict()).to_dict() == code.to_dict()
+    enc = rcc.encode_sample(rcc.Normal(rng.normal(0, np.sqrt(1 - s * s), 2000), s), 9, method=method,
+                            tail_mass=0.0)
+    data = samplers.encode_tree_messages(enc, 9, index_code=code)
+    index = samplers.decode_tree_messages(data, 2000, 9, index_code=code, method=method)
+    assert np.array_equal(index, enc.index)
+    bits = 8 * len(data) / 2000
+    # within 0.1 bits of the ideal information content, and under 3 bits above I = 12
+    assert bits - code.bits(enc.index, 9, method=method).mean() < 0.1  # the header: 0.07 bits here
+    assert bits < 12 + 3
+    for bad, why in [(data[:-3], "corrupted or truncated"), (data[:8], "truncated"),
+                     (data[:20] + bytes([data[20] ^ 1]) + data[21:], "corrupted")]:
+        with pytest.raises(ValueError, match=why):
+            samplers.decode_tree_messages(bad, 2000, 9, index_code=code, method=method)
+    with pytest.raises(ValueError, match="another seed"):
+        samplers.decode_tree_messages(data, 2000, 10, index_code=code, method=method)
+    with pytest.raises(ValueError, match="count"):
+        samplers.decode_tree_messages(data, 1999, 9, index_code=code, method=method)
+    with pytest.raises(ValueError, match="method"):
+        samplers.decode_tree_messages(data, 2000, 9, index_code=code, method="astar-dyadic")
 
 
 def test_stretch_function_uniform_closed_form():
