@@ -1,4 +1,4 @@
-"""Exact samplers over a Poisson process: A* coding and greedy Poisson rejection sampling.
+"""Exact samplers on a shared tree of nested intervals: A* coding, GPRS and greedy rejection coding.
 
 The sender and the receiver share one Poisson process per batch element on
 ``(0, inf) x R`` with intensity ``dt x P`` (``P`` the prior).  Its points are
@@ -14,8 +14,10 @@ built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
   counter-based generator (:mod:`rcc.random`): O(1) access to any node;
 * its arrival time is ``T_h = T_parent + E_h / (b - a)`` (``T_1 = E_1``) with
   ``E_h`` a *private* Exp(1) variate of the sender;
-* a node splits at its own point (``"sample"`` splits: AS* coding, GPRS "sac")
-  or at its interval's midpoint (``"dyadic"`` splits: AD*, dyadic GPRS).
+* a node splits at its own point (``"sample"`` splits: AS* coding, GPRS "sac",
+  GRCS) or at its interval's midpoint (``"dyadic"`` splits: AD*, dyadic GPRS,
+  GRCD).  Positions are kept as pairs ``(u, 1 - u)`` so that intervals deep in
+  the prior's upper tail keep full precision.
 
 The receiver needs only the heap index: it walks from the root to node ``h``
 (``depth`` shared uniforms for sample splits, none for dyadic splits) and
@@ -35,6 +37,13 @@ Selection rules (both exact for the untruncated target):
 ``"gprs-sac"`` / ``"gprs-dyadic"``
     Branch-and-bound GPRS (Flamich 2023, Algorithm 5 and Appendix F): the
     earliest tree point under the same graph.
+``"grc-sample"`` / ``"grc-dyadic"``
+    Greedy rejection coding, GRCS and GRCD (Flamich, Markou &
+    Hernandez-Lobato 2023, Algorithm 1): one path down the tree; at each node
+    the point is accepted with the greedy probability of the residual target
+    mass, else the search moves into a child chosen (with the sender's
+    private coins) in proportion to the child's residual mass.  No arrival
+    times; exact for any target of the supported families.
 
 ``sigma`` is GPRS's stretch function ``sigma(h) = int_0^h d eta / (w_Q(eta) -
 eta w_P(eta))`` with ``w_P(eta) = P(r >= eta)`` and ``w_Q(eta) = Q(r >=
@@ -53,11 +62,20 @@ far once the node splits at its own point, so the sample-split searches
 follow one path and take ``O(D_KL)`` steps; the dyadic ones keep a few
 nodes in their queue.
 
-Messages: ``index`` is the heap index ``h >= 1`` of the selected node (the
-candidate index ``N`` for ``"gprs"``); ``factor`` is 0.  Code heap indices
-with :func:`heap_index_code` (a :class:`rcc.BucketIndexCode`: a fitted mass
-per depth and uniform path bits) and write them with
-:func:`encode_index_messages`.
+Messages: ``index`` is the heap index ``h >= 1`` of the selected node (its
+depth is ``floor(log2 h)``, its path the binary digits below the leading one;
+the candidate index ``N`` for ``"gprs"``); ``factor`` is 0.  Write heap indices
+to bytes with :func:`encode_tree_messages` and a :class:`TreeIndexCode`, which
+codes the depth with fitted probabilities and each step of the path with the
+left child's share of the prior mass (known to both sides from the seed), so
+a message costs about ``-log2 P(node)`` bits; or, index-only like PFR's
+streams, with :func:`encode_index_messages` and any :class:`rcc.IndexCode`
+(:func:`heap_index_code` fits a :class:`rcc.BucketIndexCode`: uniform path bits).
+
+Limits: one dimension per element; Normal, TruncatedNormal and Uniform
+targets under Normal and Uniform priors (a Normal at least as wide as a
+Normal prior needs a bounded support); searches deeper than ``MAX_DEPTH``
+levels (about 40 bits of KL for sample splits, 60 for dyadic ones) raise.
 """
 
 from __future__ import annotations
@@ -109,12 +127,12 @@ _BLOCK = 256
 
 # Per-element parameters (one float64 row): target, prior and the quadratic log ratio.
 (P_FAMILY, P_LOC, P_SCALE, P_LOW, P_HIGH, P_LOGNORM, P_PRIOR_FAMILY, P_PRIOR_LOC, P_PRIOR_SCALE,
- P_CURVATURE, P_VERTEX, P_LOG_RMAX) = range(12)
-NUM_PARAMS = 12
+ P_CURVATURE, P_VERTEX, P_LOG_RMAX, P_CONST) = range(13)
+NUM_PARAMS = 13
 
 # Stretch function: pieces of width _DS in s = -log(1 - eta / r_max) up to _S_MAX, where
 # eta / r_max = 1 - 1e-13 (closer, the masses cancel in double precision and sigma = inf).
-_DS = 0.5
+_DS = 2.0
 _S_MAX = 30.0
 _PIECES = int(_S_MAX / _DS)
 _GL_X = np.array([-0.9602898564975363, -0.7966664774136267, -0.5255324099163290, -0.1834346424956498,
@@ -131,15 +149,13 @@ def _log_ratio(z, p):
     """``log q(z) - log p(z)`` (``-inf`` outside the target's support)."""
     if not (z >= p[P_LOW] and z <= p[P_HIGH]) or not math.isfinite(z):
         return -np.inf
-    value = -p[P_LOGNORM]
+    value = p[P_CONST]  # every z-independent term
     if p[P_FAMILY] == NORMAL:
         t = (z - p[P_LOC]) / p[P_SCALE]
-        value += -0.5 * t * t - math.log(p[P_SCALE]) - _HALF_LOG_2PI
+        value -= 0.5 * t * t
     if p[P_PRIOR_FAMILY] == NORMAL:
         s = (z - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE]
-        value += 0.5 * s * s + math.log(p[P_PRIOR_SCALE]) + _HALF_LOG_2PI
-    else:
-        value += math.log(p[P_PRIOR_SCALE])
+        value += 0.5 * s * s
     return value
 
 
@@ -161,6 +177,12 @@ def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc
     out[P_FAMILY], out[P_LOC], out[P_SCALE], out[P_LOW], out[P_HIGH] = family, loc, scale, low, high
     out[P_LOGNORM], out[P_PRIOR_FAMILY], out[P_PRIOR_LOC], out[P_PRIOR_SCALE] = (
         lognorm, prior_family, prior_loc, prior_scale)
+    const = -lognorm + math.log(prior_scale)
+    if family == NORMAL:
+        const -= math.log(scale) + _HALF_LOG_2PI
+    if prior_family == NORMAL:
+        const += _HALF_LOG_2PI
+    out[P_CONST] = const
     curvature = 0.0  # coefficient of z**2 in log r
     slope = 0.0  # coefficient of z
     if family == NORMAL:
@@ -325,6 +347,8 @@ def _sigma_at_s(s, p, table, kinks):
         while j < k:
             table[j + 1] = table[j] + _integrate(j * _DS, (j + 1) * _DS, p, kinks)
             j += 1
+    if s == k * _DS:
+        return table[k]
     return table[k] + _integrate(k * _DS, s, p, kinks)
 
 
@@ -333,7 +357,17 @@ def _under_graph(t, log_value, p, table, kinks):
     """``t < sigma(r)`` for a point at time ``t`` and log ratio ``log_value``."""
     if log_value == -np.inf:
         return False
-    return t < _sigma_at_s(_level_s(log_value, p), p, table, kinks)
+    s = _level_s(log_value, p)
+    if not s < _S_MAX:
+        return True
+    # sigma is increasing: the table's values at the piece's ends decide most comparisons
+    k = int(s / _DS)
+    below = _sigma_at_s(k * _DS, p, table, kinks)
+    if t < below:
+        return True
+    if k + 1 <= _PIECES and t >= _sigma_at_s((k + 1) * _DS, p, table, kinks):
+        return False
+    return t < _sigma_at_s(s, p, table, kinks)
 
 
 # --------------------------------------------------------------------------- the searches
