@@ -499,6 +499,13 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
             bound = _sup_log_ratio(cza, czb, p)
             if bound == -np.inf:
                 continue
+            # The child's time exceeds t: children that fail at time t are pruned without drawing it
+            # (for sample splits and a unimodal ratio, the child away from the mode, bound r(z) <= r(z_h)).
+            if rule == RULE_GPRS:
+                if bound <= lr or not _under_graph(t, bound, p, table, kinks):
+                    continue
+            elif math.log(t) - bound >= best:
+                continue
             child = 2 * h + side
             tc = t + -math.log(_private_uniform(private, np.uint64(child))) / mass
             if rule == RULE_GPRS:
