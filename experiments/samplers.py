@@ -10,6 +10,10 @@ adds its log2 M factor bits).
 Panel 4: points examined against D_inf at a fixed KL of 2 bits (target
 N(mu, s^2) with s growing towards the prior's std and mu set to keep the KL).
 
+Rows of panel ``throughput``: encode rate on one thread at I = 8 (best of three calls on
+``throughput_count`` targets), with hybrid coding's rate measured in the same process as the
+reference (``ratio_to_hybrid``).
+
 Writes ``samplers.csv`` (one row per method, panel and grid point) and ``samplers.png``.
 """
 
@@ -45,11 +49,12 @@ _KL_BITS = 2.0
 
 def grid(quick=False, tiny=False):
     if tiny:
-        return dict(info_bits=[1.0, 4.0], count=300, d_inf_points=3)
+        return dict(info_bits=[1.0, 4.0], count=300, d_inf_points=3, throughput_count=300)
     if quick:
-        return dict(info_bits=[1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0], count=4000, d_inf_points=8)
+        return dict(info_bits=[1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0], count=4000, d_inf_points=8,
+                    throughput_count=50_000)
     return dict(info_bits=[0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0], count=20000,
-                d_inf_points=16)
+                d_inf_points=16, throughput_count=500_000)
 
 
 def _is_tree(method):
@@ -134,6 +139,26 @@ def measure_d_inf(s, mu, d_inf, count, kwargs, seed):
             "encode_us_per_sample": 1e6 * watch.seconds / count}
 
 
+def measure_throughput(count, seed):
+    """Encode rate per core (one thread) at I = 8 of every method but PFR and global GPRS."""
+    mean, std = gaussian_channel(8.0, count, rng=np.random.default_rng([seed, 8]))
+    target = rcc.Normal(mean, std)
+    rates = {}
+    for label, kwargs, cap in METHODS:
+        if cap < math.inf:
+            continue
+        seconds = []
+        for _ in range(3):
+            with Stopwatch() as watch:
+                rcc.encode_sample(target, seed, num_threads=1, **kwargs)
+            seconds.append(watch.seconds)
+        rates[label] = count / min(seconds)
+    reference = rates["hybrid, width from std"]
+    return [{"method": label, "panel": "throughput", "info_bits": 8.0, "targets": count,
+             "samples_per_second_per_core": rate, "ratio_to_hybrid": rate / reference}
+            for label, rate in rates.items()]
+
+
 def plot(rows, path):
     fig, axes = new_figure(2, 2, width=4.4, height=3.2)
     (ax_s, ax_t), (ax_b, ax_d) = axes
@@ -176,9 +201,11 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     for s, mu, d_inf in _fixed_kl_targets(settings["d_inf_points"]):
         for label, kwargs, _ in METHODS[:6]:
             rows.append({"method": label, **measure_d_inf(s, mu, d_inf, settings["count"], kwargs, _SEED)})
+    rows.extend(measure_throughput(settings["throughput_count"], _SEED))
     write_csv(out / "samplers.csv", rows)
     plot(rows, out / "samplers.png")
-    summary = {}
+    summary = {f"{r['method']} encode rate at I=8, one thread": f"{r['samples_per_second_per_core'] / 1e6:.2f}M/s "
+               f"({r['ratio_to_hybrid']:.2f}x hybrid)" for r in rows if r["panel"] == "throughput"}
     for label, _, _ in METHODS[:6]:
         sel = [r for r in rows if r["method"] == label and r["panel"] == "information"]
         last = sel[-1]
