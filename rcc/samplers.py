@@ -851,7 +851,7 @@ def decode_tree_sample(index, seed, *, prior=None, method="gprs-dyadic", num_thr
     -------
     float or ndarray of float64
     """
-    from .coding import _Threads, _check_prior, _integer_array, _prior_arrays, _scalar_or_array, decode_sample
+    from .coding import _Threads, _check_prior, _integer_array, _prior_arrays, _scalar_or_array
     from .random import check_seed
 
     method = _check_method(method)
@@ -860,16 +860,21 @@ def decode_tree_sample(index, seed, *, prior=None, method="gprs-dyadic", num_thr
     index = _integer_array(index, "index")
     if (index < 1).any():
         raise ValueError(f"index must be >= 1 (heap indices count from 1), got {index[index < 1].ravel()[:3]}")
-    if method == "gprs":
-        if offset:
-            raise ValueError("stream_offset is not supported for method='gprs' (its candidates are pfr's)")
-        return decode_sample(index, np.zeros(index.shape, dtype=np.int64), seed, prior=prior, method="pfr",
-                             num_threads=num_threads)
     prior = _check_prior(prior)
     family, loc, scale = _prior_arrays(prior, index.shape)
     out = np.empty(index.size, dtype=np.float64)
     with _Threads(num_threads):
-        if index.size:
+        if method == "gprs" and index.size:
+            # the candidates of the prior-proposal race: its decoder, at this stream offset
+            count = index.size
+            status = np.zeros(count, dtype=np.int64)
+            kernels.decode_batch(seed_u64, offset, np.ascontiguousarray(index.reshape(-1)),
+                                 np.zeros((count, 1), dtype=np.int64), np.ones((count, 1), dtype=np.int64),
+                                 np.ascontiguousarray(family, dtype=np.int64).reshape(count, 1),
+                                 np.ascontiguousarray(loc, dtype=np.float64).reshape(count, 1),
+                                 np.ascontiguousarray(scale, dtype=np.float64).reshape(count, 1), False,
+                                 out.reshape(count, 1), status)
+        elif index.size:
             decode_batch(seed_u64, offset, np.ascontiguousarray(index.reshape(-1)), _RULES[method][1],
                          np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
                          np.ascontiguousarray(loc, dtype=np.float64).reshape(-1),

@@ -80,13 +80,13 @@ def test_round_trip_scalar_threads_and_rng(method):
     assert scalar.method == method and scalar.width == 1 and scalar.factor == 0
 
 
-def test_stream_offset_is_the_stream_of_the_element():
-    target = rcc.Normal(np.linspace(-1.0, 1.0, 8), 0.02)
-    whole = samplers.encode_tree_sample(target, 4, method="gprs-dyadic")
-    tail = samplers.encode_tree_sample(rcc.Normal(np.linspace(-1.0, 1.0, 8)[5:], 0.02), 4,
-                                       method="gprs-dyadic", stream_offset=5)
+@pytest.mark.parametrize("method", ["gprs-dyadic", "gprs", "grc-sample"])
+def test_stream_offset_is_the_stream_of_the_element(method):
+    means = np.linspace(-1.0, 1.0, 8)
+    whole = samplers.encode_tree_sample(rcc.Normal(means, 0.2), 4, method=method)
+    tail = samplers.encode_tree_sample(rcc.Normal(means[5:], 0.2), 4, method=method, stream_offset=5)
     assert np.array_equal(whole.index[5:], tail.index)
-    assert np.array_equal(samplers.decode_tree_sample(tail.index, 4, method="gprs-dyadic", stream_offset=5),
+    assert np.array_equal(samplers.decode_tree_sample(tail.index, 4, method=method, stream_offset=5),
                           whole.sample[5:])
 
 
