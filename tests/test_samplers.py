@@ -172,7 +172,26 @@ def test_stretch_function_uniform_closed_form():
     np.testing.assert_allclose(got, -20.0 * np.log1p(-levels / 20.0), rtol=1e-12)
 
 
-def test_stretch_function_matches_quadrature():
+def test_stretch_function_matches_adaptive_quadrature():
+    from scipy import integrate, stats
+
+    m, s = 0.3, 0.05
+    vertex, curvature = m / (1 - s * s), -0.5 / s**2 + 0.5
+    log_r = lambda z: stats.norm.logpdf(z, m, s) - stats.norm.logpdf(z)  # noqa: E731
+    r_max = np.exp(log_r(vertex))
+
+    def excess(eta):  # E_P[(r - eta)_+] over the superlevel interval
+        half = np.sqrt((np.log(r_max) - np.log(eta)) / -curvature)
+        return integrate.quad(lambda z: (np.exp(log_r(z)) - eta) * stats.norm.pdf(z), vertex - half,
+                              vertex + half, epsabs=0, epsrel=1e-13, limit=200)[0]
+
+    for fraction in (0.3, 0.99):
+        h = fraction * r_max
+        reference = integrate.quad(lambda e: 1.0 / excess(e), 0.0, h, epsabs=0, epsrel=1e-11, limit=400)[0]
+        np.testing.assert_allclose(samplers.stretch_function(rcc.Normal(m, s), h), reference, rtol=1e-9)
+
+
+def test_stretch_function_truncated_matches_quadrature():
     from scipy import integrate, stats
 
     target = rcc.TruncatedNormal(0.3, 0.2, 0.1, 1.5)
