@@ -26,7 +26,8 @@ from .common import Stopwatch, add_output_arguments, chosen_output_dir, output_d
 __all__ = ["SCRIPTS", "run_one", "main"]
 
 #: Experiment modules in the order they run (``experiments.<name>``, each with ``main``).
-SCRIPTS = ("bits_vs_kl", "runtime_vs_kl", "exactness", "truncation", "nongaussian", "model_params", "vae_digits")
+SCRIPTS = ("bits_vs_kl", "runtime_vs_kl", "exactness", "truncation", "nongaussian", "model_params", "vae_digits",
+           "samplers")
 
 
 def run_one(name, quick=False, *, out_dir=None, tiny=False, progress=True):

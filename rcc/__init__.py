@@ -54,6 +54,7 @@ from .entropy import (
 from .compression import compress, decompress
 from .general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta, encode_general, general_width
 from .targets import Normal, Product, TruncatedNormal, Uniform, from_scipy
+from . import samplers
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "ScaledBeta",
     "encode_general",
     "general_width",
+    "samplers",
     "testing",
     "BitsReport",
     "ConditionedIndexCode",

@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 METHODS = ("hybrid", "pfr", "orc", "mrc")
+# A* coding and GPRS (rcc.samplers); kept out of METHODS, whose order the bitstream header encodes.
+_TREE_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
 DEFAULT_TAIL_MASS = 1e-4
 DEFAULT_MAX_CANDIDATES = 2**24
 #: The default coding transform of a Normal prior N(m, s^2) is N(m, (8 s)^2)
@@ -782,7 +784,11 @@ def encode_sample(
         ``"adaptive"`` uses the largest width each target fits (fewest
         candidates, but the receiver must be told ``enc.width``).  The
         prior-proposal methods use ``M = 1``.
-    method : {"hybrid", "pfr", "orc", "mrc"}
+    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", \
+            "grc-sample", "grc-dyadic"}
+        The last seven are A* coding, greedy Poisson rejection sampling and
+        greedy rejection coding (:mod:`rcc.samplers`): exact for untruncated targets (``tail_mass=0``),
+        1-D Normal, TruncatedNormal and Uniform targets; ``index`` is a heap index.
     tail_mass : float
         Gaussian targets are truncated to their central interval of this total
         tail mass (DESIGN 2.7); ``0`` keeps them whole where that fits.
@@ -824,6 +830,18 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
+    if isinstance(method, str) and method in _TREE_METHODS:
+        from .samplers import encode_tree_sample  # the tree samplers build on this module
+
+        if not _is_unit_width(width):
+            raise ValueError(f"width applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
+        if transform is not None:
+            raise ValueError(f"transform applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
+        if not isinstance(target, Distribution):
+            target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
+        return encode_tree_sample(target, seed, prior=_check_prior(prior), method=method, tail_mass=tail_mass,
+                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads,
+                                  stream_offset=stream_offset)
     if not isinstance(target, Distribution):
         target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
     if not isinstance(target, Distribution):
@@ -1006,7 +1024,8 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
         The shared prior, ``Normal(0, 1)`` by default.
     width : int or array_like of int
         Width ``M`` per dimension (``enc.width``); required for hybrid.
-    method : {"hybrid", "pfr", "orc", "mrc"}
+    method : {"hybrid", "pfr", "orc", "mrc", "astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", \
+            "grc-sample", "grc-dyadic"}
     num_threads : int, optional
     transform : None, "prior", rcc.Normal or rcc.Uniform
         The sender's coding transform (:func:`coding_transform`; the default
@@ -1020,6 +1039,15 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     float or ndarray of float64
         Same shape as ``factor``.
     """
+    if isinstance(method, str) and method in _TREE_METHODS:
+        from .samplers import decode_tree_sample  # heap indices (factor unused, must be 0)
+
+        if (_integer_array(factor, "factor") != 0).any():
+            raise ValueError(f"factor must be 0 for method={method!r}")
+        if transform is not None:
+            raise ValueError(f"transform applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
+        return decode_tree_sample(index, seed, prior=_check_prior(prior), method=method, num_threads=num_threads,
+                                  stream_offset=stream_offset)
     sample = _decode_scalar(index, factor, seed, prior, width, method, num_threads, transform, stream_offset)
     if sample is not None:
         return sample

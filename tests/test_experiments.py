@@ -25,6 +25,7 @@ OUTPUTS = {
     "nongaussian": ["nongaussian_hist.csv", "nongaussian_bits.csv", "nongaussian.png"],
     "model_params": ["model_params.csv", "model_params.png"],
     "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits.png"],
+    "samplers": ["samplers.csv", "samplers.png"],
 }
 
 
