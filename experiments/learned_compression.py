@@ -205,9 +205,13 @@ def hard_compress(channel, k):
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(symbols, constriction.stream.model.Categorical(perfect=False),
                    _hard_probabilities(loc, scale, centre, half, n))
-    for value in rel[outside]:  # escaped values: sign, then the distance in 32 bits
+    for value in rel[outside]:  # escaped values: sign, then the distance beyond the window in 2 x 16 bits
+        distance = int(abs(value)) - half
+        if distance >= 1 << 32:
+            raise ValueError(f"latent value {int(value)} is too far outside the entropy model's window to code")
         encoder.encode(int(value > 0), constriction.stream.model.Uniform(2))
-        encoder.encode(int(abs(value) - half) & 0xFFFFFFFF, constriction.stream.model.Uniform(1 << 32))
+        encoder.encode(np.array([distance >> 16, distance & 0xFFFF], dtype=np.int32),
+                       constriction.stream.model.Uniform(1 << 16))
     return np.asarray(encoder.get_compressed(), dtype=np.uint32).tobytes(), int(outside.sum())
 
 
@@ -223,7 +227,8 @@ def hard_decompress(channel, data, shape):
     rel = symbols - half
     for i in np.flatnonzero(symbols == 2 * half + 1):
         side = int(decoder.decode(constriction.stream.model.Uniform(2)))
-        distance = int(decoder.decode(constriction.stream.model.Uniform(1 << 32))) + half
+        high, low = np.asarray(decoder.decode(constriction.stream.model.Uniform(1 << 16), 2)).tolist()
+        distance = (int(high) << 16 | int(low)) + half
         rel[i] = distance if side else -distance
     return rel.reshape(n, d) + centre[None, :]
 
