@@ -25,7 +25,8 @@ OUTPUTS = {
     "nongaussian": ["nongaussian_hist.csv", "nongaussian_bits.csv", "nongaussian.png"],
     "model_params": ["model_params.csv", "model_params.png"],
     "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits.png"],
-    "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv", "learned_compression.png"],
+    "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv",
+                            "learned_compression_drift.csv", "learned_compression.png"],
 }
 
 
