@@ -56,7 +56,7 @@ from .common import Stopwatch, legend_below, new_figure, output_dir, progress_ba
 from .vae_digits import distortion_bits, load_digits_split
 
 __all__ = ["SETTINGS", "PIPELINES", "SERIES", "Codec", "train", "evaluate", "compare_at_equal_rate", "drift_rows", "DRIFT_CASES",
-           "main"]
+           "load_rows", "replot", "main"]
 
 #: Seed of the shared randomness of the test-set bitstreams.
 CODING_SEED = 20251201
@@ -452,6 +452,8 @@ def plot(rows, gaps, path):
             ax.plot(rate, gap, color=style["color"], marker=style["marker"], ms=4,
                     label=f"RCC minus {style['label']}")
             ax.fill_between(rate, gap - se, gap + se, color=style["color"], alpha=0.2)
+        gap = np.array([g["gap_uq_minus_hard_db"] for g in gaps])
+        ax.plot(rate, gap, color="0.4", ls=":", marker=".", label="soft rounding + UQ minus hard rounding")
         ax.axhline(0.0, color="0.3", lw=0.8)
     ax.set_xlabel("bits per image")
     ax.set_ylabel("PSNR gap at equal rate (dB)")
@@ -470,6 +472,27 @@ def plot(rows, gaps, path):
     ax.legend(fontsize=7)
     legend_below(fig, axes[:2], ncol=2)
     return save_figure(fig, path)
+
+
+def load_rows(path):
+    """The rows of a ``learned_compression.csv`` with numbers as floats (for :func:`replot`)."""
+    from .common import read_csv
+
+    rows = read_csv(path)
+    for row in rows:
+        for key, value in row.items():
+            if key != "pipeline":
+                row[key] = float(value) if value != "" else None
+    return rows
+
+
+def replot(out_dir=None, *, points=SETTINGS["full"]["grid_points"]):
+    """Recompute the gaps and redraw the figure from an existing ``learned_compression.csv``."""
+    out = output_dir(out_dir)
+    rows = load_rows(out / "learned_compression.csv")
+    gaps = compare_at_equal_rate(rows, points)
+    write_csv(out / "learned_compression_gaps.csv", gaps or [{"bits_per_image": "no common rate range"}])
+    return plot(rows, gaps, out / "learned_compression.png")
 
 
 def main(quick=False, *, out_dir=None, tiny=False, progress=True):
