@@ -52,11 +52,12 @@ from torch import nn
 
 from rcc.torch import RCCChannel, UniformNoiseChannel
 
-from .common import Stopwatch, legend_below, new_figure, output_dir, progress_bar, run_script, save_figure, write_csv
+from .common import (Stopwatch, legend_below, new_figure, output_dir, progress_bar, run_script, save_figure,
+                     write_csv)
 from .vae_digits import distortion_bits, load_digits_split
 
-__all__ = ["SETTINGS", "PIPELINES", "SERIES", "Codec", "train", "evaluate", "compare_at_equal_rate", "drift_rows", "DRIFT_CASES",
-           "load_rows", "replot", "main"]
+__all__ = ["SETTINGS", "PIPELINES", "SERIES", "DRIFT_CASES", "Codec", "train", "evaluate", "hard_compress",
+           "hard_decompress", "monotone", "compare_at_equal_rate", "drift_rows", "load_rows", "replot", "main"]
 
 #: Seed of the shared randomness of the test-set bitstreams.
 CODING_SEED = 20251201
@@ -384,6 +385,7 @@ def _mean_se(values):
 def monotone(rows, pipeline):
     """Whether rate falls and PSNR falls as beta grows, on the mean over seeds (and per seed)."""
     betas = sorted({r["beta"] for r in rows if r["pipeline"] == pipeline})
+
     def check(selected):
         rate = [np.mean([r["bits_per_image"] for r in selected if r["beta"] == b]) for b in betas]
         psnr = [np.mean([r["psnr_db"] for r in selected if r["beta"] == b]) for b in betas]
