@@ -9,7 +9,7 @@ import pytest
 # The experiments need the "experiments" and "torch" extras; without them this module is skipped.
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from experiments import run_all  # noqa: E402
 from experiments.common import read_csv  # noqa: E402
@@ -26,6 +26,8 @@ OUTPUTS = {
     "model_params": ["model_params.csv", "model_params.png"],
     "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits.png"],
     "samplers": ["samplers.csv", "samplers.png"],
+    "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv",
+                            "learned_compression_drift.csv", "learned_compression.png"],
 }
 
 
@@ -79,6 +81,47 @@ def test_tiny_numbers_are_consistent(tiny_run):
         if row["beta"] != "MAP":
             assert float(row["total_bits"]) > float(row["kl_bits"]) > 0
             assert 0.1 < float(row["coded_accuracy"]) <= 1.0
+
+
+def test_learned_compression_tiny_measures_three_pipelines(tiny_run):
+    out, times = tiny_run
+    rows = read_csv(out / "learned_compression.csv")
+    assert {r["pipeline"] for r in rows} == {"rcc", "uq", "hard"}
+    for row in rows:
+        bits, mse = float(row["bits_per_image"]), float(row["mse"])
+        assert bits > 0 and 0 < mse < 1
+        assert float(row["psnr_db"]) == pytest.approx(10 * math.log10(1 / mse))
+        # Real bytes: never fewer bits than the messages' information content (up to the byte rounding).
+        assert bits >= float(row["message_bits"]) - 8 / 40
+        if row["pipeline"] == "rcc":
+            assert bits > float(row["kl_bits"]) - 1.0
+            assert float(row["per_item_stream_bits"]) >= bits
+
+
+def test_learned_compression_training_is_deterministic():
+    from experiments import learned_compression as lc
+    from experiments.vae_digits import load_digits_split
+
+    train_images, _ = load_digits_split()
+    for pipeline in lc.PIPELINES:
+        weights = []
+        for _ in range(2):
+            model = lc.Codec.create(pipeline, 3, 16, seed=5)
+            lc.train(model, train_images[:256], 1.0, 12, seed=6, progress=False)
+            weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        assert torch.equal(weights[0], weights[1]), pipeline
+
+
+def test_hard_rounding_coder_round_trips_with_escapes():
+    import numpy as np
+
+    from experiments import learned_compression as lc
+
+    model = lc.Codec.create("hard", 3, 8, seed=0)
+    k = np.array([[0, 1, -2], [50, -3, 0], [0, -400, 7]], dtype=np.int64)  # 50 and -400 lie outside the window
+    data, escapes = lc.hard_compress(model.channel, k)
+    assert escapes == 2
+    assert np.array_equal(lc.hard_decompress(model.channel, data, k.shape), k)
 
 
 def test_run_all_rejects_unknown_names(tmp_path):
