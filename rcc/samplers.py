@@ -282,7 +282,7 @@ def _excess_on(eta, za, zb, p):
     return (q1 + q2) - eta * (p1 + p2)
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _integrand(s, p):
     """``d sigma / d s`` at ``s = -log(1 - eta / r_max)``."""
     r_max = math.exp(p[P_LOG_RMAX])
@@ -296,7 +296,7 @@ def _integrand(s, p):
     return r_max * tail / excess
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _gauss_legendre(sa, sb, p):
     half = 0.5 * (sb - sa)
     mid = 0.5 * (sa + sb)
@@ -306,7 +306,7 @@ def _gauss_legendre(sa, sb, p):
     return total * half
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _integrate_smooth(sa, sb, p, kinks):
     """``int_sa^sb`` of the integrand, split at the kinks (where a superlevel set meets a support end)."""
     total = 0.0
@@ -378,7 +378,7 @@ def _sigma_at_s(s, p, table, kinks):
     return table[k] + _integrate(k * _DS, s, p, kinks)
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _under_graph(t, log_value, p, table, kinks):
     """``t < sigma(r)`` for a point at time ``t`` and log ratio ``log_value``."""
     if log_value == -np.inf:
@@ -435,7 +435,7 @@ def _dither(prefix, h):
     return _shared_dither(prefix, np.uint64(h), 0) + 0.5
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _push(queue, heap, size, key, t, ua, ca, ub, cb, za, zb, h):
     """Insert into the binary min-heap (rows of ``queue``: key, t, ua, ca, ub, cb, za, zb; ``heap``: the
     node's heap index); returns the new size."""
@@ -453,7 +453,7 @@ def _push(queue, heap, size, key, t, ua, ca, ub, cb, za, zb, h):
     return size + 1
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _pop(queue, heap, size, top):
     """Remove the smallest row into ``top`` (its heap index is returned with the new size)."""
     top[:] = queue[0]
