@@ -337,6 +337,7 @@ class ZipfIndexCode(IndexCode):
         ``D``, the expected KL in bits carried by the index (for hybrid coding
         ``I - log2 M``); sets ``lam = 1 + 1/(D + log2(e)/e + 1)`` (Li & El
         Gamal 2018, who bound the total cost by ``I + log2(I + 1) + 4``).
+        A negative estimate is taken as ``D = 0``.
     exponent : float, optional
         ``lam > 1`` directly (give exactly one of ``kl_bits`` and
         ``exponent``); :meth:`fit` chooses it by maximum likelihood.
@@ -357,7 +358,9 @@ class ZipfIndexCode(IndexCode):
         if (kl_bits is None) == (exponent is None):
             raise TypeError("give exactly one of kl_bits and exponent")
         if kl_bits is not None:
-            self.kl_bits = _check_real(kl_bits, "kl_bits", low=0.0, high=_MAX_ZIPF_KL_BITS)
+            # An estimate below 0 (``KL - log2 M`` under a transform wider than the prior, whose
+            # factors carry less than log2 M) means the index carries nothing: D = 0.
+            self.kl_bits = max(0.0, _check_real(kl_bits, "kl_bits", low=-_MAX_ZIPF_KL_BITS, high=_MAX_ZIPF_KL_BITS))
             self.exponent = zipf_exponent(self.kl_bits)
         else:
             self.kl_bits = None
