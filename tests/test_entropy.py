@@ -185,7 +185,9 @@ def test_code_argument_checks():
     with pytest.raises(TypeError, match="exactly one"):
         E.ZipfIndexCode(1.0, exponent=2.0)
     with pytest.raises(ValueError, match="kl_bits"):
-        E.ZipfIndexCode(-1.0)
+        E.ZipfIndexCode(float("nan"))
+    # A negative estimate of the index's KL (KL - log2 M under the wide transform) means D = 0.
+    assert E.ZipfIndexCode(-1.0) == E.ZipfIndexCode(0.0)
     with pytest.raises(ValueError, match="exponent"):
         E.ZipfIndexCode(exponent=1.0)
     with pytest.raises(TypeError, match="kl_bits"):
