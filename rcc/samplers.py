@@ -1,5 +1,7 @@
 """Exact samplers on a shared tree of nested intervals: A* coding, GPRS and greedy rejection coding.
 
+The mathematics is explained in :ref:`samplers`.
+
 The sender and the receiver share one Poisson process per batch element on
 ``(0, inf) x R`` with intensity ``dt x P`` (``P`` the prior).  Its points are
 built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
@@ -795,7 +797,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     """Encode exact samples with A* coding or greedy Poisson rejection sampling.
 
     Called by :func:`rcc.encode_sample` for the methods in
-    :data:`SAMPLER_METHODS`; see the module docstring for the algorithms.
+    :data:`SAMPLER_METHODS`; the algorithms are explained in :ref:`samplers`.
 
     Parameters
     ----------
@@ -804,7 +806,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
         ``(seed, stream_offset + i)``.
     seed : int
     prior : rcc.Normal or rcc.Uniform, optional
-    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
+    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
     tail_mass : float
         Truncation of Normal targets, as for the other methods; ``0``
         (untruncated, exact) is the default here.
@@ -949,7 +951,7 @@ _TREE_VERSION = 1
 
 
 class TreeIndexCode:
-    """Code of heap indices that spends ``-log2`` of the node's prior mass on the path.
+    """Code of heap indices that spends ``-log2`` of the node's prior mass on the path (:ref:`samplers-message`).
 
     The depth ``d = floor(log2 h)`` is coded with fitted probabilities; then the
     path, level by level, each step ``left`` with the probability of the left
