@@ -435,7 +435,7 @@ class UniformNoiseChannel(nn.Module):
     Training mode (``module.train()``), Agustsson & Theis (2020),
     :ref:`uq-channel`: ``forward(y)`` returns ``y + U`` with fresh ``U ~ U[-1/2, 1/2)``, which is
     differentiable in ``y`` (identity gradient).  With a sharpness ``alpha`` the
-    soft-rounding mode of :ref:`soft-rounding` is used instead:
+    soft-rounding mode (:ref:`soft-rounding`) is used instead:
     ``z = s_alpha(y) + U`` and, if ``conditional_mean``, the output is
     ``E[Y | s_alpha(Y) + U = z]`` (:func:`soft_round_conditional_mean`).
 
