@@ -794,7 +794,7 @@ def _run_search(params, seed, key, stream_offset, method, max_candidates):
 
 def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_mass=0.0,
                        max_candidates=2**24, rng=None, num_threads=None, stream_offset=0):
-    """Encode exact samples with A* coding or greedy Poisson rejection sampling.
+    """Encode exact samples with A* coding, greedy Poisson rejection sampling or greedy rejection coding.
 
     Called by :func:`rcc.encode_sample` for the methods in
     :data:`SAMPLER_METHODS`; the algorithms are explained in :ref:`samplers`.
@@ -813,7 +813,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     max_candidates : int
         Bound on the points examined per element; exceeding it raises.
     rng : None, int or numpy.random.Generator
-        The sender's private randomness (the arrival times).
+        The sender's private randomness (the arrival times; greedy rejection coding's coins).
     num_threads : int, optional
         Threads over the batch; results do not depend on it.
     stream_offset : int
