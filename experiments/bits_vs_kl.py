@@ -1,4 +1,4 @@
-"""Measured bits of real bitstreams against the information I (DESIGN 2.8, 2.9).
+"""Measured bits of real bitstreams against the information I (docs/message_coding.rst, docs/blocks.rst).
 
 Gaussian channel: prior N(0, 1), target N(mu, s^2) with s = 2^-I and
 mu ~ N(0, 1 - s^2), so I(X; Z) = I bits.  Every target is hybrid coded with
@@ -191,7 +191,7 @@ def plot_sweep(rows, path):
         if not sel:
             continue
         x = [r["info_bits"] for r in sel]
-        # The transform through the prior (claim 20 as written) is dotted beside the default.
+        # The transform through the prior (as in Theis & Yosri 2022) is dotted beside the default.
         style = dict(series_style(name), ls=":" if "transform = prior" in name else "-", ms=3, lw=1)
         left.plot(x, [r["mean_measured_bits"] for r in sel], label=f"measured, {name}", **style)
         right.plot(x, [r["mean_measured_bits"] - r["info_bits"] for r in sel], **style)

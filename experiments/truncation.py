@@ -1,9 +1,9 @@
 """Bits and total-variation error against the truncation tail mass (figure 4).
 
 Gaussian targets have unbounded support; the coders sample them truncated to
-the central interval of total tail mass ``eps`` (DESIGN 2.7), so the decoded
-samples are at total-variation distance exactly ``eps`` from the untruncated
-target.  A smaller ``eps`` widens the support, which lowers the width ``M`` of
+the central interval of total tail mass ``eps`` (docs/truncation.rst, 'The
+central interval'), so the decoded samples are at total-variation distance
+exactly ``eps`` from the untruncated target.  A smaller ``eps`` widens the support, which lowers the width ``M`` of
 the CDF transform and moves information from the decoding factor to the index.
 
 For each ``I`` (Gaussian channel, prior N(0, 1), s = 2^-I) and each ``eps``

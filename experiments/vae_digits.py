@@ -387,7 +387,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     -------
     dict
         One line per beta: KL, measured bits per image (blocks and per dimension),
-        whether the 10% / 2-bit target holds, MSE, and the fresh-process check.
+        whether they are within 10% or 2 bits of the KL, MSE, and the fresh-process check.
     """
     settings = SETTINGS["tiny" if tiny else "quick" if quick else "full"]
     out = output_dir(out_dir)

@@ -5,7 +5,8 @@ The sender turns a target into a message ``(index, factor)``; the receiver,
 who shares only the seed, the prior and the width, turns it back into the
 sample, bit for bit.
 
-Methods (DESIGN 2.2-2.6):
+Methods (:ref:`race-rule`, :ref:`race-baselines`, :ref:`hybrid-window`,
+:ref:`transform-width-m`; Theis & Yosri 2022):
 
 ``"hybrid"`` (default)
     Uniform candidates on a unit window of the width-M transformed axis
@@ -100,7 +101,7 @@ class EncodedSample:
         The width ``M`` of the CDF transform (1 for prior-proposal methods).
     tail_mass : float or ndarray
         Total-variation distance between the target and the distribution
-        actually sampled (the truncation of DESIGN 2.7).
+        actually sampled (the truncation of :ref:`truncation-tv`).
     kl_bits : float or ndarray
         ``D_KL[truncated target || prior]`` in bits: what an ideal coder pays.
     method : str
@@ -249,7 +250,7 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS, transform=None)
     """Largest width ``M`` such that every ``Normal(mean, std)`` target fits.
 
     A truncated Gaussian of fixed std has its widest transformed support when
-    it sits at the coding transform's mode (DESIGN 2.6), so this width depends
+    it sits at the coding transform's mode (:ref:`transform-choosing-width`), so this width depends
     on the std, the prior (through the transform) and the tail mass alone and
     can be known to the receiver.  It is exactly the width ``encode_sample``
     uses with ``width=None``.
@@ -261,7 +262,7 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS, transform=None)
     prior : rcc.Normal or rcc.Uniform, optional
         The shared prior, ``Normal(0, 1)`` by default.
     tail_mass : float
-        Total tail mass removed from each target (DESIGN 2.7).
+        Total tail mass removed from each target (:ref:`truncation-central`).
     transform : None, "prior", rcc.Normal or rcc.Uniform
         The coding transform (:func:`coding_transform`).
 
@@ -465,7 +466,7 @@ def _check_prior_support(prior, spec, prior_loc, prior_scale, what="prior", has_
 
 
 def _width_mode(target, width, hybrid, shape):
-    """How the kernels choose the width, and the given widths (DESIGN 2.6)."""
+    """How the kernels choose the width, and the given widths (docs/transform.rst, 'Choosing the width')."""
     normal_base = target.base if isinstance(target, Product) else target
     if not hybrid or width is None and isinstance(normal_base, Normal):
         return kernels.WIDTH_GAUSSIAN, 1
@@ -776,7 +777,7 @@ def encode_sample(
         ``scipy.stats.norm`` / ``uniform`` are accepted).  ``kl_bits`` is
         measured against it.
     width : int, array_like of int, "adaptive" or None
-        Width ``M`` of the CDF transform for ``method="hybrid"`` (DESIGN 2.6),
+        Width ``M`` of the CDF transform for ``method="hybrid"`` (:ref:`transform-width-m`),
         per dimension.  ``None`` derives it: for Normal targets from the std,
         the transform and ``tail_mass`` alone (:func:`gaussian_width`, which the
         receiver can recompute), for other targets as the largest width their
@@ -791,7 +792,7 @@ def encode_sample(
         1-D Normal, TruncatedNormal and Uniform targets; ``index`` is a heap index.
     tail_mass : float
         Gaussian targets are truncated to their central interval of this total
-        tail mass (DESIGN 2.7); ``0`` keeps them whole where that fits.
+        tail mass (:ref:`truncation-central`); ``0`` keeps them whole where that fits.
     max_candidates : int
         Bound on the race's candidates per element; exceeding it raises.
     num_candidates : int, optional
@@ -1009,7 +1010,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
     """Reproduce the sample of a message ``(index, factor)``, bit for bit.
 
     Decoding costs O(1) per sample whatever the index: the receiver jumps
-    straight to the dither ``U_N`` (DESIGN 2.1) and computes
+    straight to the dither ``U_N`` (:ref:`randomness-counter`) and computes
     ``z = F_c^{-1}((K + U_N) / M)``, ``c`` the coding transform.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Message coding: index codes, decoding-factor codes and real bitstreams (DESIGN 2.8).
+"""Message coding: index codes, decoding-factor codes and real bitstreams (:ref:`message-coding`).
 
 :func:`rcc.encode_sample` produces integers ``(index N, factor K)``; this module
 turns a batch of them into bytes and measures what they really cost.
@@ -27,11 +27,11 @@ Decoding-factor codes, all given the shared dither ``U_N``:
 
 :class:`UniformFactorCode`
     Uniform over the ``M`` values that ``K + U_N in [0, M)`` allows: exactly
-    ``log2 M`` bits (DESIGN 2.6).  The default where the coding transform is
+    ``log2 M`` bits (:ref:`transform-width-cost`).  The default where the coding transform is
     the prior (``transform="prior"``).
 :class:`MarginalFactorCode`
     ``P(K = k | U = u)`` from the density of a known sample marginal at
-    ``k + u`` on the transformed axis (DESIGN 2.4), exact for small widths and
+    ``k + u`` on the transformed axis (:ref:`uq-factor-cost`), exact for small widths and
     by blocks of cells (``O(1)`` per factor) for widths up to ``2**52``.  With
     the prior as the marginal it is the default (:func:`default_factor_code`)
     under the default, wider coding transform: about
@@ -329,7 +329,7 @@ def zipf_exponent(kl_bits):
 
 
 class ZipfIndexCode(IndexCode):
-    """Zipf code ``P(n) = n**-lam / zeta(lam)`` for ``n >= 1`` (DESIGN 2.8).
+    """Zipf code ``P(n) = n**-lam / zeta(lam)`` for ``n >= 1`` (Li & El Gamal 2018; :ref:`message-zipf`).
 
     Parameters
     ----------
@@ -915,7 +915,7 @@ def _factor_first_overhead(width):
 
 
 class ConditionedIndexCode:
-    """Index code conditioned on the decoding factor (DESIGN 2.8, last point).
+    """Index code conditioned on the decoding factor (:ref:`message-conditioned`).
 
     For a message whose widths satisfy ``sum_j 1/M_j <= max_factor_overhead``
     the factor is coded first, without the dither ``U_N`` (``K`` in
@@ -1094,7 +1094,7 @@ class UniformFactorCode(FactorCode):
 
     Under the Gaussian (or any) channel whose aggregate of samples is the prior,
     the transformed sample is uniform on ``[0, M)``, so this is the exact law of
-    ``K`` given ``U_N`` (DESIGN 2.6); with ``M = 1`` the factor costs nothing.
+    ``K`` given ``U_N`` (:ref:`transform-width-cost`); with ``M = 1`` the factor costs nothing.
     """
 
     def to_dict(self):
@@ -1105,7 +1105,7 @@ class UniformFactorCode(FactorCode):
 
 
 class MarginalFactorCode(FactorCode):
-    """``P(K = k | U_N = u)`` from a known marginal of the samples (DESIGN 2.4).
+    """``P(K = k | U_N = u)`` from a known marginal of the samples (:ref:`uq-factor-cost`).
 
     The receiver's transformed sample ``z' = K + u`` lies on the lattice
     ``u + Z`` within ``[0, M)`` of the axis ``z' = M F_c(z)`` of the coding
@@ -1245,8 +1245,8 @@ class TabulatedFactorCode(FactorCode):
 
     .. math:: P(K = k \mid U_N = u) \propto f(k + u),
 
-    normalised over the ``M`` values of ``k`` that ``k + u in [0, M)`` allows (DESIGN
-    2.4, 2.6).  Every factor belongs to a *context* ``c`` (by default its event
+    normalised over the ``M`` values of ``k`` that ``k + u in [0, M)`` allows
+    (:ref:`uq-factor-cost`, :ref:`transform-width-cost`).  Every factor belongs to a *context* ``c`` (by default its event
     dimension; see ``factor_context`` of :func:`encode_messages`) and is coded with
     table ``c``, whose width must equal the factor's.  Where the samples'
     aggregate differs from the prior (a VAE's aggregate posterior against its
@@ -2525,7 +2525,7 @@ def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1,
         ``"zipf"`` uses ``ZipfIndexCode(d * D)``, ``D`` the index's KL
         (:func:`index_kl_bits_gaussian_channel`).
     block_size : int
-        Dimensions per message (DESIGN 2.9).
+        Dimensions per message (:ref:`blocks-product`).
     factor_code : FactorCode, optional
     tail_mass : float
     method : str

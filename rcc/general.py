@@ -4,8 +4,8 @@ The core coders (:func:`rcc.encode_sample`) know Normal, truncated Normal and
 Uniform targets, whose weight bound ``w_max`` has a closed form.  This module
 codes *any* one-dimensional target given by a numba-compiled log density on a
 bounded interval ``[low, high]``, with the same machinery: hybrid coding with
-the width-M CDF transform (DESIGN 2.5, 2.6) or the plain exponential race with
-the prior as proposal (PFR, DESIGN 2.2).  Messages are decoded by the ordinary
+the width-M CDF transform (:ref:`hybrid-window`, :ref:`transform-width-m`) or the plain exponential race with
+the prior as proposal (PFR, :ref:`race-rule`; Li & El Gamal 2018).  Messages are decoded by the ordinary
 :func:`rcc.decode_sample`, bit for bit::
 
     import rcc
@@ -23,7 +23,7 @@ candidate differs: ``log w(z) = log q(z) - log p(z) - log M``.
 Certified bound
 ---------------
 The race is exact only if ``w_max >= sup w``; an underestimate silently biases
-the output (DESIGN 2.2).  :class:`GeneralTarget` certifies
+the output (:ref:`race-bound`, :ref:`general-certificate`).  :class:`GeneralTarget` certifies
 ``sup_z [log q(z) - log p(z)]`` over ``[low, high]`` on a grid of cells
 ``[a, b]``, bounding each cell from facts the caller states about ``log q``:
 
@@ -147,7 +147,7 @@ def _minus_log_prior_variable(z, prior_family, prior_loc, prior_scale):
 def _race_general(seed, key, stream, logpdf, params, low, high, log_const, prior_family, prior_loc,
                   prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
                   max_candidates, check_bound):
-    """One exponential race (DESIGN 2.2) with candidates built as in rcc.kernels.
+    """One exponential race (:ref:`race-rule`) with candidates built as in rcc.kernels.
 
     Returns ``(index, examined, status)``.
     """

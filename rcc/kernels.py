@@ -7,14 +7,14 @@ codes instead of exceptions.  Validation and Python objects live in
 Candidate ``n`` of batch element ``i`` in dimension ``j`` is built from the
 shared dither ``U = U(seed, i, n, j)`` (:mod:`rcc.random`):
 
-* hybrid coding (DESIGN 2.5, 2.6): ``K = round(c - U)``, ``z' = K + U`` is
+* hybrid coding (:ref:`hybrid-window`, :ref:`transform-width-m`): ``K = round(c - U)``, ``z' = K + U`` is
   uniform on the unit window ``[c - 1/2, c + 1/2)`` of the transformed axis
   ``z' = M F_c(z)`` of the coding transform ``c``; the receiver computes
   ``z = F_c^{-1}((K + U) / M)``;
 * prior-proposal methods (PFR, ORC, MRC): ``K = 0`` and ``z' = U + 1/2`` with
   ``M = 1`` and the prior as the transform, i.e. ``z = F_p^{-1}(U + 1/2) ~ p``.
 
-The weight of a candidate is ``w = q'(z') = q(z) / (M c(z))`` (DESIGN 2.6);
+The weight of a candidate is ``w = q'(z') = q(z) / (M c(z))`` (:ref:`transform-width-m`);
 kernels work with ``log w = log q(z) - log c(z) - log M``.  The prior ``p``
 enters only the KL.  The axis functions below (``prior_ppf_scaled``,
 ``prior_cdf_pair``, ``transformed_support``, ``log_weight``...) take the
@@ -127,7 +127,7 @@ def ndtri_lower(p):
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def prior_ppf_scaled(factor, offset, width, prior_family, prior_loc, prior_scale):
-    """``F_p^{-1}(z' / M)`` with ``z' = factor + offset`` (DESIGN 2.6).
+    """``F_p^{-1}(z' / M)`` with ``z' = factor + offset`` (:ref:`transform-width-m`).
 
     In the upper half the quantile is taken of the complement
     ``(M - factor) - offset``, which is exact in floating point, so targets in
@@ -220,7 +220,7 @@ _LOG_RESCALE = 600.0 * math.log(2.0)
 
 @numba.njit(cache=True, error_model="numpy")
 def _race(shared, private, params, hybrid, log_w_max, max_candidates):
-    """The exponential race with the w_max stopping rule (DESIGN 2.2).
+    """The exponential race with the w_max stopping rule (:ref:`race-rule`).
 
     Arrival times ``T_n = E_1 + ... + E_n`` with ``E_i = -log V_i`` are kept
     as the product ``prod V_i = exp(-T_n)`` (rescaled by ``2**600`` before it
@@ -316,7 +316,7 @@ def _race_1d(shared, private, row, hybrid, log_w_max, max_candidates):
 
 @numba.njit(cache=True, error_model="numpy")
 def _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates):
-    """ORC (sorted arrivals, stopping rule) or MRC (i.i.d. arrivals) over a fixed count (DESIGN 2.3)."""
+    """ORC (sorted arrivals, stopping rule) or MRC (i.i.d. arrivals) over a fixed count (:ref:`race-baselines`)."""
     best = np.inf
     best_n = 0
     arrival = 0.0
@@ -442,7 +442,7 @@ def decode_batch_serial(seed, stream_offset, index, factor, width, prior_family,
                         prior_scale, hybrid, sample_out, status_out)
 
 
-# --- per-element preparation (DESIGN 2.6, 2.7) ------------------------------------------
+# --- per-element preparation (docs/transform.rst, 'Choosing the width'; docs/truncation.rst, 'The central interval')
 
 WIDTH_GIVEN, WIDTH_GAUSSIAN, WIDTH_SUPPORT = 0, 1, 2
 PREP_OK, PREP_NO_MASS, PREP_TOO_WIDE, PREP_UNBOUNDED = 0, 1, 2, 3
@@ -548,7 +548,7 @@ def gaussian_width_array(std, half_width, prior_family, prior_scale, out):
 
 @numba.njit(cache=True, error_model="numpy")
 def log_weight_max(family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale):
-    """Closed-form ``max log w`` on ``[low, high]`` (DESIGN 2.7).
+    """Closed-form ``max log w`` on ``[low, high]`` (:ref:`truncation-bound`).
 
     ``log q - log p`` is a quadratic ``a z^2 + b z + c`` for (truncated) Normal
     or Uniform targets and priors; its maximum is at the clipped stationary
@@ -720,7 +720,7 @@ def prepare_row(family, loc, scale, low, high, log_normalizer, prior_family, pri
     Computes the width M (given, derived from the std for Gaussian targets, or
     the largest the support fits), the support on the transformed axis
     ``z' = M F_c(z)`` of the coding transform ``c`` and the window centre
-    (DESIGN 2.6), the constant of the log weight ``log q - log c - log M``, its
+    (:ref:`transform-width-m`), the constant of the log weight ``log q - log c - log M``, its
     closed-form maximum and ``D_KL[target || prior]`` in nats.  Prior-proposal
     methods pass the prior as the transform.
     """

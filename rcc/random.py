@@ -1,4 +1,4 @@
-"""Counter-based shared randomness (DESIGN 2.1).
+"""Counter-based shared randomness (:ref:`randomness-counter`).
 
 Sender and receiver must agree on the uniform dither ``U(seed, stream, n, d)`` of
 candidate ``n`` (dimension ``d``) of batch element ``stream``.  Instead of a

@@ -1,5 +1,7 @@
 """Exact samplers on a shared tree of nested intervals: A* coding, GPRS and greedy rejection coding.
 
+The mathematics is explained in :ref:`samplers`.
+
 The sender and the receiver share one Poisson process per batch element on
 ``(0, inf) x R`` with intensity ``dt x P`` (``P`` the prior).  Its points are
 built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
@@ -792,10 +794,10 @@ def _run_search(params, seed, key, stream_offset, method, max_candidates):
 
 def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_mass=0.0,
                        max_candidates=2**24, rng=None, num_threads=None, stream_offset=0):
-    """Encode exact samples with A* coding or greedy Poisson rejection sampling.
+    """Encode exact samples with A* coding, greedy Poisson rejection sampling or greedy rejection coding.
 
     Called by :func:`rcc.encode_sample` for the methods in
-    :data:`SAMPLER_METHODS`; see the module docstring for the algorithms.
+    :data:`SAMPLER_METHODS`; the algorithms are explained in :ref:`samplers`.
 
     Parameters
     ----------
@@ -804,14 +806,14 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
         ``(seed, stream_offset + i)``.
     seed : int
     prior : rcc.Normal or rcc.Uniform, optional
-    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic"}
+    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
     tail_mass : float
         Truncation of Normal targets, as for the other methods; ``0``
         (untruncated, exact) is the default here.
     max_candidates : int
         Bound on the points examined per element; exceeding it raises.
     rng : None, int or numpy.random.Generator
-        The sender's private randomness (the arrival times).
+        The sender's private randomness (the arrival times; greedy rejection coding's coins).
     num_threads : int, optional
         Threads over the batch; results do not depend on it.
     stream_offset : int
@@ -949,7 +951,7 @@ _TREE_VERSION = 1
 
 
 class TreeIndexCode:
-    """Code of heap indices that spends ``-log2`` of the node's prior mass on the path.
+    """Code of heap indices that spends ``-log2`` of the node's prior mass on the path (:ref:`samplers-message`).
 
     The depth ``d = floor(log2 h)`` is coded with fitted probabilities; then the
     path, level by level, each step ``left`` with the probability of the left

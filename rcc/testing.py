@@ -1,4 +1,4 @@
-"""Statistical checks that a reverse channel coder outputs exact samples (DESIGN 4).
+"""Statistical checks that a reverse channel coder outputs exact samples (:ref:`exactness`).
 
 Exactness of a channel simulation scheme is a statistical claim: the decoded
 samples of a fixed target, collected over many independent seeds, must follow

@@ -2,22 +2,22 @@
 
 This module implements, for PyTorch models, the training/test pair of Agustsson &
 Theis (2020), "Universally quantized neural compression" (NeurIPS 2020,
-arXiv:2006.09952), which is also the subject of claims 1-15 of the patent text in
-``shared/seeds/003_*.txt``:
+arXiv:2006.09952), described in :ref:`soft-rounding` and :ref:`uq-channel`:
 
-* **Soft rounding** (claims 1-3 and 13): a differentiable approximation
+* **Soft rounding** (Agustsson & Theis 2020, Sec. 4.1): a differentiable approximation
   :func:`soft_round` of ``round`` whose sharpness ``alpha`` interpolates between the
   identity (``alpha -> 0``) and hard rounding (``alpha -> inf``), its inverse
   :func:`soft_round_inverse` and the reconstruction
-  :func:`soft_round_conditional_mean` ``E[Y | s_alpha(Y) + U = z]`` (claim 13).
-* **Universal quantisation** (claims 6-8, DESIGN.md section 2.4):
+  :func:`soft_round_conditional_mean` ``E[Y | s_alpha(Y) + U = z]`` (:ref:`soft-rounding-mean`).
+* **Universal quantisation** (Ziv 1985; Zamir & Feder 1992; :ref:`uq-channel`):
   :class:`UniformNoiseChannel` adds ``U ~ U[-1/2, 1/2)`` during training and, at
   test time, transmits ``K = round(y - U)`` with a dither ``U`` shared through a
   seed, so that the receiver's ``K + U`` has *exactly* the distribution of the
   training-time ``y + U``.  ``K`` is entropy coded given ``U`` with
   ``P(K = k | U = u) = F(k + u + 1/2) - F(k + u - 1/2)`` for a per-channel
   logistic marginal ``F`` (learnable), using a ``constriction`` range coder.
-* **Reverse channel coding of VAE latents** (DESIGN.md 2.5-2.9): :class:`RCCChannel`
+* **Reverse channel coding of VAE latents** (Theis & Yosri 2022; :ref:`hybrid-window`,
+  :ref:`transform-width-m`, :ref:`blocks-product`): :class:`RCCChannel`
   trains with the reparameterised sample and the analytic KL, and at test time
   transmits *exact* samples of the diagonal-Gaussian posteriors with hybrid coding,
   blocks of latent dimensions calibrated on data, and the message coding of
@@ -173,8 +173,8 @@ def soft_round(y, alpha, eps=DEFAULT_EPS):
         s_\alpha(y) = m + \frac{\tanh(\alpha r)}{2 \tanh(\alpha / 2)},
         \qquad m = \lfloor y \rfloor + \tfrac12, \quad r = y - m,
 
-    (Agustsson & Theis 2020, Sec. 4.1; patent claims 1-3: the encoder rounds with a
-    soft rounding function whose sharpness may grow during training).  ``s_alpha``
+    (Agustsson & Theis 2020, Sec. 4.1; :ref:`soft-rounding-function`: the encoder rounds
+    with a soft rounding function whose sharpness may grow during training).  ``s_alpha``
     is continuous, increasing, maps every integer to itself, satisfies
     ``s_alpha(y + 1) = s_alpha(y) + 1``, tends to the identity as ``alpha -> 0`` and
     to ``round`` as ``alpha -> inf``.
@@ -323,8 +323,8 @@ def soft_round_conditional_mean(z, alpha, eps=DEFAULT_EPS):
 
     .. math:: E[Y \mid s_\alpha(Y) + U = z] = s_\alpha^{-1}(z - \tfrac12) + \tfrac12
 
-    (Agustsson & Theis 2020, Sec. 4.1; patent claim 13: the decoder applies "a
-    reconstruction defined by the expected value" of the soft-rounded noisy
+    (Agustsson & Theis 2020, Sec. 4.1; :ref:`soft-rounding-mean`: the decoder applies
+    a reconstruction defined by the expected value of the soft-rounded noisy
     input).  It is non-decreasing in ``z``; ``alpha -> 0`` gives ``z`` and large
     ``alpha`` gives (nearly) ``round(z)``, the conditional mean under hard rounding.
 
@@ -367,8 +367,8 @@ def _shared_dither(seed, shape):
     ``[0, 1)`` minus ``1/2`` (exact, so ``U`` lies in ``[-1/2, 1/2)``).
 
     This is the single point of change for the shared randomness of this module:
-    the library may later swap it for :func:`rcc.random.shared_uniform` (DESIGN.md
-    section 2.1), e.g. ``shared_uniform(seed, 0, 1, np.arange(n)).reshape(shape)``;
+    the library may later swap it for :func:`rcc.random.shared_uniform`
+    (:ref:`randomness-counter`), e.g. ``shared_uniform(seed, 0, 1, np.arange(n)).reshape(shape)``;
     doing so changes the bitstreams but nothing else.
     """
     seed = _check_seed(seed)
@@ -432,14 +432,14 @@ _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
 class UniformNoiseChannel(nn.Module):
     r"""Additive uniform-noise channel, realised at test time by universal quantisation.
 
-    Training mode (``module.train()``), Agustsson & Theis (2020) and patent claims
-    6-8: ``forward(y)`` returns ``y + U`` with fresh ``U ~ U[-1/2, 1/2)``, which is
+    Training mode (``module.train()``), Agustsson & Theis (2020),
+    :ref:`uq-channel`: ``forward(y)`` returns ``y + U`` with fresh ``U ~ U[-1/2, 1/2)``, which is
     differentiable in ``y`` (identity gradient).  With a sharpness ``alpha`` the
-    soft-rounding mode of claims 1-3 and 13 is used instead:
+    soft-rounding mode (:ref:`soft-rounding`) is used instead:
     ``z = s_alpha(y) + U`` and, if ``conditional_mean``, the output is
     ``E[Y | s_alpha(Y) + U = z]`` (:func:`soft_round_conditional_mean`).
 
-    Test mode (``module.eval()``), DESIGN.md section 2.4: with a dither ``U``
+    Test mode (``module.eval()``), :ref:`uq-channel`: with a dither ``U``
     shared through an integer ``seed``, the sender transmits
     ``K = round(v - U)`` (``v = y`` or ``s_alpha(y)``) and the receiver outputs
     ``K + U`` (followed by the same reconstruction in the ``alpha`` mode).  Since
@@ -463,7 +463,7 @@ class UniformNoiseChannel(nn.Module):
         Axis of ``y`` holding the channels (default 1, as in ``(N, C, H, W)``).
     alpha : float or None, optional
         Soft-rounding sharpness; ``None`` (default) for plain additive noise.  Can be
-        changed later through the ``alpha`` attribute (e.g. annealed upwards, claim 2).
+        changed later through the ``alpha`` attribute (e.g. annealed upwards, Agustsson & Theis 2020).
     conditional_mean : bool, optional
         In the ``alpha`` mode, apply ``E[Y | s_alpha(Y) + U = z]`` to the noisy value
         (default ``True``); otherwise return ``z`` itself.
@@ -635,7 +635,7 @@ class UniformNoiseChannel(nn.Module):
         r"""Information content ``-log2 p(z)`` of the noisy values, elementwise.
 
         ``p(z) = F(z + 1/2) - F(z - 1/2)`` is the density of ``V + U`` (the logistic
-        marginal convolved with the unit box, patent claim 12); at test time, for
+        marginal convolved with the unit box, Agustsson & Theis 2020); at test time, for
         ``z = K + U``, it equals ``P(K = k | U = u)``, so the training rate and the
         coded rate are the same function.  Differentiable in ``z`` and in the
         marginal's parameters.
@@ -1006,7 +1006,7 @@ def _decode_escape(decoder, half):
 
 
 # ----------------------------------------------------------------------------------
-# reverse channel coding of diagonal-Gaussian posteriors (DESIGN.md 2.5-2.9)
+# reverse channel coding of diagonal-Gaussian posteriors (docs/hybrid.rst, docs/blocks.rst)
 # ----------------------------------------------------------------------------------
 
 #: Calibration picks the widths ``M <= (1 - _FIT_MARGIN) / L`` (``L`` = length of a
@@ -1161,7 +1161,7 @@ def _decode_message_stream(data, count, seed, index_code, width, factor_code=Non
 
 
 class RCCChannel(nn.Module):
-    r"""Reverse-channel-coded diagonal-Gaussian latents for VAEs (DESIGN.md 2.5-2.9).
+    r"""Reverse-channel-coded diagonal-Gaussian latents for VAEs (Theis & Yosri 2022; :ref:`blocks-product`).
 
     The layer sits where a VAE samples its latent ``z ~ N(mean, exp(log_scale)**2)``
     under the prior ``N(0, 1)``:
@@ -1179,11 +1179,11 @@ class RCCChannel(nn.Module):
 
     Coding.  The latent dimensions are grouped into ``num_blocks`` blocks of
     ``block_size`` dimensions.  For every item, each block is coded as one
-    ``rcc.Product`` target by hybrid coding (DESIGN.md 2.5, 2.9): one race over
+    ``rcc.Product`` target by hybrid coding (:ref:`hybrid-window`, :ref:`blocks-product`): one race over
     ``block_size``-dimensional candidates, one index ``N`` and one decoding factor
     ``K_j`` per dimension, with the width-``M_j`` CDF transform of dimension ``j``
-    (DESIGN.md 2.6).  Each Gaussian is truncated to its central ``1 - tail_mass``
-    (DESIGN.md 2.7: the decoded latent is an exact sample of the truncated posterior,
+    (:ref:`transform-width-m`).  Each Gaussian is truncated to its central ``1 - tail_mass``
+    (:ref:`truncation-central`, :ref:`truncation-tv`: the decoded latent is an exact sample of the truncated posterior,
     at total-variation distance ``tail_mass`` per dimension from the untruncated one).
     All messages of all items go through :func:`rcc.entropy.encode_messages` into
     one bitstream, or (``compress(..., per_item=True)``) into one short stream per item.

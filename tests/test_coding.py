@@ -63,7 +63,7 @@ def test_progress_chunks_give_identical_results():
 
 
 def test_factor_takes_one_of_width_values_given_the_dither():
-    # DESIGN 2.6: K + U_N lies in [0, M), so K is in {0..M-1} or {1..M}.
+    # docs/transform.rst, 'Where the bits go': K + U_N lies in [0, M), so K is in {0..M-1} or {1..M}.
     from rcc.random import shared_uniform
 
     enc = rcc.encode_sample(rcc.Normal(np.linspace(-2, 2, 3000), 0.01), seed=9, width=16)
@@ -105,7 +105,7 @@ def test_kl_closed_form_matches_numerical_integration():
 
 def test_reported_kl_and_width_relation():
     # kl_bits is measured against the prior; the index carries about
-    # D[q || c] - log2 M bits, c the coding transform (DESIGN 2.6).
+    # D[q || c] - log2 M bits, c the coding transform (docs/transform.rst, 'Where the bits go').
     enc = rcc.encode_sample(rcc.Normal(np.zeros(5000), 0.01), seed=2)
     assert np.allclose(enc.kl_bits, rcc.kl_divergence_bits(rcc.Normal(0.0, 0.01)))
     index_kl = rcc.kl_divergence_bits(rcc.Normal(0.0, 0.01), rcc.coding_transform()) - np.log2(enc.width[0])

@@ -63,6 +63,32 @@ def test_pages_cite_papers_not_internal_files():
             assert word not in text, f"{page.name} mentions {word!r}"
 
 
+ROOT = DOCS.parent
+
+#: Pointers to notes that do not ship with the package (a clone or a wheel).
+INTERNAL_POINTERS = ("DESIGN 2", "DESIGN.md", "../shared", "shared/seeds")
+
+
+def _user_facing_files():
+    """The package's modules, the experiment scripts, both READMEs and the docs sources."""
+    files = sorted((ROOT / "rcc").rglob("*.py")) + sorted((ROOT / "experiments").rglob("*.py"))
+    files += [ROOT / "README.md", ROOT / "paper_figures" / "README.md"]
+    files += sorted(path for path in DOCS.rglob("*") if path.is_file() and path.suffix in (".rst", ".py", ".txt")
+                    and not {"_build", "generated", "__pycache__"} & set(path.relative_to(DOCS).parts))
+    return files
+
+
+def test_shipped_text_cites_nothing_outside_the_repository():
+    files = _user_facing_files()
+    assert len(files) > 20, "the scan found too few files"
+    found = [f"{path.relative_to(ROOT)}:{number}: {pointer!r}"
+             for path in files
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             for pointer in INTERNAL_POINTERS if pointer in line]
+    assert not found, ("cite a paper or a docs section (:ref:`label`) instead of internal notes:\n"
+                       + "\n".join(found))
+
+
 def test_every_cited_reference_is_listed():
     listed = set(re.findall(r"^\.\. \[(\w+)\]", (DOCS / "references.rst").read_text(encoding="utf-8"), re.M))
     for page in DOCS.glob("*.rst"):

@@ -1,4 +1,4 @@
-"""Statistical exactness of the coders (DESIGN 4), with tests of the tests' power.
+"""Statistical exactness of the coders (docs/exactness.rst, 'How exactness is tested'), with tests of the tests' power.
 
 Every case encodes ``n`` copies of one target as a batch (each element has its
 own stream of the seed, so the samples are independent), decodes the messages,
@@ -183,7 +183,7 @@ def test_orc_stopping_rule_examines_fewer_candidates_than_mrc():
     assert orc.candidates.mean() < 0.5 * 1024
 
 
-# --- candidates examined (DESIGN 2.5): hybrid flat, pfr ~ 1/std -----------------------
+# --- candidates examined (docs/hybrid.rst, 'The message'; docs/race.rst, 'What it costs'): hybrid flat, pfr ~ 1/std
 
 
 def test_hybrid_candidates_flat_while_pfr_grows_like_inverse_std():

@@ -221,7 +221,7 @@ def test_certified_bound_is_an_upper_bound_and_tight(name):
         ratio = target.logpdf(z[:, None])[:, 0] - stats.norm(float(prior.mean), float(prior.std)).logpdf(z)
         assert bound >= ratio.max()
         assert bound <= ratio.max() + 0.01
-    # Expected candidates of the race ~ w_max (DESIGN 2.2), on the coding transform's axis.
+    # Expected candidates of the race ~ w_max (docs/race.rst, 'What it costs'), on the coding transform's axis.
     for transform in (None, "prior"):
         enc = encode_general(TARGETS[name][0](4000), 3, transform=transform)
         expected = np.exp(float(target.log_ratio_max(rcc.coding_transform(None, transform))[0])) / enc.width[0]

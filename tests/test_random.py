@@ -1,4 +1,4 @@
-"""Counter-based shared randomness (DESIGN 2.1)."""
+"""Counter-based shared randomness (docs/randomness.rst, 'A counter-based generator')."""
 
 import numpy as np
 import pytest
