@@ -158,6 +158,8 @@ _LAST_DEFAULT_TRANSFORM = [(_STANDARD_NORMAL, _STANDARD_TRANSFORM)]
 def _check_prior(prior):
     if prior is None:
         return _STANDARD_NORMAL
+    if type(prior) is Normal or type(prior) is Uniform:  # the common case, without the ABC checks
+        return prior
     prior = _convert_scipy(prior)  # frozen scipy.stats norm / uniform
     if not isinstance(prior, (Normal, Uniform)):
         raise TypeError(f"prior must be rcc.Normal or rcc.Uniform (or scipy.stats.norm / uniform), "
@@ -843,9 +845,10 @@ def encode_sample(
         return encode_tree_sample(target, seed, prior=_check_prior(prior), method=method, tail_mass=tail_mass,
                                   max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                                   stream_offset=stream_offset)
-    if not isinstance(target, Distribution):
+    plain = type(target) is Normal  # the common scalar case skips the ABC checks below
+    if not plain and not isinstance(target, Distribution):
         target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
-    if not isinstance(target, Distribution):
+    if not plain and not isinstance(target, Distribution):
         from .general import GeneralTarget, encode_general  # general builds on this module
 
         if isinstance(target, GeneralTarget):
@@ -942,9 +945,11 @@ def _scalar_prior(prior):
     """(family, loc, scale) of a scalar prior as Python numbers, or None for a batch of priors."""
     if prior is None or prior is _STANDARD_NORMAL:
         return NORMAL_FAMILY, 0.0, 1.0
-    if isinstance(prior, Normal) and not prior.mean.shape:
+    if prior is _STANDARD_TRANSFORM:
+        return NORMAL_FAMILY, 0.0, DEFAULT_TRANSFORM_SCALE
+    if type(prior) is Normal and not prior.mean.shape:
         return NORMAL_FAMILY, float(prior.mean), float(prior.std)
-    if isinstance(prior, Uniform) and not prior.low.shape:
+    if type(prior) is Uniform and not prior.low.shape:
         return UNIFORM_FAMILY, float(prior.low), float(prior.high - prior.low)
     return None
 
