@@ -1993,17 +1993,19 @@ def _check_codable(index_code, index, factor, widths, first):
                 raise ValueError(f"index {int(bad[0])} has zero probability under {code!r} and cannot be coded")
 
 
-def _words_to_bytes(words):
-    data = np.asarray(words, dtype=np.uint32).astype(">u4").tobytes()
+def _words_to_bytes(words, byteorder=">"):
+    """The range coder's 32-bit words as bytes (big-endian by default), trailing zero bytes dropped."""
+    data = np.asarray(words, dtype=np.uint32).astype(byteorder + "u4").tobytes()
     strip = 0
     while strip < 3 and len(data) > strip and data[len(data) - 1 - strip] == 0:
         strip += 1
     return data[: len(data) - strip]
 
 
-def _bytes_to_words(payload):
+def _bytes_to_words(payload, byteorder=">"):
+    """Inverse of :func:`_words_to_bytes`: the dropped trailing zero bytes are restored."""
     padded = payload + b"\x00" * (-len(payload) % 4)
-    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+    return np.frombuffer(padded, dtype=byteorder + "u4").astype(np.uint32)
 
 
 def _parse_header(data):

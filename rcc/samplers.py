@@ -1036,29 +1036,6 @@ def _depths(index):
     return depth
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data, pos):
-    value, shift = 0, 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("tree message stream truncated or corrupt inside its header")
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
 def _bernoulli(share):
     return np.ascontiguousarray(np.stack([share, 1.0 - share], axis=1).clip(0.0, 1.0))
 
@@ -1073,7 +1050,7 @@ def encode_tree_messages(enc, seed, *, index_code, stream_offset=0):
     import zlib
 
     from .coding import EncodedSample
-    from .entropy import _constriction
+    from .entropy import _constriction, _read_varint, _varint
     from .random import check_seed
 
     if not isinstance(enc, EncodedSample) or enc.method not in SAMPLER_METHODS:
@@ -1112,7 +1089,7 @@ def decode_tree_messages(data, count, seed, *, index_code, method, stream_offset
     """
     import zlib
 
-    from .entropy import _constriction
+    from .entropy import _constriction, _read_varint, _varint
     from .random import check_seed
 
     if not isinstance(data, (bytes, bytearray, memoryview)):

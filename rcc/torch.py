@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .entropy import BucketIndexCode, IndexCode, _read_varint, _varint
+from .entropy import BucketIndexCode, IndexCode, _bytes_to_words, _read_varint, _varint, _words_to_bytes
 from .coding import _hybrid_bounds
 from .targets import Normal, Product
 
@@ -875,7 +875,7 @@ class UniformNoiseChannel(nn.Module):
             for value in r[outside]:
                 _encode_escape(encoder, int(value), half)
                 num_escapes += 1
-        payload = _words_to_le_bytes(encoder.get_compressed())
+        payload = _words_to_bytes(encoder.get_compressed(), "<")  # little-endian words: the v2 layout
         header = bytes([(_NOISE_FORMAT_VERSION << 4) | _DTYPE_CODES[y.dtype]])
         check = self._stream_check(header, seed, y.shape, payload)
         data = header + check.to_bytes(4, "little") + payload
@@ -924,7 +924,7 @@ class UniformNoiseChannel(nn.Module):
             raise ValueError("UniformNoiseChannel checksum mismatch: the data is corrupted, or the seed, the shape "
                              "or the module's parameters differ from the sender's")
         dtype = _CODE_DTYPES[data[0] & 0x03]
-        words = np.frombuffer(payload + b"\x00" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
+        words = _bytes_to_words(payload, "<")
         u, loc, scale, half, center, rows = self._coding_layout(shape, seed)
         n = u.size
         family = constriction.stream.model.Categorical(perfect=False)
@@ -950,15 +950,6 @@ class UniformNoiseChannel(nn.Module):
             ) from None
         device = torch.device("cpu") if device is None else device
         return self._reconstruct(self._dequantize_raw(k, seed, dtype, device))
-
-
-def _words_to_le_bytes(words):
-    """The range coder's words as little-endian bytes, trailing zero bytes dropped (restored on reading)."""
-    data = np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
-    strip = 0
-    while strip < 3 and len(data) > strip and data[len(data) - 1 - strip] == 0:
-        strip += 1
-    return data[: len(data) - strip]
 
 
 #: Format of UniformNoiseChannel's bitstream (the header byte's high nibble).
