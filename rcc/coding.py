@@ -954,26 +954,6 @@ def _scalar_prior(prior):
     return None
 
 
-def _scalar_axis(prior, transform, hybrid):
-    """(family, loc, scale) of the axis a scalar message decodes through, or None for the batch path.
-
-    The coding transform for hybrid coding (:func:`coding_transform`, here on
-    Python numbers), the prior for the prior-proposal methods.
-    """
-    prior_params = _scalar_prior(prior)
-    if prior_params is None:
-        return None
-    if transform is None:
-        if hybrid and prior_params[0] == NORMAL_FAMILY:
-            return NORMAL_FAMILY, prior_params[1], DEFAULT_TRANSFORM_SCALE * prior_params[2]
-        return prior_params
-    if transform is prior or isinstance(transform, str) and transform == "prior":
-        return prior_params
-    if not hybrid or not isinstance(transform, (Normal, Uniform)):
-        return None
-    return _scalar_prior(transform)
-
-
 def _decode_scalar(index, factor, seed, prior, width, method, num_threads, transform, stream_offset):
     """The low-latency path of :func:`decode_sample` for one 1-D message, or None to take the batch path.
 
@@ -1001,7 +981,11 @@ def _decode_scalar(index, factor, seed, prior, width, method, num_threads, trans
         return None
     if type(stream_offset) is not int or not 0 <= stream_offset <= MAX_SEED:
         return None
-    axis = _scalar_axis(prior, transform, hybrid)
+    try:
+        # The axis of the decode: the coding transform for hybrid, the prior otherwise.
+        axis = _scalar_prior(_check_transform(transform, _check_prior(prior), hybrid))
+    except (TypeError, ValueError):
+        return None  # the batch path raises the same error
     if axis is None:
         return None
     sample, status = kernels.decode_one(np.uint64(seed), np.uint64(stream_offset), index, factor, width, *axis,
