@@ -49,6 +49,7 @@ __all__ = [
     "save_figure",
     "new_figure",
     "progress_bar",
+    "train_adam",
     "Stopwatch",
     "gaussian_channel",
     "zipf_index_code",
@@ -210,6 +211,10 @@ SERIES_STYLES = {
     "blocks": ("#1f77b4", "s"),
     "blocks_prior_factors": ("#ff7f0e", "x"),
     "kl": ("#595959", "o"),
+    # The three latent channels of the learned-compression experiment.
+    "rcc": ("#1f77b4", "o"),
+    "uq": ("#ff7f0e", "s"),
+    "hard": ("#2ca02c", "^"),
 }
 _FALLBACK_COLOURS = ("#bcbd22", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#9467bd")
 _FALLBACK_MARKERS = ("P", "X", "*", "h", "<", ">")
@@ -301,6 +306,63 @@ def progress_bar(iterable=None, *, enabled=True, **kwargs):
     """A tqdm progress bar (on stderr); ``enabled=False`` or ``RCC_NO_PROGRESS=1`` silences it."""
     disable = (not enabled) or os.environ.get("RCC_NO_PROGRESS", "") not in ("", "0")
     return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
+
+
+def train_adam(model, images, loss_terms, steps, *, seed, progress=True, desc="train", batch_size=64,
+               learning_rate=1e-3, before_step=None, postfix_every=250):
+    """Adam on minibatches of ``images`` for ``steps`` steps; deterministic given ``seed``.
+
+    The one training loop of the autoencoder experiments: each epoch visits the
+    images in an order drawn from a ``torch.Generator`` seeded with ``seed``
+    (whole batches only), and each step minimises ``loss_terms(x)``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Its parameters are optimised; it is left in eval mode.
+    images : numpy.ndarray
+        Training images, ``(items, features)``.
+    loss_terms : callable
+        ``loss_terms(x) -> (loss, rate)``: the batch's loss (a scalar tensor) and its
+        rate per image in bits (shown on the progress bar).
+    steps : int
+        Number of optimiser steps.
+    seed : int
+        Seed of the batch order.
+    before_step : callable, optional
+        Called as ``before_step(step)`` before each step (e.g. an annealing schedule).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
+    """
+    import torch
+
+    data = torch.from_numpy(images)
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    model.train()
+    bar = progress_bar(total=steps, enabled=progress, desc=desc, leave=False)
+    step = 0
+    while step < steps:
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data) - batch_size + 1, batch_size):
+            if before_step is not None:
+                before_step(step)
+            loss, rate = loss_terms(data[order[start:start + batch_size]])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            step += 1
+            bar.update(1)
+            if step % postfix_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.1f}", rate=f"{rate.mean().item():.1f}")
+            if step == steps:
+                break
+    bar.close()
+    model.eval()
+    return model
 
 
 class Stopwatch:

@@ -1,13 +1,20 @@
 """Learned compression measured: reverse channel coding against universal quantisation and hard rounding.
 
-One MLP autoencoder family on scikit-learn's 8x8 digits (shipped inside the package,
-offline): ``64 -> H -> H -> latents`` encoder, ``latents -> H -> H -> 64`` decoder
-(SiLU), trained three ways with the same sizes, optimiser (Adam, learning rate
-1e-3, batch 64), number of steps and data order, minimising per image
+Two autoencoder families on scikit-learn's 8x8 digits (shipped inside the package,
+offline), each trained three ways with the same encoder and decoder sizes, optimiser
+(Adam, learning rate 1e-3, batch 64), number of steps and data order, minimising per
+image
 
     ||x - x_hat||^2 / (2 sigma^2 ln 2)  +  beta * rate   (bits, sigma = 0.1),
 
-with the rate knob ``beta``:
+with the rate knob ``beta``.  The models (:data:`ARCHITECTURES`):
+
+* ``mlp``: ``64 -> H -> H -> 16 latents`` encoder, ``16 -> H -> H -> 64`` decoder (SiLU);
+* ``conv``: a small convolutional autoencoder with 32 latents, a ``2 x 2 x 8`` latent
+  map: three 3x3/4x4 convolutions (8x8 -> 4x4 -> 2x2, ``C`` channels, SiLU) and the
+  mirror image with transposed convolutions.
+
+The pipelines:
 
 * ``rcc``: Gaussian posterior ``q(z|x)`` (the encoder's last layer gives mean and log
   scale, so it is twice as wide), :class:`rcc.torch.RCCChannel` in training mode
@@ -26,19 +33,20 @@ with the rate knob ``beta``:
   ``P(k) = F(k + 1/2) - F(k - 1/2)``; at test time the integers are range coded with
   that model (``constriction``; values outside the coded window are escaped).
 
-Every pipeline is trained for several ``beta`` and training seeds; test-set rates are
-``8 * len(bytes) / images`` of one bitstream for the 360 test images, distortion is
-the MSE of the images decoded from the *decoded* latents, PSNR ``10 log10(1 / MSE)``
-(pixels in [0, 1]).  Curves are averaged over seeds (mean +- standard error), and the
-pipelines are compared at equal rates: each seed's PSNR is interpolated linearly in
-the rate on a grid inside the rate range all pipelines reach, and the gap in dB gets
-the standard error ``sqrt(se_a**2 + se_b**2)`` (independent seeds).
+Every (model, pipeline) is trained for several ``beta`` and training seeds; test-set
+rates are ``8 * len(bytes) / images`` of one bitstream for the 360 test images,
+distortion is the MSE of the images decoded from the *decoded* latents, PSNR
+``10 log10(1 / MSE)`` (pixels in [0, 1]).  Curves are averaged over seeds (mean +-
+standard error), and the pipelines of one model are compared at equal rates: each
+seed's PSNR is interpolated linearly in the rate on a grid inside the rate range all
+pipelines reach, and the gap in dB gets the standard error ``sqrt(se_a**2 + se_b**2)``
+(independent seeds).  For the RCC channel the CSV also records its bits above the
+ELBO's KL per image and per block, the item-blocks and the images that took the
+channel's exact per-dimension fallback path.
 
-Writes ``learned_compression.csv`` (one row per pipeline, beta and seed),
-``learned_compression_gaps.csv`` (PSNR of each pipeline and the gaps on the common
-rate grid), ``learned_compression_drift.csv`` (the RCC channel's cost when test
-posteriors drift from the calibration ones, :func:`drift_rows`) and
-``learned_compression.png``.  Run
+Writes ``learned_compression.csv`` (one row per model, pipeline, beta and seed),
+``learned_compression_gaps.csv`` (per model: PSNR of each pipeline and the gaps on the
+common rate grid) and ``learned_compression.png`` (one row of panels per model).  Run
 ``python -m experiments.learned_compression [--quick]``.
 """
 
@@ -53,11 +61,11 @@ from torch import nn
 from rcc.torch import RCCChannel, UniformNoiseChannel
 
 from .common import (Stopwatch, legend_below, new_figure, output_dir, progress_bar, run_script, save_figure,
-                     write_csv)
+                     series_style, train_adam, write_csv)
 from .vae_digits import distortion_bits, load_digits_split
 
-__all__ = ["SETTINGS", "PIPELINES", "SERIES", "DRIFT_CASES", "Codec", "train", "evaluate", "hard_compress",
-           "hard_decompress", "monotone", "compare_at_equal_rate", "drift_rows", "load_rows", "replot", "main"]
+__all__ = ["SETTINGS", "ARCHITECTURES", "PIPELINES", "SERIES", "Codec", "train", "evaluate", "hard_compress",
+           "hard_decompress", "fallback_items", "monotone", "compare_at_equal_rate", "best_at", "verdict", "load_rows", "replot", "main"]
 
 #: Seed of the shared randomness of the test-set bitstreams.
 CODING_SEED = 20251201
@@ -73,47 +81,87 @@ HARD_TAIL_MASS = 1e-9
 RCC_BLOCK_BUDGET_BITS = 9.0
 
 PIPELINES = ("rcc", "uq", "hard")
-#: Fixed colour, marker and label per series (the same in every figure).
+#: The autoencoder families (:class:`Codec`), in the order the figure shows them.
+ARCHITECTURES = ("mlp", "conv")
+#: Label of each series; colour and marker come from :func:`experiments.common.series_style`.
 SERIES = {
-    "rcc": dict(color="C0", marker="o", label="Gaussian posterior + RCC (bytes)"),
-    "rcc_kl": dict(color="C0", marker="", label="Gaussian posterior, ELBO KL (no bytes)"),
-    "uq": dict(color="C1", marker="s", label="soft rounding + universal quantisation"),
-    "hard": dict(color="C2", marker="^", label="hard rounding (straight-through)"),
+    "rcc": dict(label="Gaussian posterior + RCC (bytes)", **series_style("rcc")),
+    "rcc_kl": dict(label="Gaussian posterior, ELBO KL (no bytes)", color=series_style("rcc")["color"], marker=""),
+    "uq": dict(label="soft rounding + universal quantisation", **series_style("uq")),
+    "hard": dict(label="hard rounding (straight-through)", **series_style("hard")),
 }
 
+#: Per mode and architecture: betas, seeds, latents, hidden width (MLP) or channels (conv), steps.
 SETTINGS = {
-    "full": dict(betas=(0.1, 0.2, 0.4, 0.8, 1.6, 3.2), seeds=(0, 1, 2), latents=16, hidden=128, steps=6000,
-                 calibration_items=None, test_items=None, grid_points=8),
-    "quick": dict(betas=(0.2, 0.8, 3.2), seeds=(0, 1), latents=16, hidden=64, steps=700,
-                  calibration_items=400, test_items=None, grid_points=5),
-    "tiny": dict(betas=(0.5, 2.0), seeds=(0,), latents=4, hidden=32, steps=40, calibration_items=100,
-                 test_items=40, grid_points=3),
+    "full": dict(
+        mlp=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=16, hidden=128, steps=2000),
+        conv=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=32, hidden=16, steps=1500),
+        calibration_items=None, test_items=None, grid_points=8),
+    "quick": dict(
+        mlp=dict(betas=(0.2, 0.8, 3.2), seeds=(0, 1), latents=16, hidden=64, steps=400),
+        conv=dict(betas=(0.2, 0.8, 3.2), seeds=(0, 1), latents=32, hidden=8, steps=300),
+        calibration_items=400, test_items=None, grid_points=5),
+    "tiny": dict(
+        mlp=dict(betas=(0.5, 2.0), seeds=(0,), latents=4, hidden=32, steps=40),
+        conv=dict(betas=(0.5, 2.0), seeds=(0,), latents=8, hidden=8, steps=30),
+        calibration_items=100, test_items=40, grid_points=3),
 }
+
+
+def _conv_encoder(channels, head_channels):
+    """8x8 image -> ``(head_channels, 2, 2)`` map, flattened channel-major (so a split in two
+    halves of the flat vector is a split of the channels)."""
+    return nn.Sequential(nn.Unflatten(-1, (1, 8, 8)),
+                         nn.Conv2d(1, channels, 3, padding=1), nn.SiLU(),
+                         nn.Conv2d(channels, channels, 4, stride=2, padding=1), nn.SiLU(),  # 4x4
+                         nn.Conv2d(channels, head_channels, 4, stride=2, padding=1),  # 2x2
+                         nn.Flatten(-3))
+
+
+def _conv_decoder(channels, latent_channels):
+    """The mirror of :func:`_conv_encoder`: flat ``(latent_channels, 2, 2)`` -> 64 pixels."""
+    return nn.Sequential(nn.Unflatten(-1, (latent_channels, 2, 2)),
+                         nn.ConvTranspose2d(latent_channels, channels, 4, stride=2, padding=1), nn.SiLU(),  # 4x4
+                         nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1), nn.SiLU(),  # 8x8
+                         nn.Conv2d(channels, 1, 3, padding=1), nn.Flatten(-3))
 
 
 class Codec(nn.Module):
-    """MLP autoencoder on 64 pixels with one of the three latent channels.
+    """Autoencoder on 64 pixels (MLP or convolutional) with one of the three latent channels.
 
     Parameters
     ----------
     pipeline : {"rcc", "uq", "hard"}
         Which channel sits between encoder and decoder (module docstring).
     latents, hidden : int
-        Latent dimensions and hidden width (the same for every pipeline).
+        Latent dimensions and hidden width (MLP) or convolution channels (conv); the same
+        for every pipeline.  For ``conv`` the latents form a ``2 x 2`` map, so ``latents``
+        must be a multiple of 4.
     generator : torch.Generator
         Noise of the training-time channel (``rcc``, ``uq``).
+    architecture : {"mlp", "conv"}
+        The autoencoder family.
     """
 
-    def __init__(self, pipeline, latents, hidden, *, generator):
+    def __init__(self, pipeline, latents, hidden, *, generator, architecture="mlp"):
         super().__init__()
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         self.pipeline = pipeline
-        head = 2 * latents if pipeline == "rcc" else latents
-        self.encoder = nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                     nn.Linear(hidden, head))
-        self.decoder = nn.Sequential(nn.Linear(latents, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                     nn.Linear(hidden, 64))
+        self.architecture = architecture
+        widen = 2 if pipeline == "rcc" else 1  # the Gaussian posterior's mean and log scale
+        if architecture == "mlp":
+            self.encoder = nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                         nn.Linear(hidden, widen * latents))
+            self.decoder = nn.Sequential(nn.Linear(latents, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                         nn.SiLU(), nn.Linear(hidden, 64))
+        else:
+            if latents % 4:
+                raise ValueError(f"latents must be a multiple of 4 for the conv model (a 2x2 map), got {latents}")
+            self.encoder = _conv_encoder(hidden, widen * latents // 4)
+            self.decoder = _conv_decoder(hidden, latents // 4)
         if pipeline == "rcc":
             self.channel = RCCChannel(latents, block_budget_bits=RCC_BLOCK_BUDGET_BITS, generator=generator)
         else:
@@ -122,11 +170,12 @@ class Codec(nn.Module):
             self.channel = UniformNoiseChannel(latents, channel_dim=-1, alpha=alpha, generator=generator)
 
     @classmethod
-    def create(cls, pipeline, latents, hidden, *, seed):
+    def create(cls, pipeline, latents, hidden, *, seed, architecture="mlp"):
         """A model initialised from ``seed`` (in a forked torch RNG: global state untouched)."""
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            return cls(pipeline, latents, hidden, generator=torch.Generator().manual_seed(seed + 10_000))
+            return cls(pipeline, latents, hidden, generator=torch.Generator().manual_seed(seed + 10_000),
+                       architecture=architecture)
 
     def training_terms(self, x):
         """``(x_hat, rate_bits)`` per image of the training-time channel."""
@@ -145,33 +194,18 @@ class Codec(nn.Module):
 
 def train(model, images, beta, steps, *, seed, progress=True, batch_size=64, learning_rate=1e-3):
     """Adam on ``distortion + beta * rate`` (bits per image); deterministic given ``seed``."""
-    data = torch.from_numpy(images)
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    model.train()
-    bar = progress_bar(total=steps, enabled=progress, desc=f"{model.pipeline} beta={beta:g} seed={seed}",
-                       leave=False)
-    step = 0
-    while step < steps:
-        order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(data) - batch_size + 1, batch_size):
-            if model.pipeline == "uq":
-                model.channel.alpha = 1.0 + (ALPHA_FINAL - 1.0) * min(1.0, step / (0.5 * steps))
-            x = data[order[start:start + batch_size]]
-            x_hat, rate = model.training_terms(x)
-            loss = (distortion_bits(x, x_hat) + beta * rate).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            step += 1
-            bar.update(1)
-            if step % 250 == 0:
-                bar.set_postfix(loss=f"{loss.item():.1f}", rate=f"{rate.mean().item():.1f}")
-            if step == steps:
-                break
-    bar.close()
-    model.eval()
-    return model
+
+    def anneal(step):
+        if model.pipeline == "uq":
+            model.channel.alpha = 1.0 + (ALPHA_FINAL - 1.0) * min(1.0, step / (0.5 * steps))
+
+    def loss_terms(x):
+        x_hat, rate = model.training_terms(x)
+        return (distortion_bits(x, x_hat) + beta * rate).mean(), rate
+
+    return train_adam(model, images, loss_terms, steps, seed=seed, progress=progress, batch_size=batch_size,
+                      learning_rate=learning_rate, before_step=anneal,
+                      desc=f"{model.architecture} {model.pipeline} beta={beta:g} seed={seed}")
 
 
 # -- the hard-rounding pipeline's range coder ------------------------------------------
@@ -279,6 +313,7 @@ def evaluate(model, train_images, test_images, settings, *, progress=False):
                        per_item_above_kl_per_block=(float(np.mean([8.0 * len(b) for b in items])) - kl)
                        / channel.num_blocks,
                        fallback_blocks=stats["fallback_blocks"],
+                       fallback_items=fallback_items(channel, mean, log_scale, stats["fallback_blocks"]),
                        candidates_per_image=float(stats["candidates"].double().mean()))
             # Distortion of the training-time sample (what the KL pays for), for reference.
             row["mse_kl_sample"] = _mse(model, mean + log_scale.exp() * torch.randn(
@@ -310,58 +345,39 @@ def evaluate(model, train_images, test_images, settings, *, progress=False):
     return row
 
 
-def run_one(pipeline, beta, seed, train_images, test_images, settings, *, progress=True):
+def fallback_items(channel, mean, log_scale, fallback_blocks):
+    """How many items (rows of ``mean``) have at least one block on the per-dimension fallback.
+
+    The channel reports the number of fallback item-blocks of a batch; whether a block
+    falls back depends only on that item's posterior and the calibration, so the count
+    of a batch is the sum of the counts of its parts.  Bisection finds the items:
+    the first half of a range is coded again, the second half's count is the
+    difference (only ranges that hold fallback blocks are split).
+    """
+    def count(lo, hi, blocks):
+        if blocks == 0:
+            return 0
+        if hi - lo == 1:
+            return 1
+        mid = (lo + hi) // 2
+        _, _, stats = channel.compress(mean[lo:mid], log_scale[lo:mid], CODING_SEED, return_stats=True)
+        left = stats["fallback_blocks"]
+        return count(lo, mid, left) + count(mid, hi, blocks - left)
+
+    return count(0, mean.shape[0], int(fallback_blocks))
+
+
+def run_one(architecture, pipeline, beta, seed, train_images, test_images, settings, *, progress=True):
     """Train one model and measure it; returns the CSV row."""
-    model = Codec.create(pipeline, settings["latents"], settings["hidden"], seed=1000 * seed + 1)
+    sizes = settings[architecture]
+    model = Codec.create(pipeline, sizes["latents"], sizes["hidden"], seed=1000 * seed + 1,
+                         architecture=architecture)
     with Stopwatch() as watch:
-        train(model, train_images, beta, settings["steps"], seed=1000 * seed + 2, progress=progress)
-    row = {"pipeline": pipeline, "beta": beta, "seed": seed}
+        train(model, train_images, beta, sizes["steps"], seed=1000 * seed + 2, progress=progress)
+    row = {"model": architecture, "latents": sizes["latents"], "pipeline": pipeline, "beta": beta, "seed": seed}
     row.update(evaluate(model, train_images, test_images, settings))
     row["train_seconds"] = watch.seconds
     return row
-
-
-# -- calibration drift ---------------------------------------------------------------------
-
-#: Drift cases of :func:`drift_rows`: (name, factor on latent 0's std, latent 0's mean or None).
-DRIFT_CASES = (("as calibrated", 1.0, None), ("std x1.6", 1.6, None), ("std /1.6", 1 / 1.6, None),
-               ("std x2", 2.0, None), ("std /2", 0.5, None), ("mean 3 aggregate stds out", 1.0, 3.0))
-
-
-def drift_rows(*, items=500, calibration_items=2000, latents=8, seed=0):
-    """An ``RCCChannel(latents)`` calibrated on posteriors ``N(mu, e**-4)``, ``mu ~ N(0, 1 - e**-4)``
-    (aggregate std 1), coding test posteriors of the same law with latent 0 drifted (:data:`DRIFT_CASES`).
-
-    Returns one row per case: measured bits per item (one stream), KL, the difference,
-    candidates per item and their ratio to the undrifted case, fallback blocks.
-    """
-    std = math.exp(-2.0)
-
-    def posteriors(n, stream):
-        g = torch.Generator().manual_seed(seed + stream)
-        mean = math.sqrt(1.0 - std * std) * torch.randn(n, latents, generator=g, dtype=torch.float64)
-        return mean, torch.full((n, latents), math.log(std), dtype=torch.float64)
-
-    channel = RCCChannel(latents)
-    channel.calibrate(*posteriors(calibration_items, 1))
-    channel.eval()
-    rows = []
-    for name, factor, shift in DRIFT_CASES:
-        mean, log_scale = posteriors(items, 2)
-        log_scale[:, 0] += math.log(factor)
-        if shift is not None:
-            mean[:, 0] = shift
-        data, _, stats = channel.compress(mean, log_scale, CODING_SEED, return_stats=True)
-        kl = float(channel.kl_bits(mean, log_scale).mean())
-        bits = 8.0 * len(data) / items
-        rows.append({"case": name, "latents": latents, "blocks": channel.num_blocks, "items": items,
-                     "bits_per_item": bits, "kl_bits": kl, "bits_above_kl": bits - kl,
-                     "candidates_per_item": float(stats["candidates"].double().mean()),
-                     "fallback_blocks": stats["fallback_blocks"]})
-    for row in rows:
-        row["candidates_over_calibrated"] = row["candidates_per_item"] / rows[0]["candidates_per_item"]
-        row["extra_bits_over_calibrated"] = row["bits_above_kl"] - rows[0]["bits_above_kl"]
-    return rows
 
 
 # -- analysis ------------------------------------------------------------------------------
@@ -395,84 +411,155 @@ def monotone(rows, pipeline):
     return check(mine), per_seed
 
 
+def _models(rows):
+    """The architectures present in ``rows``, in :data:`ARCHITECTURES` order."""
+    present = {r.get("model") or "mlp" for r in rows}
+    return [m for m in ARCHITECTURES if m in present]
+
+
+def _of_model(rows, model):
+    return [r for r in rows if (r.get("model") or "mlp") == model]
+
+
 def compare_at_equal_rate(rows, points):
-    """PSNR of every pipeline on a common rate grid, and the gaps, with standard errors over seeds."""
-    curves = {p: _curves(rows, p) for p in PIPELINES}
-    low = max(c[0].min() for p in PIPELINES for c in curves[p].values())
-    high = min(c[0].max() for p in PIPELINES for c in curves[p].values())
-    if not low < high:
-        return []
-    grid = np.linspace(low, high, points)
-    at = {p: np.array([np.interp(grid, *c) for c in curves[p].values()]) for p in PIPELINES}
+    """Per model: PSNR of every pipeline on a common rate grid, and the gaps, with standard errors over seeds.
+
+    Returns one dict per (model, rate); a model whose pipelines share no rate range
+    contributes no rows.
+    """
     out = []
-    for i, rate in enumerate(grid):
-        row = {"bits_per_image": float(rate)}
-        stats = {p: _mean_se(at[p][:, i]) for p in PIPELINES}
-        for p in PIPELINES:
-            row[f"psnr_{p}"], row[f"psnr_{p}_se"] = stats[p]
-        for a, b in (("rcc", "uq"), ("rcc", "hard"), ("uq", "hard")):
-            row[f"gap_{a}_minus_{b}_db"] = stats[a][0] - stats[b][0]
-            row[f"gap_{a}_minus_{b}_se"] = math.hypot(stats[a][1], stats[b][1])
-        out.append(row)
+    for model in _models(rows):
+        mine = _of_model(rows, model)
+        curves = {p: _curves(mine, p) for p in PIPELINES}
+        if not all(curves.values()):
+            continue
+        low = max(c[0].min() for p in PIPELINES for c in curves[p].values())
+        high = min(c[0].max() for p in PIPELINES for c in curves[p].values())
+        if not low < high:
+            continue
+        grid = np.linspace(low, high, points)
+        at = {p: np.array([np.interp(grid, *c) for c in curves[p].values()]) for p in PIPELINES}
+        for i, rate in enumerate(grid):
+            row = {"model": model, "bits_per_image": float(rate)}
+            stats = {p: _mean_se(at[p][:, i]) for p in PIPELINES}
+            for p in PIPELINES:
+                row[f"psnr_{p}"], row[f"psnr_{p}_se"] = stats[p]
+            for a, b in (("rcc", "uq"), ("rcc", "hard"), ("uq", "hard")):
+                row[f"gap_{a}_minus_{b}_db"] = stats[a][0] - stats[b][0]
+                row[f"gap_{a}_minus_{b}_se"] = math.hypot(stats[a][1], stats[b][1])
+            row["best"] = best_at(row)
+            out.append(row)
     return out
 
 
+#: Short names of the pipelines in the printed verdicts.
+_NAMES = {"rcc": "RCC", "uq": "soft rounding + UQ", "hard": "hard rounding"}
+
+
+def best_at(gap_row, z=2.0):
+    """The pipeline with the highest PSNR at one rate of :func:`compare_at_equal_rate`, if it leads
+    the runner-up by more than ``z`` standard errors of their gap, else ``"tie: a, b"``."""
+    order = sorted(PIPELINES, key=lambda p: -gap_row[f"psnr_{p}"])
+    first, second = order[:2]
+    pair = (first, second) if (first, second) in (("rcc", "uq"), ("rcc", "hard"), ("uq", "hard")) else (second, first)
+    gap = abs(gap_row[f"gap_{pair[0]}_minus_{pair[1]}_db"])
+    se = gap_row[f"gap_{pair[0]}_minus_{pair[1]}_se"]
+    if math.isfinite(se) and gap > z * se:
+        return first
+    return f"tie: {first}, {second}"
+
+
+def verdict(gaps, model):
+    """Which pipeline wins where, for one model, as a sentence (rates where the best pipeline leads
+    the runner-up by more than 2 standard errors; elsewhere the two best are tied)."""
+    mine = [g for g in gaps if g["model"] == model]
+    if not mine:
+        return "no rate range that every pipeline reaches"
+    spans = []
+    for g in mine:
+        if spans and spans[-1][0] == g["best"]:
+            spans[-1][2] = g["bits_per_image"]
+        else:
+            spans.append([g["best"], g["bits_per_image"], g["bits_per_image"]])
+    parts = []
+    for best, low, high in spans:
+        where = f"{low:.1f} bits" if low == high else f"{low:.1f}-{high:.1f} bits"
+        if best.startswith("tie"):
+            a, b = best[5:].split(", ")
+            parts.append(f"{where}: {_NAMES[a]} and {_NAMES[b]} tied within 2 s.e.")
+        else:
+            parts.append(f"{where}: {_NAMES[best]} best")
+    return "; ".join(parts)
+
+
+def _series(rows, pipeline, rate_key, value_key):
+    """``[(rate mean, rate se, value mean, value se)]`` per beta, over seeds."""
+    pts = []
+    for b in sorted({r["beta"] for r in rows}):
+        sel = [r for r in rows if r["pipeline"] == pipeline and r["beta"] == b]
+        if sel:
+            pts.append((*_mean_se([r[rate_key] for r in sel]), *_mean_se([r[value_key] for r in sel])))
+    return np.array(pts).reshape(-1, 4)
+
+
+_TITLES = {"mlp": "MLP, 16 latents", "conv": "convolutional, 32 latents"}
+
+
 def plot(rows, gaps, path):
-    """Rate-distortion with error bars; gaps at equal rate; RCC's bits above the KL."""
-    fig, axes = new_figure(ncols=3, width=4.2, height=3.5)
-    ax = axes[0]
-    betas = sorted({r["beta"] for r in rows})
+    """Per model, one row of panels: rate-distortion with error bars; gaps at equal rate; RCC's bits above the KL."""
+    models = _models(rows)
+    fig, axes = new_figure(ncols=3, nrows=len(models), width=4.2, height=3.5, squeeze=False)
+    for line, model in zip(axes, models):
+        mine = _of_model(rows, model)
+        name = _TITLES.get(model, model)
+        latents = {int(r["latents"]) for r in mine if r.get("latents") is not None}
+        if model not in _TITLES and latents:
+            name += f", {min(latents)} latents"
+        ax = line[0]
+        for p in PIPELINES:
+            pts = _series(mine, p, "bits_per_image", "psnr_db")
+            style = SERIES[p]
+            ax.errorbar(pts[:, 0], pts[:, 2], xerr=np.nan_to_num(pts[:, 1]), yerr=np.nan_to_num(pts[:, 3]),
+                        color=style["color"], marker=style["marker"], ms=4, capsize=2, label=style["label"])
+        for r in mine:
+            if r["pipeline"] == "rcc":
+                r["psnr_kl_sample"] = 10.0 * math.log10(1.0 / r["mse_kl_sample"])
+        pts = _series(mine, "rcc", "kl_bits", "psnr_kl_sample")
+        ax.plot(pts[:, 0], pts[:, 2], ls="--", color=SERIES["rcc_kl"]["color"], label=SERIES["rcc_kl"]["label"])
+        ax.set_xlabel("bits per image (test set)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{name}: rate-distortion (mean ± s.e.)")
 
-    def series(pipeline, rate_key, value_key):
-        pts = []
-        for b in betas:
-            sel = [r for r in rows if r["pipeline"] == pipeline and r["beta"] == b]
-            if sel:
-                pts.append((*_mean_se([r[rate_key] for r in sel]), *_mean_se([r[value_key] for r in sel])))
-        return np.array(pts)
+        ax = line[1]
+        mine_gaps = [g for g in gaps if g["model"] == model]
+        if mine_gaps:
+            rate = np.array([g["bits_per_image"] for g in mine_gaps])
+            for (a, b), style in ((("rcc", "uq"), SERIES["uq"]), (("rcc", "hard"), SERIES["hard"])):
+                gap = np.array([g[f"gap_{a}_minus_{b}_db"] for g in mine_gaps])
+                se = np.nan_to_num(np.array([g[f"gap_{a}_minus_{b}_se"] for g in mine_gaps]))
+                ax.plot(rate, gap, color=style["color"], marker=style["marker"], ms=4,
+                        label=f"RCC minus {style['label']}")
+                ax.fill_between(rate, gap - se, gap + se, color=style["color"], alpha=0.2)
+            gap = np.array([g["gap_uq_minus_hard_db"] for g in mine_gaps])
+            ax.plot(rate, gap, color="0.4", ls=":", marker=".", label="soft rounding + UQ minus hard rounding")
+            ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set_xlabel("bits per image")
+        ax.set_ylabel("PSNR gap at equal rate (dB)")
+        ax.set_title(f"{name}: RCC minus quantisation (± s.e.)")
 
-    for p in PIPELINES:
-        pts = series(p, "bits_per_image", "psnr_db")
-        style = SERIES[p]
-        ax.errorbar(pts[:, 0], pts[:, 2], xerr=np.nan_to_num(pts[:, 1]), yerr=np.nan_to_num(pts[:, 3]),
-                    color=style["color"], marker=style["marker"], ms=4, capsize=2, label=style["label"])
-    for r in rows:
-        if r["pipeline"] == "rcc":
-            r["psnr_kl_sample"] = 10.0 * math.log10(1.0 / r["mse_kl_sample"])
-    pts = series("rcc", "kl_bits", "psnr_kl_sample")
-    ax.plot(pts[:, 0], pts[:, 2], ls="--", color=SERIES["rcc_kl"]["color"], label=SERIES["rcc_kl"]["label"])
-    ax.set_xlabel("bits per image (test set)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title("rate-distortion, 8x8 digits (mean ± s.e. over seeds)")
-
-    ax = axes[1]
-    if gaps:
-        rate = np.array([g["bits_per_image"] for g in gaps])
-        for (a, b), style in ((("rcc", "uq"), SERIES["uq"]), (("rcc", "hard"), SERIES["hard"])):
-            gap = np.array([g[f"gap_{a}_minus_{b}_db"] for g in gaps])
-            se = np.nan_to_num(np.array([g[f"gap_{a}_minus_{b}_se"] for g in gaps]))
-            ax.plot(rate, gap, color=style["color"], marker=style["marker"], ms=4,
-                    label=f"RCC minus {style['label']}")
-            ax.fill_between(rate, gap - se, gap + se, color=style["color"], alpha=0.2)
-        gap = np.array([g["gap_uq_minus_hard_db"] for g in gaps])
-        ax.plot(rate, gap, color="0.4", ls=":", marker=".", label="soft rounding + UQ minus hard rounding")
-        ax.axhline(0.0, color="0.3", lw=0.8)
-    ax.set_xlabel("bits per image")
-    ax.set_ylabel("PSNR gap at equal rate (dB)")
-    ax.set_title("RCC minus quantisation (± s.e.)")
-
-    ax = axes[2]
-    for key, label, marker, color in (("bits_above_kl_per_image", "per image, one stream", "o", "C0"),
-                                      ("bits_above_kl_per_block", "per block, one stream", "s", "C3"),
-                                      ("per_item_above_kl_per_block", "per block, per-image streams", "x", "C4")):
-        pts = series("rcc", "kl_bits", key)
-        ax.errorbar(pts[:, 0], pts[:, 2], yerr=np.nan_to_num(pts[:, 3]), color=color, marker=marker, ms=4,
-                    capsize=2, label=label)
-    ax.set_xlabel("KL term of the ELBO (bits per image)")
-    ax.set_ylabel("measured bits above the KL")
-    ax.set_title("RCC channel overhead")
-    ax.legend(fontsize=7)
-    legend_below(fig, axes[:2], ncol=2)
+        ax = line[2]
+        for key, label, marker, color in (("bits_above_kl_per_image", "per image, one stream", "o", "#1f77b4"),
+                                          ("bits_above_kl_per_block", "per block, one stream", "s", "#d62728"),
+                                          ("per_item_above_kl_per_block", "per block, per-image streams", "x",
+                                           "#9467bd")):
+            pts = _series(mine, "rcc", "kl_bits", key)
+            ax.errorbar(pts[:, 0], pts[:, 2], yerr=np.nan_to_num(pts[:, 3]), color=color, marker=marker, ms=4,
+                        capsize=2, label=label)
+        ax.set_xlabel("KL term of the ELBO (bits per image)")
+        ax.set_ylabel("measured bits above the KL")
+        ax.set_title(f"{name}: RCC channel overhead")
+        ax.legend(fontsize=7)
+    legend_below(fig, axes[:, :2], ncol=3)
     return save_figure(fig, path)
 
 
@@ -483,7 +570,7 @@ def load_rows(path):
     rows = read_csv(path)
     for row in rows:
         for key, value in row.items():
-            if key != "pipeline":
+            if key not in ("pipeline", "model"):
                 row[key] = float(value) if value != "" else None
     return rows
 
@@ -497,15 +584,19 @@ def replot(out_dir=None, *, points=SETTINGS["full"]["grid_points"]):
     return plot(rows, gaps, out / "learned_compression.png")
 
 
-def main(quick=False, *, out_dir=None, tiny=False, progress=True):
-    """Train and measure every (pipeline, beta, seed); write the CSVs and the figure.
+def main(quick=False, *, out_dir=None, tiny=False, progress=True, models=ARCHITECTURES):
+    """Train and measure every (model, pipeline, beta, seed); write the CSVs and the figure.
 
     Returns
     -------
     dict
-        Per pipeline: the rate range, monotonicity; the gaps at equal rate.
+        Per model and pipeline: the rate range, monotonicity; the RCC channel's
+        overhead and fallbacks; the gaps at equal rate; which pipeline wins where.
     """
     settings = SETTINGS["tiny" if tiny else "quick" if quick else "full"]
+    unknown = [m for m in models if m not in ARCHITECTURES]
+    if unknown:
+        raise ValueError(f"models must be among {ARCHITECTURES}, got {unknown}")
     out = output_dir(out_dir)
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -515,41 +606,45 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         train_images, test_images = load_digits_split()
         if settings["test_items"] is not None:
             test_images = test_images[: settings["test_items"]]
-        jobs = [(p, b, s) for p in PIPELINES for b in settings["betas"] for s in settings["seeds"]]
+        jobs = [(m, p, b, s) for m in models for p in PIPELINES for b in settings[m]["betas"]
+                for s in settings[m]["seeds"]]
         rows = []
-        for pipeline, beta, seed in progress_bar(jobs, enabled=progress, desc="learned_compression"):
-            rows.append(run_one(pipeline, beta, seed, train_images, test_images, settings, progress=progress))
+        for model, pipeline, beta, seed in progress_bar(jobs, enabled=progress, desc="learned_compression"):
+            rows.append(run_one(model, pipeline, beta, seed, train_images, test_images, settings,
+                                progress=progress))
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     gaps = compare_at_equal_rate(rows, settings["grid_points"])
     write_csv(out / "learned_compression.csv", rows)
     write_csv(out / "learned_compression_gaps.csv", gaps or [{"bits_per_image": "no common rate range"}])
-    drift = drift_rows(items=60, calibration_items=200) if tiny else drift_rows()
-    write_csv(out / "learned_compression_drift.csv", drift)
     plot(rows, gaps, out / "learned_compression.png")
     summary = {}
-    for p in PIPELINES:
-        mine = [r for r in rows if r["pipeline"] == p]
-        ok, per_seed = monotone(rows, p)
-        summary[p] = (f"{min(r['bits_per_image'] for r in mine):.1f}-{max(r['bits_per_image'] for r in mine):.1f} "
-                      f"bits/image, PSNR {min(r['psnr_db'] for r in mine):.2f}-{max(r['psnr_db'] for r in mine):.2f} "
-                      f"dB, monotone (mean over seeds) {ok}, per seed {per_seed}")
-    rcc_rows = [r for r in rows if r["pipeline"] == "rcc"]
-    summary["rcc bits above KL per block"] = (
-        f"{min(r['bits_above_kl_per_block'] for r in rcc_rows):.2f}-"
-        f"{max(r['bits_above_kl_per_block'] for r in rcc_rows):.2f} (one stream), per-image streams "
-        f"{min(r['per_item_above_kl_per_block'] for r in rcc_rows):.2f}-"
-        f"{max(r['per_item_above_kl_per_block'] for r in rcc_rows):.2f}")
-    for g in gaps:
-        summary[f"at {g['bits_per_image']:.1f} bits"] = (
-            f"RCC-UQ {g['gap_rcc_minus_uq_db']:+.2f} ± {g['gap_rcc_minus_uq_se']:.2f} dB, "
-            f"RCC-hard {g['gap_rcc_minus_hard_db']:+.2f} ± {g['gap_rcc_minus_hard_se']:.2f} dB, "
-            f"UQ-hard {g['gap_uq_minus_hard_db']:+.2f} ± {g['gap_uq_minus_hard_se']:.2f} dB")
-    for row in drift:
-        summary[f"drift: {row['case']}"] = (
-            f"{row['bits_per_item']:.2f} bits/item for KL {row['kl_bits']:.2f} ({row['bits_above_kl']:+.2f}), "
-            f"{row['candidates_over_calibrated']:.2f}x candidates, {row['fallback_blocks']} fallback blocks")
+    for model in _models(rows):
+        mine = _of_model(rows, model)
+        for p in PIPELINES:
+            sel = [r for r in mine if r["pipeline"] == p]
+            ok, per_seed = monotone(mine, p)
+            summary[f"{model} {p}"] = (
+                f"{min(r['bits_per_image'] for r in sel):.1f}-{max(r['bits_per_image'] for r in sel):.1f} "
+                f"bits/image, PSNR {min(r['psnr_db'] for r in sel):.2f}-{max(r['psnr_db'] for r in sel):.2f} "
+                f"dB, monotone (mean over seeds) {ok}, per seed {per_seed}")
+        rcc_rows = [r for r in mine if r["pipeline"] == "rcc"]
+        summary[f"{model} rcc bits above KL per block"] = (
+            f"{min(r['bits_above_kl_per_block'] for r in rcc_rows):.2f}-"
+            f"{max(r['bits_above_kl_per_block'] for r in rcc_rows):.2f} (one stream), per-image streams "
+            f"{min(r['per_item_above_kl_per_block'] for r in rcc_rows):.2f}-"
+            f"{max(r['per_item_above_kl_per_block'] for r in rcc_rows):.2f}; fallback item-blocks per run "
+            f"{min(r['fallback_blocks'] for r in rcc_rows)}-{max(r['fallback_blocks'] for r in rcc_rows)}, "
+            f"images with a fallback block per run "
+            f"{min(r['fallback_items'] for r in rcc_rows)}-{max(r['fallback_items'] for r in rcc_rows)}")
+        for g in gaps:
+            if g["model"] == model:
+                summary[f"{model} at {g['bits_per_image']:.1f} bits"] = (
+                    f"RCC-UQ {g['gap_rcc_minus_uq_db']:+.2f} ± {g['gap_rcc_minus_uq_se']:.2f} dB, "
+                    f"RCC-hard {g['gap_rcc_minus_hard_db']:+.2f} ± {g['gap_rcc_minus_hard_se']:.2f} dB, "
+                    f"UQ-hard {g['gap_uq_minus_hard_db']:+.2f} ± {g['gap_uq_minus_hard_se']:.2f} dB")
+        summary[f"{model} who wins where"] = verdict(gaps, model)
     return summary
 
 

@@ -23,9 +23,16 @@ A fresh Python process then rebuilds the model from its ``state_dict`` alone,
 decompresses the bytes with the seed and decodes the images: they must equal the
 first process's images bit for bit.
 
-Writes ``vae_digits.csv`` (one row per beta and test image),
-``vae_digits_summary.csv`` (one row per beta and coding layout) and
-``vae_digits.png`` (rate against distortion; measured bits against KL per image).
+Every beta is trained with several training seeds (initialisation, batch order and
+the training-time noise all follow the seed); the rate-distortion curves are the mean
+over seeds with standard errors, and whether they are monotone in the rate is
+checked and reported.  The fresh-process check runs for the first seed of each beta.
+
+Writes ``vae_digits.csv`` (one row per beta, seed and test image),
+``vae_digits_summary.csv`` (one row per beta, seed and coding layout),
+``vae_digits_curves.csv`` (one row per beta and layout: means and standard errors
+over seeds) and ``vae_digits.png`` (rate against distortion; measured bits against
+KL per image).
 Run ``python -m experiments.vae_digits [--quick]``.
 """
 
@@ -55,10 +62,11 @@ from .common import (
     run_script,
     save_figure,
     series_style,
+    train_adam,
     write_csv,
 )
 
-__all__ = ["SETTINGS", "DigitsVAE", "load_digits_split", "train", "decode_folder", "main"]
+__all__ = ["SETTINGS", "DigitsVAE", "load_digits_split", "train", "decode_folder", "curves", "monotone", "main"]
 
 #: Seed of the shared randomness of the test-set bitstream.
 CODING_SEED = 20240601
@@ -66,12 +74,12 @@ CODING_SEED = 20240601
 DECODER_SIGMA = 0.1
 
 SETTINGS = {
-    "full": dict(betas=(0.03, 0.1, 0.3, 1.0), latents=16, hidden=256, steps=12000, calibration_items=None,
-                 test_items=None, block_budget_bits=12.0),
-    "quick": dict(betas=(0.1, 0.3, 1.0), latents=16, hidden=256, steps=3000, calibration_items=400,
+    "full": dict(betas=(0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), latents=16, hidden=256, steps=2500,
+                 calibration_items=None, test_items=None, block_budget_bits=12.0),
+    "quick": dict(betas=(0.3, 1.0, 3.0), seeds=(0, 1), latents=16, hidden=128, steps=800, calibration_items=400,
                   test_items=None, block_budget_bits=12.0),
-    "tiny": dict(betas=(1.0,), latents=4, hidden=32, steps=150, calibration_items=120, test_items=60,
-                 block_budget_bits=8.0),
+    "tiny": dict(betas=(1.0,), seeds=(0, 1), latents=4, hidden=32, steps=150, calibration_items=120,
+                 test_items=60, block_budget_bits=8.0),
 }
 
 
@@ -137,30 +145,13 @@ def distortion_bits(x, x_hat):
 
 def train(model, images, beta, steps, *, seed, progress=True, batch_size=64, learning_rate=1e-3):
     """Adam on ``distortion + beta * KL`` (bits per image); deterministic given ``seed``."""
-    data = torch.from_numpy(images)
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    model.train()
-    bar = progress_bar(total=steps, enabled=progress, desc=f"train beta={beta:g}", leave=False)
-    step = 0
-    while step < steps:
-        order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(data) - batch_size + 1, batch_size):
-            x = data[order[start:start + batch_size]]
-            x_hat, rate_bits = model(x)
-            loss = (distortion_bits(x, x_hat) + beta * rate_bits).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            step += 1
-            bar.update(1)
-            if step % 500 == 0:
-                bar.set_postfix(loss=f"{loss.item():.1f}", kl=f"{rate_bits.mean().item():.1f}")
-            if step == steps:
-                break
-    bar.close()
-    model.eval()
-    return model
+
+    def loss_terms(x):
+        x_hat, rate_bits = model(x)
+        return (distortion_bits(x, x_hat) + beta * rate_bits).mean(), rate_bits
+
+    return train_adam(model, images, loss_terms, steps, seed=seed, progress=progress, batch_size=batch_size,
+                      learning_rate=learning_rate, desc=f"train beta={beta:g} seed={seed}", postfix_every=500)
 
 
 def decode_folder(folder):
@@ -249,13 +240,14 @@ def _code_per_dimension(mean, log_scale, calibration_mean, calibration_log_scale
     }
 
 
-def run_beta(beta, train_images, test_images, settings, *, progress=True):
-    """Train one VAE, code its test latents two ways, return per-image rows and summaries."""
-    model = DigitsVAE.create(settings["latents"], settings["hidden"], seed=1,
-                            generator=torch.Generator().manual_seed(2),
-                            block_budget_bits=settings["block_budget_bits"])
+def run_beta(beta, train_images, test_images, settings, *, seed=0, progress=True, fresh_process=True):
+    """Train one VAE (training seed ``seed``), code its test latents three ways, return per-image rows
+    and summaries; ``fresh_process`` also decodes the bytes in a new interpreter."""
+    model = DigitsVAE.create(settings["latents"], settings["hidden"], seed=1000 * seed + 1,
+                             generator=torch.Generator().manual_seed(1000 * seed + 2),
+                             block_budget_bits=settings["block_budget_bits"])
     with Stopwatch() as train_time:
-        train(model, train_images, beta, settings["steps"], seed=3, progress=progress)
+        train(model, train_images, beta, settings["steps"], seed=1000 * seed + 3, progress=progress)
     x_train = torch.from_numpy(train_images)
     x_test = torch.from_numpy(test_images)
     with torch.no_grad():
@@ -288,12 +280,14 @@ def run_beta(beta, train_images, test_images, settings, *, progress=True):
         layout["mse"] = ((images - x_test) ** 2).mean(-1).numpy()
 
     blocks = layouts["blocks"]
-    fresh_ok = _fresh_process_check(model, blocks["data"], tuple(mean.shape), blocks["images"],
-                                    latents=settings["latents"], hidden=settings["hidden"])
+    fresh_ok = (_fresh_process_check(model, blocks["data"], tuple(mean.shape), blocks["images"],
+                                     latents=settings["latents"], hidden=settings["hidden"])
+                if fresh_process else "")
     rows = []
     for i in range(len(test_images)):
         rows.append({
             "beta": beta,
+            "seed": seed,
             "image": i,
             "kl_bits": float(kl_bits[i]),
             "truncated_kl_bits": float(blocks["kl_bits"][i]),
@@ -314,6 +308,7 @@ def run_beta(beta, train_images, test_images, settings, *, progress=True):
         allowed = max(0.1 * mean_kl, 2.0)
         summaries.append({
             "beta": beta,
+            "seed": seed,
             "layout": name,
             "latents": settings["latents"],
             "num_blocks": layout["num_blocks"],
@@ -343,51 +338,91 @@ def run_beta(beta, train_images, test_images, settings, *, progress=True):
     return rows, summaries
 
 
-def plot(rows, summaries, path):
-    """Rate against distortion per beta; per-image message bits against the KL."""
+def _mean_se(values):
+    values = np.asarray(values, dtype=np.float64)
+    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+    return float(values.mean()), se
+
+
+#: Columns of the summaries averaged over seeds in :func:`curves`.
+CURVE_COLUMNS = ("mean_kl_bits", "measured_bits_per_image", "measured_minus_kl_bits", "mse_decoded_latents",
+                 "mse_reparameterised_sample", "mse_posterior_mean", "fallback_blocks")
+
+
+def curves(summaries):
+    """One row per (layout, beta): mean and standard error over the training seeds of :data:`CURVE_COLUMNS`."""
+    out = []
+    for layout in dict.fromkeys(s["layout"] for s in summaries):
+        for beta in sorted({s["beta"] for s in summaries if s["layout"] == layout}):
+            sel = [s for s in summaries if s["layout"] == layout and s["beta"] == beta]
+            row = {"layout": layout, "beta": beta, "seeds": len(sel)}
+            for column in CURVE_COLUMNS:
+                row[column], row[f"{column}_se"] = _mean_se([s[column] for s in sel])
+            out.append(row)
+    return out
+
+
+def monotone(curve_rows, layout, rate_key="measured_bits_per_image", distortion_key="mse_decoded_latents"):
+    """Whether, along increasing beta, the mean rate falls and the mean distortion rises."""
+    sel = sorted((r for r in curve_rows if r["layout"] == layout), key=lambda r: r["beta"])
+    rate = np.array([r[rate_key] for r in sel])
+    distortion = np.array([r[distortion_key] for r in sel])
+    return bool(np.all(np.diff(rate) < 0) and np.all(np.diff(distortion) > 0))
+
+
+def plot(rows, curve_rows, path):
+    """Rate against distortion (mean ± s.e. over seeds); per-image message bits against the KL."""
     fig, axes = new_figure(ncols=2, width=4.4, height=3.6)
     ax = axes[0]
-    blocks = [s for s in summaries if s["layout"] == "blocks"]
-    per_dim = [s for s in summaries if s["layout"] == "per_dimension"]
-    ax.plot([s["mean_kl_bits"] for s in blocks], [s["mse_reparameterised_sample"] for s in blocks], ls="--",
-            label="KL of the ELBO (training-time sample)", **series_style("kl"))
-    ax.plot([s["measured_bits_per_image"] for s in blocks], [s["mse_decoded_latents"] for s in blocks], ls="-",
-            label="bytes, blocks", **series_style("blocks"))
-    prior_factors = [s for s in summaries if s["layout"] == "blocks_prior_factors"]
-    ax.plot([s["measured_bits_per_image"] for s in prior_factors],
-            [s["mse_decoded_latents"] for s in prior_factors], ls=":",
-            label="bytes, blocks, N(0,1) factor marginal", **series_style("blocks_prior_factors"))
-    ax.plot([s["measured_bits_per_image"] for s in per_dim], [s["mse_decoded_latents"] for s in per_dim], ls="-",
-            label="bytes, per dimension", **series_style("per_dimension"))
-    for s in blocks:
-        ax.annotate(f"beta={s['beta']:g}", (s["measured_bits_per_image"], s["mse_decoded_latents"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+
+    def draw(layout, rate_key, mse_key, label, style_name, ls):
+        sel = sorted((r for r in curve_rows if r["layout"] == layout), key=lambda r: r["beta"])
+        ax.errorbar([r[rate_key] for r in sel], [r[mse_key] for r in sel],
+                    xerr=np.nan_to_num([r[f"{rate_key}_se"] for r in sel]),
+                    yerr=np.nan_to_num([r[f"{mse_key}_se"] for r in sel]), ls=ls, ms=4, capsize=2, label=label,
+                    **series_style(style_name))
+        return sel
+
+    draw("blocks", "mean_kl_bits", "mse_reparameterised_sample", "KL of the ELBO (training-time sample)", "kl", "--")
+    blocks = draw("blocks", "measured_bits_per_image", "mse_decoded_latents", "bytes, blocks", "blocks", "-")
+    draw("blocks_prior_factors", "measured_bits_per_image", "mse_decoded_latents",
+         "bytes, blocks, N(0,1) factor marginal", "blocks_prior_factors", ":")
+    draw("per_dimension", "measured_bits_per_image", "mse_decoded_latents", "bytes, per dimension",
+         "per_dimension", "-")
+    for r in blocks:
+        ax.annotate(f"beta={r['beta']:g}", (r["measured_bits_per_image"], r["mse_decoded_latents"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7, color=beta_style(r["beta"])["color"])
+    ax.set_yscale("log")
     ax.set_xlabel("bits per image")
     ax.set_ylabel("MSE per pixel (test set)")
-    ax.set_title("rate-distortion, 8x8 digits")
+    seeds = max(r["seeds"] for r in curve_rows)
+    ax.set_title(f"rate-distortion, 8x8 digits (mean ± s.e., {seeds} seeds)")
     ax = axes[1]
-    for beta in sorted({r["beta"] for r in rows}):
-        kl = [r["kl_bits"] for r in rows if r["beta"] == beta]
-        bits = [r["message_bits"] for r in rows if r["beta"] == beta]
+    first_seed = min(r["seed"] for r in rows)
+    shown = [r for r in rows if r["seed"] == first_seed]
+    for beta in sorted({r["beta"] for r in shown}):
+        kl = [r["kl_bits"] for r in shown if r["beta"] == beta]
+        bits = [r["message_bits"] for r in shown if r["beta"] == beta]
         ax.scatter(kl, bits, s=6, alpha=0.5, label=f"beta={beta:g}", **beta_style(beta))
-    low = min(min(r["kl_bits"] for r in rows), min(r["message_bits"] for r in rows))
-    high = max(max(r["kl_bits"] for r in rows), max(r["message_bits"] for r in rows))
+    low = min(min(r["kl_bits"] for r in shown), min(r["message_bits"] for r in shown))
+    high = max(max(r["kl_bits"] for r in shown), max(r["message_bits"] for r in shown))
     ax.plot([low, high], [low, high], color="0.3", lw=0.8, label="bits = KL")
     ax.set_xlabel("KL term of the ELBO (bits)")
     ax.set_ylabel("message bits (blocks)")
-    ax.set_title("per test image")
+    ax.set_title(f"per test image (training seed {first_seed})")
     legend_below(fig, axes, ncol=3)
     return save_figure(fig, path)
 
 
 def main(quick=False, *, out_dir=None, tiny=False, progress=True):
-    """Train, code, decode in a fresh process; write the CSVs and the figure.
+    """Train (every beta and seed), code, decode in a fresh process; write the CSVs and the figure.
 
     Returns
     -------
     dict
-        One line per beta: KL, measured bits per image (blocks and per dimension),
-        whether they are within 10% or 2 bits of the KL, MSE, and the fresh-process check.
+        One line per beta and layout (mean ± s.e. over seeds): KL, measured bits per
+        image, MSE, fallbacks; whether each curve is monotone in the rate; the
+        fresh-process checks.
     """
     settings = SETTINGS["tiny" if tiny else "quick" if quick else "full"]
     out = output_dir(out_dir)
@@ -398,25 +433,31 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         if settings["test_items"] is not None:
             test_images = test_images[: settings["test_items"]]
         rows, summaries = [], []
-        for beta in progress_bar(settings["betas"], enabled=progress, desc="vae_digits"):
-            beta_rows, beta_summaries = run_beta(beta, train_images, test_images, settings, progress=progress)
+        jobs = [(beta, seed) for beta in settings["betas"] for seed in settings["seeds"]]
+        for beta, seed in progress_bar(jobs, enabled=progress, desc="vae_digits"):
+            beta_rows, beta_summaries = run_beta(beta, train_images, test_images, settings, seed=seed,
+                                                 progress=progress, fresh_process=seed == settings["seeds"][0])
             rows += beta_rows
             summaries += beta_summaries
     finally:
         torch.set_num_threads(threads)
+    curve_rows = curves(summaries)
     write_csv(out / "vae_digits.csv", rows)
     write_csv(out / "vae_digits_summary.csv", summaries)
-    plot(rows, summaries, out / "vae_digits.png")
+    write_csv(out / "vae_digits_curves.csv", curve_rows)
+    plot(rows, curve_rows, out / "vae_digits.png")
     summary = {}
-    for s in summaries:
-        key = f"beta={s['beta']:g} {s['layout']}"
-        summary[key] = (
-            f"KL {s['mean_kl_bits']:.2f}, measured {s['measured_bits_per_image']:.2f} bits/image "
-            f"({100 * (s['measured_over_kl'] - 1):+.1f}% over the KL), "
-            f"message bits {s['mean_message_bits']:.2f}, {s['num_blocks']} blocks of {s['block_size']}, "
-            f"{s['streams']} stream(s), {s['fallback_blocks']} fallbacks, "
-            f"MSE {s['mse_decoded_latents']:.4f} (training-time sample {s['mse_reparameterised_sample']:.4f})"
-            + (f", fresh process bit-exact: {s['fresh_process_bit_exact']}" if s["layout"] == "blocks" else ""))
+    for r in curve_rows:
+        summary[f"beta={r['beta']:g} {r['layout']}"] = (
+            f"KL {r['mean_kl_bits']:.2f} ± {r['mean_kl_bits_se']:.2f}, measured "
+            f"{r['measured_bits_per_image']:.2f} ± {r['measured_bits_per_image_se']:.2f} bits/image "
+            f"({r['measured_minus_kl_bits']:+.2f} over the KL), MSE {r['mse_decoded_latents']:.4f} ± "
+            f"{r['mse_decoded_latents_se']:.4f} (training-time sample {r['mse_reparameterised_sample']:.4f}), "
+            f"{r['fallback_blocks']:.1f} fallback blocks, {r['seeds']} seeds")
+    for layout in dict.fromkeys(r["layout"] for r in curve_rows):
+        summary[f"{layout} monotone in rate (mean over seeds)"] = monotone(curve_rows, layout)
+    checks = [s["fresh_process_bit_exact"] for s in summaries if s["fresh_process_bit_exact"] != ""]
+    summary["fresh process bit-exact"] = f"{sum(bool(c) for c in checks)} of {len(checks)} checks"
     return summary
 
 
