@@ -24,10 +24,9 @@ OUTPUTS = {
     "truncation": ["truncation.csv", "truncation.png"],
     "nongaussian": ["nongaussian_hist.csv", "nongaussian_bits.csv", "nongaussian.png"],
     "model_params": ["model_params.csv", "model_params.png"],
-    "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits.png"],
+    "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits_curves.csv", "vae_digits.png"],
     "samplers": ["samplers.csv", "samplers.png"],
-    "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv",
-                            "learned_compression_drift.csv", "learned_compression.png"],
+    "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv", "learned_compression.png"],
 }
 
 
@@ -86,7 +85,9 @@ def test_tiny_numbers_are_consistent(tiny_run):
 def test_learned_compression_tiny_measures_three_pipelines(tiny_run):
     out, times = tiny_run
     rows = read_csv(out / "learned_compression.csv")
-    assert {r["pipeline"] for r in rows} == {"rcc", "uq", "hard"}
+    assert {(r["model"], r["pipeline"]) for r in rows} == {(m, p) for m in ("mlp", "conv")
+                                                           for p in ("rcc", "uq", "hard")}
+    assert {r["latents"] for r in rows if r["model"] == "conv"} == {"8"}
     for row in rows:
         bits, mse = float(row["bits_per_image"]), float(row["mse"])
         assert bits > 0 and 0 < mse < 1
@@ -96,6 +97,62 @@ def test_learned_compression_tiny_measures_three_pipelines(tiny_run):
         if row["pipeline"] == "rcc":
             assert bits > float(row["kl_bits"]) - 1.0
             assert float(row["per_item_stream_bits"]) >= bits
+            assert 0 <= int(row["fallback_items"]) <= int(row["fallback_blocks"])
+            assert int(row["fallback_blocks"]) <= int(row["fallback_items"]) * int(row["num_blocks"])
+    assert not (out / "learned_compression_drift.csv").exists()
+
+
+def test_vae_digits_tiny_averages_seeds(tiny_run):
+    out, times = tiny_run
+    summaries = read_csv(out / "vae_digits_summary.csv")
+    curves = read_csv(out / "vae_digits_curves.csv")
+    assert {s["seed"] for s in summaries} == {"0", "1"}
+    blocks = [s for s in summaries if s["layout"] == "blocks"]
+    for curve in curves:
+        sel = [float(s["measured_bits_per_image"]) for s in summaries
+               if s["layout"] == curve["layout"] and s["beta"] == curve["beta"]]
+        assert int(curve["seeds"]) == len(sel) == 2
+        assert float(curve["measured_bits_per_image"]) == pytest.approx(sum(sel) / len(sel))
+        assert float(curve["measured_bits_per_image_se"]) > 0  # the seeds train different models
+    assert [s["fresh_process_bit_exact"] for s in blocks] == ["True", ""]  # checked for the first seed
+
+
+def test_fallback_items_bisection_matches_coding_each_item():
+    from experiments import learned_compression as lc
+    from rcc.torch import RCCChannel
+
+    g = torch.Generator().manual_seed(3)
+    mean = torch.randn(64, 4, generator=g, dtype=torch.float64) * 0.9
+    log_scale = torch.full((64, 4), -2.0, dtype=torch.float64)
+    channel = RCCChannel(4, block_budget_bits=6.0)
+    channel.calibrate(mean, log_scale)
+    channel.eval()
+    log_scale = log_scale.clone()
+    log_scale[::5, 1] += 1.0  # some items much wider than at calibration: their blocks fall back
+    _, _, stats = channel.compress(mean, log_scale, lc.CODING_SEED, return_stats=True)
+    direct = sum(channel.compress(mean[i:i + 1], log_scale[i:i + 1], lc.CODING_SEED, return_stats=True)[2]
+                 ["fallback_blocks"] > 0 for i in range(64))
+    assert stats["fallback_blocks"] > 0
+    assert lc.fallback_items(channel, mean, log_scale, stats["fallback_blocks"]) == direct
+
+
+def test_verdict_names_the_winner_only_beyond_two_standard_errors():
+    from experiments import learned_compression as lc
+
+    def row(rate, rcc, uq, hard, se):
+        g = {"model": "mlp", "bits_per_image": rate, "psnr_rcc": rcc, "psnr_uq": uq, "psnr_hard": hard}
+        for a, b in (("rcc", "uq"), ("rcc", "hard"), ("uq", "hard")):
+            g[f"gap_{a}_minus_{b}_db"] = g[f"psnr_{a}"] - g[f"psnr_{b}"]
+            g[f"gap_{a}_minus_{b}_se"] = se
+        g["best"] = lc.best_at(g)
+        return g
+
+    gaps = [row(20, 18.0, 18.5, 17.0, 0.1), row(30, 19.0, 19.05, 18.0, 0.1), row(40, 21.0, 20.0, 20.0, 0.1)]
+    assert [g["best"] for g in gaps] == ["uq", "tie: uq, rcc", "rcc"]
+    text = lc.verdict(gaps, "mlp")
+    assert text.startswith("20.0 bits: soft rounding + UQ best; 30.0 bits: soft rounding + UQ and RCC tied")
+    assert text.endswith("40.0 bits: RCC best")
+    assert lc.verdict(gaps, "conv") == "no rate range that every pipeline reaches"
 
 
 def test_learned_compression_training_is_deterministic():
@@ -103,13 +160,26 @@ def test_learned_compression_training_is_deterministic():
     from experiments.vae_digits import load_digits_split
 
     train_images, _ = load_digits_split()
-    for pipeline in lc.PIPELINES:
-        weights = []
-        for _ in range(2):
-            model = lc.Codec.create(pipeline, 3, 16, seed=5)
-            lc.train(model, train_images[:256], 1.0, 12, seed=6, progress=False)
-            weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
-        assert torch.equal(weights[0], weights[1]), pipeline
+    for architecture, latents in (("mlp", 3), ("conv", 8)):
+        for pipeline in lc.PIPELINES:
+            weights = []
+            for _ in range(2):
+                model = lc.Codec.create(pipeline, latents, 8, seed=5, architecture=architecture)
+                lc.train(model, train_images[:256], 1.0, 12, seed=6, progress=False)
+                weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+            assert torch.equal(weights[0], weights[1]), (architecture, pipeline)
+
+
+def test_codec_rejects_bad_architecture_and_latent_counts():
+    from experiments import learned_compression as lc
+
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        lc.Codec.create("rcc", 8, 8, seed=0, architecture="transformer")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        lc.Codec.create("uq", 6, 8, seed=0, architecture="conv")
+    model = lc.Codec.create("rcc", 8, 4, seed=0, architecture="conv")
+    x_hat, rate = model.training_terms(torch.rand(5, 64))
+    assert x_hat.shape == (5, 64) and rate.shape == (5,)
 
 
 def test_hard_rounding_coder_round_trips_with_escapes():
