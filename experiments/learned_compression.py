@@ -94,8 +94,8 @@ SERIES = {
 #: Per mode and architecture: betas, seeds, latents, hidden width (MLP) or channels (conv), steps.
 SETTINGS = {
     "full": dict(
-        mlp=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=16, hidden=128, steps=1500),
-        conv=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=32, hidden=16, steps=1200),
+        mlp=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=16, hidden=128, steps=800),
+        conv=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=32, hidden=16, steps=600),
         calibration_items=None, test_items=None, grid_points=8),
     "quick": dict(
         mlp=dict(betas=(0.2, 0.8, 3.2), seeds=(0, 1), latents=16, hidden=64, steps=400),
@@ -612,6 +612,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True, models=ARCHITE
         for model, pipeline, beta, seed in progress_bar(jobs, enabled=progress, desc="learned_compression"):
             rows.append(run_one(model, pipeline, beta, seed, train_images, test_images, settings,
                                 progress=progress))
+            # Rows so far, so that an interrupted run leaves what it measured (replot() reads them).
+            write_csv(out / "learned_compression.csv", rows)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)

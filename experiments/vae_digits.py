@@ -74,7 +74,7 @@ CODING_SEED = 20240601
 DECODER_SIGMA = 0.1
 
 SETTINGS = {
-    "full": dict(betas=(0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), latents=16, hidden=256, steps=2500,
+    "full": dict(betas=(0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), latents=16, hidden=256, steps=1000,
                  calibration_items=None, test_items=None, block_budget_bits=12.0),
     "quick": dict(betas=(0.3, 1.0, 3.0), seeds=(0, 1), latents=16, hidden=128, steps=800, calibration_items=400,
                   test_items=None, block_budget_bits=12.0),
