@@ -606,8 +606,10 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True, models=ARCHITE
         train_images, test_images = load_digits_split()
         if settings["test_items"] is not None:
             test_images = test_images[: settings["test_items"]]
-        jobs = [(m, p, b, s) for m in models for p in PIPELINES for b in settings[m]["betas"]
-                for s in settings[m]["seeds"]]
+        # Seed by seed (every pipeline and beta of a seed before the next seed), so that the
+        # rows of an interrupted run still compare the pipelines on complete seeds.
+        jobs = [(m, p, b, s) for m in models for s in settings[m]["seeds"] for p in PIPELINES
+                for b in settings[m]["betas"]]
         rows = []
         for model, pipeline, beta, seed in progress_bar(jobs, enabled=progress, desc="learned_compression"):
             rows.append(run_one(model, pipeline, beta, seed, train_images, test_images, settings,

@@ -66,7 +66,7 @@ from .common import (
     write_csv,
 )
 
-__all__ = ["SETTINGS", "DigitsVAE", "load_digits_split", "train", "decode_folder", "curves", "monotone", "main"]
+__all__ = ["SETTINGS", "DigitsVAE", "load_digits_split", "train", "decode_folder", "curves", "monotone", "replot", "main"]
 
 #: Seed of the shared randomness of the test-set bitstream.
 CODING_SEED = 20240601
@@ -414,6 +414,28 @@ def plot(rows, curve_rows, path):
     return save_figure(fig, path)
 
 
+def replot(out_dir=None):
+    """Recompute the seed averages and redraw the figure from ``vae_digits.csv`` and ``vae_digits_summary.csv``."""
+    from .common import read_csv
+
+    out = output_dir(out_dir)
+
+    def number(text):
+        try:
+            return float(text)
+        except ValueError:  # layouts, flags and empty cells stay text
+            return text
+
+    def numbers(rows):
+        return [{k: number(v) for k, v in r.items()} for r in rows]
+
+    rows = numbers(read_csv(out / "vae_digits.csv"))
+    summaries = numbers(read_csv(out / "vae_digits_summary.csv"))
+    curve_rows = curves(summaries)
+    write_csv(out / "vae_digits_curves.csv", curve_rows)
+    return plot(rows, curve_rows, out / "vae_digits.png")
+
+
 def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     """Train (every beta and seed), code, decode in a fresh process; write the CSVs and the figure.
 
@@ -433,17 +455,19 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         if settings["test_items"] is not None:
             test_images = test_images[: settings["test_items"]]
         rows, summaries = [], []
-        jobs = [(beta, seed) for beta in settings["betas"] for seed in settings["seeds"]]
+        # Seed by seed, so that an interrupted run has whole curves.
+        jobs = [(beta, seed) for seed in settings["seeds"] for beta in settings["betas"]]
         for beta, seed in progress_bar(jobs, enabled=progress, desc="vae_digits"):
             beta_rows, beta_summaries = run_beta(beta, train_images, test_images, settings, seed=seed,
                                                  progress=progress, fresh_process=seed == settings["seeds"][0])
             rows += beta_rows
             summaries += beta_summaries
+            # What is measured so far, so that an interrupted run keeps it (replot() reads it).
+            write_csv(out / "vae_digits.csv", rows)
+            write_csv(out / "vae_digits_summary.csv", summaries)
     finally:
         torch.set_num_threads(threads)
     curve_rows = curves(summaries)
-    write_csv(out / "vae_digits.csv", rows)
-    write_csv(out / "vae_digits_summary.csv", summaries)
     write_csv(out / "vae_digits_curves.csv", curve_rows)
     plot(rows, curve_rows, out / "vae_digits.png")
     summary = {}
