@@ -502,7 +502,7 @@ def _series(rows, pipeline, rate_key, value_key):
     return np.array(pts).reshape(-1, 4)
 
 
-_TITLES = {"mlp": "MLP, 16 latents", "conv": "convolutional, 32 latents"}
+_FAMILIES = {"mlp": "MLP", "conv": "conv"}
 
 
 def plot(rows, gaps, path):
@@ -511,10 +511,8 @@ def plot(rows, gaps, path):
     fig, axes = new_figure(ncols=3, nrows=len(models), width=4.2, height=3.5, squeeze=False)
     for line, model in zip(axes, models):
         mine = _of_model(rows, model)
-        name = _TITLES.get(model, model)
-        latents = {int(r["latents"]) for r in mine if r.get("latents") is not None}
-        if model not in _TITLES and latents:
-            name += f", {min(latents)} latents"
+        latents = sorted({int(r["latents"]) for r in mine if r.get("latents") is not None})
+        name = _FAMILIES.get(model, model) + (f", {latents[0]} latents" if len(latents) == 1 else "")
         ax = line[0]
         for p in PIPELINES:
             pts = _series(mine, p, "bits_per_image", "psnr_db")
@@ -528,7 +526,7 @@ def plot(rows, gaps, path):
         ax.plot(pts[:, 0], pts[:, 2], ls="--", color=SERIES["rcc_kl"]["color"], label=SERIES["rcc_kl"]["label"])
         ax.set_xlabel("bits per image (test set)")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"{name}: rate-distortion (mean ± s.e.)")
+        ax.set_title(f"{name}: rate-distortion")
 
         ax = line[1]
         mine_gaps = [g for g in gaps if g["model"] == model]
@@ -545,21 +543,23 @@ def plot(rows, gaps, path):
             ax.axhline(0.0, color="0.3", lw=0.8)
         ax.set_xlabel("bits per image")
         ax.set_ylabel("PSNR gap at equal rate (dB)")
-        ax.set_title(f"{name}: RCC minus quantisation (± s.e.)")
+        ax.set_title(f"{name}: gap at equal rate")
 
         ax = line[2]
-        for key, label, marker, color in (("bits_above_kl_per_image", "per image, one stream", "o", "#1f77b4"),
-                                          ("bits_above_kl_per_block", "per block, one stream", "s", "#d62728"),
-                                          ("per_item_above_kl_per_block", "per block, per-image streams", "x",
+        for key, label, marker, color in (("bits_above_kl_per_image", "RCC above KL: per image, one stream", "o",
+                                           "#1f77b4"),
+                                          ("bits_above_kl_per_block", "RCC above KL: per block, one stream", "s",
+                                           "#d62728"),
+                                          ("per_item_above_kl_per_block", "RCC above KL: per block, per-image streams",
+                                           "x",
                                            "#9467bd")):
             pts = _series(mine, "rcc", "kl_bits", key)
             ax.errorbar(pts[:, 0], pts[:, 2], yerr=np.nan_to_num(pts[:, 3]), color=color, marker=marker, ms=4,
                         capsize=2, label=label)
         ax.set_xlabel("KL term of the ELBO (bits per image)")
         ax.set_ylabel("measured bits above the KL")
-        ax.set_title(f"{name}: RCC channel overhead")
-        ax.legend(fontsize=7)
-    legend_below(fig, axes[:, :2], ncol=3)
+        ax.set_title(f"{name}: RCC bits above the KL")
+    legend_below(fig, axes, ncol=3)
     return save_figure(fig, path)
 
 
