@@ -395,11 +395,12 @@ def plot(rows, curve_rows, path):
     ax.set_yscale("log")
     ax.set_xlabel("bits per image")
     ax.set_ylabel("MSE per pixel (test set)")
-    seeds = max(r["seeds"] for r in curve_rows)
-    ax.set_title(f"rate-distortion, 8x8 digits (mean ± s.e., {seeds} seeds)")
+    seeds = int(max(r["seeds"] for r in curve_rows))
+    ax.set_title(f"rate-distortion, 8x8 digits (mean ± s.e., {seeds} seeds)" if seeds > 1
+                 else "rate-distortion, 8x8 digits (one training seed)")
     ax = axes[1]
-    first_seed = min(r["seed"] for r in rows)
-    shown = [r for r in rows if r["seed"] == first_seed]
+    first_seed = int(min(r.get("seed", 0) for r in rows))  # CSVs of one-seed runs have no seed column
+    shown = [r for r in rows if r.get("seed", 0) == first_seed]
     for beta in sorted({r["beta"] for r in shown}):
         kl = [r["kl_bits"] for r in shown if r["beta"] == beta]
         bits = [r["message_bits"] for r in shown if r["beta"] == beta]
