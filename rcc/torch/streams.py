@@ -1,0 +1,365 @@
+"""The bitstream formats of :class:`~rcc.torch.RCCChannel`: one stream per batch or one per item.
+
+Every message goes through :mod:`rcc.entropy`; the headers carry the fallback
+positions and checks of the bytes, the seed and the receiver's state.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ..entropy import _read_varint, _varint
+from ._common import _CODE_DTYPES, _constriction
+from ._calibration import _PRIOR
+
+__all__ = []
+
+#: Format of RCCChannel's batch stream (1, without header checksums, is no longer read).
+_FORMAT_VERSION = 2
+
+
+_HAS_FALLBACK = 0x08
+
+
+#: Format of RCCChannel's per-item streams, and their header: 2 bits version, 2 bits dtype,
+#: 1 bit fallback flag and an 11-bit check.
+_ITEM_FORMAT_VERSION = 1
+
+
+_ITEM_HAS_FALLBACK = 0x08
+
+
+_ITEM_CHECK_BITS = 11
+
+
+#: Item i of per-item streams draws its randomness from _derive_seed(seed, _ITEM_SEED_TAG + i).
+_ITEM_SEED_TAG = 3
+
+
+#: The buffers the decoder reads; a stream's check covers their CRC32.
+_DECODER_BUFFERS = ("latent_shape_buffer", "widths", "prior_scales", "wide_prior_scale", "block_dims",
+                    "index_code_json", "fallback_index_kl_bits", "factor_tables")
+
+
+_MASK64 = (1 << 64) - 1
+
+
+#: Tags of the seeds derived for the two message streams of a bitstream.
+_STREAM_JOINT = 1
+
+
+_STREAM_FALLBACK = 2
+
+
+def _derive_seed(seed, tag):
+    """Seed of stream ``tag`` of ``seed``: one splitmix64 step (bijective per tag)."""
+    z = (int(seed) + 0x9E3779B97F4A7C15 * (int(tag) + 1)) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _encode_message_stream(enc, seed, index_code, width, factor_code=None, factor_context=None):
+    """Bytes of the messages ``(enc.index, enc.factor)`` (:func:`rcc.entropy.encode_messages`)."""
+    from .. import entropy
+
+    return entropy.encode_messages(enc, seed=seed, index_code=index_code, width=width, factor_code=factor_code,
+                                   factor_context=factor_context)
+
+
+def _decode_message_stream(data, count, seed, index_code, width, factor_code=None, factor_context=None):
+    """``(index, factor)`` of ``count`` messages (:func:`rcc.entropy.decode_messages`)."""
+    from .. import entropy
+
+    return entropy.decode_messages(data, count=count, seed=seed, index_code=index_code, width=width,
+                                   factor_code=factor_code, factor_context=factor_context)
+
+
+def _message_record(index, factor, widths, seed):
+    """Decoded messages as an :class:`rcc.EncodedSample` (for re-encoding; no samples)."""
+    from ..coding import EncodedSample
+
+    zeros = np.zeros(np.shape(index))
+    return EncodedSample(index=index, factor=factor, sample=zeros, candidates=zeros, width=widths, tail_mass=zeros,
+                         kl_bits=zeros, method="hybrid", seed=int(seed))
+
+
+def _message_bits(enc, seed, index_code, width, factor_code=None, factor_context=None):
+    """Ideal bits of each message as :func:`rcc.entropy.encode_messages` codes it."""
+    from ..entropy import message_bits
+
+    bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code,
+                        factor_context=factor_context)
+    return np.asarray(bits.total, dtype=np.float64)
+
+
+class _StreamCoding:
+    """The stream formats of :class:`~rcc.torch.RCCChannel` (its compress/decompress internals)."""
+
+    def _state_fingerprint(self):
+        """CRC32 of every buffer the decoder reads (a stream checks it: a receiver with another state fails)."""
+        crc = zlib.crc32(b"rcc.torch.RCCChannel")
+        for name in _DECODER_BUFFERS:
+            arr = np.ascontiguousarray(getattr(self, name).detach().cpu().numpy())
+            crc = zlib.crc32(repr((name, arr.dtype.str, arr.shape)).encode() + arr.tobytes(), crc)
+        return crc
+
+    def _header_check(self, header, seed, batch_shape):
+        """CRC32 of the batch stream's header bytes and of what the receiver must share."""
+        crc = zlib.crc32(bytes(header), zlib.crc32(b"rcc.torch.RCCChannel.stream"))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + repr(tuple(batch_shape)).encode(), crc)
+        return zlib.crc32(self._state_fingerprint().to_bytes(4, "little"), crc)
+
+    @staticmethod
+    def _item_check(flags, seed, item, payload, fingerprint):
+        """The per-item check: the low ``_ITEM_CHECK_BITS`` bits of a CRC32 of everything the item depends on."""
+        crc = zlib.crc32(b"rcc.torch.RCCChannel.item" + bytes([flags]))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + int(item).to_bytes(8, "little")
+                         + fingerprint.to_bytes(4, "little"), crc)
+        return zlib.crc32(payload, crc) & ((1 << _ITEM_CHECK_BITS) - 1)
+
+    def _compress_batch(self, plan, dtype_code, seed, batch_shape, latents, item_bits, candidates, progress):
+        """One stream for the whole batch (see :meth:`compress`); fills the per-item outputs."""
+        block_code, fallback_code = self._index_codes()
+        joint, fallback = plan["positions_joint"], plan["positions_fallback"]
+        joint_data = b""
+        fallback_data = b""
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            enc = self._encode_joint(plan, joint, seed_joint, progress)
+            widths = plan["block_widths"][joint % self.num_blocks]
+            factor_code, context = self._factor_code(), self._factor_context(plan, joint)
+            joint_data = _encode_message_stream(enc, seed_joint, block_code, widths, factor_code, context)
+            self._scatter(latents, plan, joint, np.asarray(enc.sample))
+            items = joint // self.num_blocks
+            np.add.at(item_bits, items, _message_bits(enc, seed_joint, block_code, widths, factor_code, context))
+            np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
+        if fallback.size:
+            seed_fallback = _derive_seed(seed, _STREAM_FALLBACK)
+            enc = self._encode_fallback(plan, fallback, seed_fallback, progress)
+            fallback_data = _encode_message_stream(enc, seed_fallback, fallback_code, 1)
+            keep = self._fallback_targets(plan, fallback)
+            self._scatter(latents, plan, fallback, np.asarray(enc.sample), keep)
+            items = np.repeat(fallback // self.num_blocks, keep.sum(axis=1))
+            np.add.at(item_bits, items, _message_bits(enc, seed_fallback, fallback_code, 1))
+            np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
+        header = bytearray([(_FORMAT_VERSION << 4) | (_HAS_FALLBACK if fallback.size else 0) | dtype_code])
+        if fallback.size:
+            header += _varint(fallback.size)
+            previous = -1
+            for position in fallback.tolist():
+                header += _varint(position - previous - 1)
+                previous = position
+            header += _varint(len(joint_data))
+        check = self._header_check(header, seed, batch_shape).to_bytes(4, "little")
+        return bytes(header) + check + joint_data + fallback_data
+
+    def _item_symbols(self, encoder, plan, item, seed, codes, is_joint, enc_joint, enc_fallback):
+        """Write item ``item``'s symbols (fallback mask, joint messages, fallback messages) to ``encoder``."""
+        from .. import entropy
+
+        block_code, fallback_code, factor_code = codes
+        positions = item * self.num_blocks + np.arange(self.num_blocks)
+        if not is_joint.all():
+            encoder.encode(np.where(is_joint, 0, 1).astype(np.int32), _constriction().stream.model.Uniform(2))
+        if enc_joint is not None:
+            joint = positions[is_joint]
+            entropy._encode_symbols(encoder, enc_joint, _derive_seed(seed, _STREAM_JOINT), block_code,
+                                    plan["block_widths"][joint % self.num_blocks], factor_code,
+                                    self._factor_context(plan, joint))
+        if enc_fallback is not None:
+            entropy._encode_symbols(encoder, enc_fallback, _derive_seed(seed, _STREAM_FALLBACK), fallback_code, 1,
+                                    entropy.UniformFactorCode(), None)
+
+    def _compress_items(self, plan, dtype_code, seed, latents, item_bits, candidates):
+        """One ``bytes`` per item (see :meth:`compress`); fills the per-item outputs."""
+        from .. import entropy
+
+        block_code, fallback_code = self._index_codes()
+        codes = (block_code, fallback_code, entropy._check_factor_code(self._factor_code()))
+        fingerprint = self._state_fingerprint()
+        out = []
+        for item in range(plan["items"]):
+            item_seed = _derive_seed(seed, _ITEM_SEED_TAG + item)
+            positions = item * self.num_blocks + np.arange(self.num_blocks)
+            is_joint = plan["joint"][item]
+            joint, fallback = positions[is_joint], positions[~is_joint]
+            enc_joint = enc_fallback = None
+            if joint.size:
+                seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
+                enc_joint = self._encode_joint(plan, joint, seed_joint)
+                self._scatter(latents, plan, joint, np.asarray(enc_joint.sample))
+                widths = plan["block_widths"][joint % self.num_blocks]
+                item_bits[item] += _message_bits(enc_joint, seed_joint, block_code, widths, codes[2],
+                                                 self._factor_context(plan, joint)).sum()
+                candidates[item] += int(np.sum(enc_joint.candidates))
+            if fallback.size:
+                seed_fallback = _derive_seed(item_seed, _STREAM_FALLBACK)
+                enc_fallback = self._encode_fallback(plan, fallback, seed_fallback)
+                self._scatter(latents, plan, fallback, np.asarray(enc_fallback.sample),
+                              self._fallback_targets(plan, fallback))
+                item_bits[item] += _message_bits(enc_fallback, seed_fallback, fallback_code, 1).sum()
+                candidates[item] += int(np.sum(enc_fallback.candidates))
+            encoder = _constriction().stream.queue.RangeEncoder()
+            self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, enc_fallback)
+            payload = entropy._words_to_bytes(encoder.get_compressed())
+            flags = (_ITEM_FORMAT_VERSION << 6) | (dtype_code << 4) | (_ITEM_HAS_FALLBACK if fallback.size else 0)
+            check = self._item_check(flags, seed, item, payload, fingerprint)
+            out.append(bytes([flags | (check >> 8), check & 0xFF]) + payload)
+        return out
+
+    def _decompress_batch(self, data, seed, batch_shape, n, latents):
+        from ..coding import decode_sample
+        from ..targets import Normal
+
+        if not data:
+            raise ValueError("data is empty (not an RCCChannel bitstream)")
+        flags = data[0]
+        if flags >> 4 == 1:
+            raise ValueError("data is an RCCChannel stream of format 1 (without header checksums), which this "
+                             "rcc no longer reads; compress the latents again")
+        if flags >> 4 != _FORMAT_VERSION or flags & 0x04:
+            raise ValueError("data is not an RCCChannel bitstream (bad header byte)")
+        dtype = _CODE_DTYPES[flags & 0x03]
+        total = n * self.num_blocks
+        pos = 1
+        fallback = np.zeros(0, dtype=np.int64)
+        if flags & _HAS_FALLBACK:
+            count, pos = _read_varint(data, pos)
+            # Each position takes at least one byte: a larger count is corrupt (checked before allocating).
+            if count > total or count > len(data):
+                raise ValueError("data does not match shape (more fallback blocks than item-blocks or bytes)")
+            positions = []
+            previous = -1
+            for _ in range(count):
+                gap, pos = _read_varint(data, pos)
+                previous = previous + 1 + gap
+                if previous >= total:
+                    raise ValueError("data does not match shape (fallback position out of range)")
+                positions.append(previous)
+            fallback = np.asarray(positions, dtype=np.int64)
+            joint_length, pos = _read_varint(data, pos)
+        if len(data) < pos + 4:
+            raise ValueError("data is truncated inside its header")
+        if int.from_bytes(data[pos : pos + 4], "little") != self._header_check(data[:pos], seed, batch_shape):
+            raise ValueError(
+                "RCCChannel header checksum mismatch: the data is corrupted, or the seed, the shape or the "
+                "channel's state differs from the sender's"
+            )
+        pos += 4
+        if flags & _HAS_FALLBACK:
+            if pos + joint_length > len(data):
+                raise ValueError("data is truncated")
+            joint_data, fallback_data = data[pos: pos + joint_length], data[pos + joint_length:]
+        else:
+            joint_data, fallback_data = data[pos:], b""
+        is_joint = np.ones(total, dtype=bool)
+        is_joint[fallback] = False
+        joint = np.flatnonzero(is_joint)
+        block_code, fallback_code = self._index_codes()
+        plan = self._layout()
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            blocks = joint % self.num_blocks
+            widths = plan["block_widths"][blocks]
+            index, factor = _decode_message_stream(joint_data, joint.size, seed_joint, block_code, widths,
+                                                   self._factor_code(), self._factor_context(plan, joint))
+            transform = Normal(0.0, plan["block_scales"][blocks])
+            sample = decode_sample(index, np.reshape(factor, widths.shape), seed_joint, prior=_PRIOR, width=widths,
+                                   transform=transform)
+            self._scatter(latents, plan, joint, np.asarray(sample))
+        elif joint_data:
+            raise ValueError("data holds a joint message stream where its header says there is none")
+        if fallback.size:
+            seed_fallback = _derive_seed(seed, _STREAM_FALLBACK)
+            keep = self._fallback_targets(plan, fallback)
+            count = int(keep.sum())
+            index, factor = _decode_message_stream(fallback_data, count, seed_fallback, fallback_code, 1)
+            transform = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
+            sample = decode_sample(index, np.reshape(factor, (count,)), seed_fallback, prior=_PRIOR, width=1,
+                                   transform=transform)
+            self._scatter(latents, plan, fallback, np.asarray(sample), keep)
+        return dtype
+
+    def _decompress_items(self, data, seed, n, latents):
+        from .. import entropy
+        from ..coding import decode_sample
+        from ..targets import Normal
+
+        if len(data) != n:
+            raise ValueError(f"got {len(data)} per-item streams for a batch of {n} items")
+        block_code, fallback_code = self._index_codes()
+        factor_code = entropy._check_factor_code(self._factor_code())
+        codes = (block_code, fallback_code, factor_code)
+        plan = self._layout()
+        fingerprint = self._state_fingerprint()
+        dtype_code = None
+        cons = _constriction()
+        blocks = np.arange(self.num_blocks)
+        for item, blob in enumerate(data):
+            if not isinstance(blob, (bytes, bytearray, memoryview)):
+                raise TypeError(f"data[{item}] must be bytes, got {type(blob).__name__}")
+            blob = bytes(blob)
+            if len(blob) < 2:
+                raise ValueError(f"data[{item}] is too short ({len(blob)} bytes) to be an RCCChannel item")
+            flags = blob[0] & 0xF8
+            if flags >> 6 != _ITEM_FORMAT_VERSION:
+                raise ValueError(f"data[{item}] is not an RCCChannel item stream (format {flags >> 6})")
+            payload = blob[2:]
+            if ((blob[0] & 0x07) << 8 | blob[1]) != self._item_check(flags, seed, item, payload, fingerprint):
+                raise ValueError(
+                    f"data[{item}]: checksum mismatch: the bytes are corrupted, out of order, or the seed or the "
+                    "channel's state differs from the sender's"
+                )
+            code = (flags >> 4) & 0x03
+            if dtype_code is not None and code != dtype_code:
+                raise ValueError(f"data[{item}] was written for another dtype than data[0]")
+            dtype_code = code
+            item_seed = _derive_seed(seed, _ITEM_SEED_TAG + item)
+            positions = item * self.num_blocks + blocks
+            try:
+                decoder = cons.stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
+                is_joint = np.ones(self.num_blocks, dtype=bool)
+                if flags & _ITEM_HAS_FALLBACK:
+                    is_joint = np.asarray(decoder.decode(cons.stream.model.Uniform(2), self.num_blocks)) == 0
+                    if is_joint.all():
+                        raise ValueError("a fallback flag without fallback blocks")
+                joint, fallback = positions[is_joint], positions[~is_joint]
+                enc_joint = enc_fallback = None
+                if joint.size:
+                    seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
+                    widths = plan["block_widths"][joint % self.num_blocks]
+                    context = self._factor_context(plan, joint)
+                    entropy._check_marginal_widths(factor_code, widths, context)
+                    index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid",
+                                                            block_code, factor_code, context)
+                    enc_joint = _message_record(index, factor, widths, seed_joint)
+                if fallback.size:
+                    seed_fallback = _derive_seed(item_seed, _STREAM_FALLBACK)
+                    count = int(self._fallback_targets(plan, fallback).sum())
+                    index, factor = entropy._decode_payload(decoder, count, np.ones((count, 1), dtype=np.int64),
+                                                            seed_fallback, "hybrid", fallback_code,
+                                                            entropy.UniformFactorCode())
+                    enc_fallback = _message_record(index, factor.reshape(count), np.ones(count, dtype=np.int64),
+                                                   seed_fallback)
+                # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
+                encoder = cons.stream.queue.RangeEncoder()
+                self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, enc_fallback)
+            except entropy._DECODE_ERRORS as exc:
+                raise ValueError(f"data[{item}] is corrupted: its payload does not decode ({exc})") from None
+            if entropy._words_to_bytes(encoder.get_compressed()) != payload:
+                raise ValueError(f"data[{item}] is corrupted: its payload is not what the sender's coder writes")
+            if enc_joint is not None:
+                transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
+                sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=_PRIOR,
+                                       width=enc_joint.width, transform=transform)
+                self._scatter(latents, plan, joint, np.asarray(sample))
+            if enc_fallback is not None:
+                keep = self._fallback_targets(plan, fallback)
+                transform = Normal(0.0, plan["block_scales"][fallback % self.num_blocks][keep])
+                sample = decode_sample(enc_fallback.index, enc_fallback.factor, enc_fallback.seed, prior=_PRIOR,
+                                       width=1, transform=transform)
+                self._scatter(latents, plan, fallback, np.asarray(sample), keep)
+        return _CODE_DTYPES[0 if dtype_code is None else dtype_code]
