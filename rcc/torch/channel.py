@@ -15,6 +15,7 @@ from ..entropy import BucketIndexCode
 from ..targets import Normal, Product
 from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
 from ._calibration import _FIT_MARGIN, _MAX_WIDTH, _PRIOR, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
+from ._width_classes import _CLASS_EXTRA_LOG2_CANDIDATES, _MAX_CLASS, _MODE_CLASSES, _MODE_WIDTH_ONE, class_widths
 from .streams import _STREAM_JOINT, _StreamCoding, _derive_seed
 
 __all__ = ["RCCChannel"]
@@ -617,15 +618,73 @@ class RCCChannel(_StreamCoding, nn.Module):
         else:
             joint = np.zeros((0, self.num_blocks), dtype=bool)
         flat_joint = joint.reshape(-1)
+        mu = mu.reshape(n * self.num_blocks, self.block_size)
+        sd = sd.reshape(n * self.num_blocks, self.block_size)
+        fallback = np.flatnonzero(~flat_joint)
+        modes, shifts = self._width_classes(mu[fallback], sd[fallback], fallback % self.num_blocks, layout)
+        all_modes = np.full(n * self.num_blocks, _MODE_WIDTH_ONE, dtype=np.int64)
+        all_shifts = np.zeros((n * self.num_blocks, self.block_size), dtype=np.int64)
+        all_modes[fallback], all_shifts[fallback] = modes, shifts
         return {
             **layout,
             "items": n,
-            "mu": mu.reshape(n * self.num_blocks, self.block_size),
-            "sd": sd.reshape(n * self.num_blocks, self.block_size),
+            "mu": mu,
+            "sd": sd,
             "joint": joint,
             "positions_joint": np.flatnonzero(flat_joint),
-            "positions_fallback": np.flatnonzero(~flat_joint),
+            "positions_fallback": fallback,
+            "modes": all_modes,
+            "shifts": all_shifts,
         }
+
+    def _width_classes(self, mu, sd, blocks, layout):
+        """Mode and width classes of fallback blocks (see :mod:`rcc.torch._width_classes`).
+
+        Dimension ``j`` gets the smallest class ``c`` whose width ``max(1, M_j >> c)`` it fits;
+        the block takes one race with those widths if its candidates stay within
+        ``2**(max_log2_candidates + 2)``, else the width-1 race per dimension.
+        """
+        count = mu.shape[0]
+        modes = np.full(count, _MODE_WIDTH_ONE, dtype=np.int64)
+        shifts = np.zeros((count, self.block_size), dtype=np.int64)
+        if count == 0:
+            return modes, shifts
+        widths = layout["block_widths"][blocks]
+        transform = Normal(0.0, layout["block_scales"][blocks])
+        chosen = np.full(widths.shape, -1, dtype=np.int64)
+        for c in range(_MAX_CLASS + 1):
+            fits = _hybrid_bounds(Normal(mu, sd), _PRIOR, class_widths(widths, c), self.tail_mass, transform)[0]
+            chosen[(chosen < 0) & fits] = c
+            if (chosen >= 0).all():
+                break
+        found = (chosen >= 0).all(axis=1)
+        chosen = np.maximum(chosen, 0)
+        fits, log2_candidates, _ = _hybrid_bounds(Product(Normal(mu, sd)), _PRIOR, class_widths(widths, chosen),
+                                                  self.tail_mass, transform)
+        classed = found & fits & (log2_candidates <= self.max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES)
+        modes[classed] = _MODE_CLASSES
+        shifts[classed] = chosen[classed]
+        return modes, shifts
+
+    def _encode_classed(self, plan, positions, shifts, seed, progress=False):
+        """Races of fallback blocks with width classes ``shifts`` (one joint race per block)."""
+        from ..coding import encode_sample
+
+        target = Product(Normal(plan["mu"][positions], plan["sd"][positions]))
+        blocks = positions % self.num_blocks
+        widths = class_widths(plan["block_widths"][blocks], shifts)
+        cap = 2 ** (math.ceil(self.max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES) + 8)
+        return encode_sample(target, seed, prior=_PRIOR, width=widths, tail_mass=self.tail_mass, max_candidates=cap,
+                             progress=progress, transform=Normal(0.0, plan["block_scales"][blocks]))
+
+    def _class_factor_code(self):
+        """Factor code of blocks with width classes: the N(0, 1) marginal on the coding transform's axis."""
+        from ..entropy import UniformFactorCode, default_factor_code
+
+        wide = float(self.wide_prior_scale)
+        if wide == 1.0:
+            return UniformFactorCode()
+        return default_factor_code(_PRIOR, Normal(0.0, wide))
 
     def _encode_joint(self, plan, positions, seed, progress=False):
         from ..coding import encode_sample
