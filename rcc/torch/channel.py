@@ -93,17 +93,25 @@ class RCCChannel(_StreamCoding, nn.Module):
       :class:`~rcc.entropy.EmpiricalIndexCode`, or a Zipf code for the mean block
       (``"zipf"``, no calibration encodings needed).
 
-    Exact fallback.  At compress time a block of an item is coded jointly only if all
-    its dimensions fit their widths and the race's expected number of candidates
-    ``prod_j max w_j`` is at most ``2**max_log2_candidates``.  Otherwise that block is
-    coded *dimension by dimension with width 1* (a plain race against the coding
-    prior, which every truncated posterior fits) with a Zipf index code, and its
-    position is listed in the bitstream's header.  Both paths sample the posterior
-    exactly and the choice depends on the posterior only (not on the shared
-    randomness), so the output is unbiased; the fallback only costs more bits.
-    Posteriors so far from the coding prior (e.g. ``exp(log_scale)`` well above
-    ``sigma_j`` or ``|mean| >~ 5 sigma_j``) that even one dimension would need more
-    than ``2**24`` candidates raise ``ValueError``.
+    Drift and the exact fallback.  At compress time a block of an item takes the
+    calibrated race only if all its dimensions fit their widths and the race's expected
+    number of candidates ``prod_j max w_j`` is at most ``2**max_log2_candidates``.
+    Test-time posteriors drift from the calibration ones; a block that does not qualify
+    takes one race with *width classes*: dimension ``j`` gets the narrower window
+    ``max(1, M_j >> c_j)`` for the smallest class ``c_j`` it fits, the classes are sent
+    in the stream (adaptively: in a batch stream a latent that drifts in every item
+    costs next to nothing after the first items) and the block's index is coded with the
+    block index code shifted by ``sum_j c_j`` buckets.  Halving a window moves a bit from
+    the factor to the index, so a posterior up to twice as wide as at calibration costs
+    about its KL plus the class symbols, at about twice the candidates.  Only if that
+    race would examine more than four times ``2**max_log2_candidates`` candidates is the
+    block coded *dimension by dimension with width 1* (a plain race against the coding
+    prior, which every truncated posterior fits) with a Zipf index code.  Every path
+    samples the posterior exactly and the choice depends on the posterior only (not on
+    the shared randomness), so the output is unbiased; leaving the calibrated race only
+    costs bits and candidates.  Posteriors so far from the coding prior (e.g.
+    ``exp(log_scale)`` well above ``sigma_j`` or ``|mean| >~ 5 sigma_j``) that even one
+    dimension would need more than ``2**24`` candidates raise ``ValueError``.
 
     Parameters
     ----------
@@ -759,14 +767,14 @@ class RCCChannel(_StreamCoding, nn.Module):
         all messages are coded by :mod:`rcc.entropy`.
 
         Batch stream (``per_item=False``, the default): one header byte (format
-        version, fallback flag, dtype); if there are fallback blocks, their count and
-        positions (LEB128 varints, gaps) and the length of the joint message stream;
-        a CRC32 of these header bytes, the seed, the batch shape and the channel's
-        state; then the joint message stream (:func:`rcc.entropy.encode_messages`,
-        seed derived from ``seed``), then the fallback message stream (another
-        derived seed).  Each message stream checks itself, so every byte is covered
-        by a checksum.  The headers take about 22 bytes in all, so code many items
-        per call.
+        version, fallback flag, dtype); if some item-blocks left the calibrated race, the
+        length of the joint message stream (a LEB128 varint); a CRC32 of these header
+        bytes, the seed, the batch shape and the channel's state; then the joint message
+        stream (:func:`rcc.entropy.encode_messages`, seed derived from ``seed``), then,
+        if any, the fallback section: one range-coded payload (which item-blocks fall
+        back, adaptively; their modes and width classes; their messages, with other
+        derived seeds) and its CRC32.  Every byte is covered by a checksum.  The headers
+        take about 22 bytes in all, so code many items per call.
 
         Per-item streams (``per_item=True``): a list of ``bytes``, one per item (flat C
         order of ``batch_shape``), each decodable on its own.  Item ``i`` draws its
@@ -774,7 +782,7 @@ class RCCChannel(_StreamCoding, nn.Module):
         2-byte header (format version, dtype, fallback flag and an 11-bit check of
         the item's bytes, seed, position and the channel's state) followed by one
         range-coded payload (which blocks fall back, if any; the joint messages; the
-        fallback messages).  Everything shared lives in the ``state_dict``.  The
+        fallback blocks' modes, width classes and messages).  Everything shared lives in the ``state_dict``.  The
         receiver also re-encodes what it decoded and requires the same bytes, so a
         damaged payload is rejected even where the short check would pass it.
 
@@ -812,8 +820,8 @@ class RCCChannel(_StreamCoding, nn.Module):
             termination), ``"kl_bits"`` (per item, ``D_KL`` of the truncated
             posteriors to ``N(0, 1)``, what an ideal coder of these samples pays),
             ``"candidates"`` (per item, candidates the races examined) and
-            ``"fallback_blocks"`` (number of item-blocks coded dimension by
-            dimension).
+            ``"fallback_blocks"`` (number of item-blocks that left the calibrated
+            race: width classes, or width 1 per dimension).
         """
         batch_shape = self._check_posterior(mean, log_scale)
         seed = _check_seed(seed)
