@@ -28,6 +28,7 @@ OUTPUTS = {
     "samplers": ["samplers.csv", "samplers.png"],
     "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv",
                             "learned_compression_drift.csv", "learned_compression.png"],
+    "channel_drift": ["channel_drift.csv", "channel_drift.png"],
 }
 
 
