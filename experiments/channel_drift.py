@@ -22,7 +22,7 @@ import torch
 
 from rcc.torch import RCCChannel
 
-from .common import legend_below, new_figure, output_dir, progress_bar, run_script, save_figure, series_style, write_csv
+from .common import legend_below, new_figure, output_dir, progress_bar, run_script, save_figure, write_csv
 
 __all__ = ["DRIFT_CASES", "measure", "plot", "main"]
 
@@ -30,6 +30,8 @@ __all__ = ["DRIFT_CASES", "measure", "plot", "main"]
 DRIFT_CASES = (("as calibrated", 1.0, None), ("std x1.6", 1.6, None), ("std x2", 2.0, None),
                ("std /1.6", 1 / 1.6, None), ("std /2", 0.5, None), ("mean 3 aggregate stds out", 1.0, 3.0))
 _SEED = 0
+#: A fixed colour per stream kind.
+_STREAM_COLOURS = {"batch": "#1f77b4", "per item": "#ff7f0e"}
 _CODING_SEED = 2024
 
 
@@ -77,7 +79,7 @@ def plot(rows, path):
     x = np.arange(len(cases))
     for k, stream in enumerate(("batch", "per item")):
         sel = {r["case"]: r for r in rows if r["stream"] == stream}
-        colour = series_style(stream)["color"]
+        colour = _STREAM_COLOURS[stream]
         offset = (k - 0.5) * 0.3
         ax_bits.bar(x + offset, [sel[c]["bits_above_kl"] for c in cases], width=0.3, color=colour,
                     label=f"{stream} stream")
