@@ -27,9 +27,9 @@ _INT64_MAX = 2**63 - 1
 def _check_int(value, name, minimum):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
+    if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > _INT64_MAX:
+    if int(value) > _INT64_MAX:
         raise ValueError(f"{name} must be < 2**63 (an int64), got {int(value)}")
     return int(value)
 

@@ -8,7 +8,14 @@ small (``DEFAULT_MAX_FACTOR_OVERHEAD``).
 
 from __future__ import annotations
 
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
 from ._checks import _check_int, _check_real, _int_array, _LN2, _load_code
@@ -79,7 +86,8 @@ class ConditionedIndexCode:
         Largest ``sum_j 1/M_j`` (bits) for which a message is conditioned.
     """
 
-    def __init__(self, edges, codes, fallback, *, max_factor_overhead=DEFAULT_MAX_FACTOR_OVERHEAD):
+    def __init__(self, edges: ArrayLike, codes: Sequence[IndexCode], fallback: IndexCode, *,
+                 max_factor_overhead: float = DEFAULT_MAX_FACTOR_OVERHEAD) -> None:
         edges = np.asarray(edges, dtype=np.float64).ravel()
         codes = list(codes)
         if not codes or not all(isinstance(c, IndexCode) for c in codes):
@@ -96,8 +104,9 @@ class ConditionedIndexCode:
         self.max_factor_overhead = _check_real(max_factor_overhead, "max_factor_overhead", low=0.0)
 
     @classmethod
-    def fit(cls, indices, factors, widths, *, kl_bits=None, kind="empirical", num_bins=8,
-            max_factor_overhead=DEFAULT_MAX_FACTOR_OVERHEAD, **code_options):
+    def fit(cls, indices: ArrayLike, factors: ArrayLike, widths: ArrayLike, *, kl_bits: ArrayLike | None = None,
+            kind: str = "empirical", num_bins: int = 8, max_factor_overhead: float = DEFAULT_MAX_FACTOR_OVERHEAD,
+            **code_options: Any) -> ConditionedIndexCode:
         """Fit per-bin codes to simulated messages.
 
         Parameters
@@ -120,11 +129,11 @@ class ConditionedIndexCode:
         -------
         ConditionedIndexCode
         """
-        indices = _int_array(indices, "indices", minimum=1).ravel()
-        factors = _int_array(factors, "factors", minimum=0)
-        if factors.shape[:1] != indices.shape:
-            raise ValueError(f"factors shape {factors.shape} must start with the number of indices {indices.size}")
-        widths = np.broadcast_to(_int_array(widths, "widths", minimum=1), factors.shape)
+        index_arr = _int_array(indices, "indices", minimum=1).ravel()
+        factor_arr = _int_array(factors, "factors", minimum=0)
+        if factor_arr.shape[:1] != index_arr.shape:
+            raise ValueError(f"factors shape {factor_arr.shape} must start with the number of indices {index_arr.size}")
+        width_arr = np.broadcast_to(_int_array(widths, "widths", minimum=1), factor_arr.shape)
         num_bins = _check_int(num_bins, "num_bins", 1)
         if kind not in ("empirical", "zipf"):
             raise ValueError(f"kind must be 'empirical' or 'zipf', got {kind!r}")
@@ -132,20 +141,20 @@ class ConditionedIndexCode:
             if kl_bits is None:
                 raise ValueError("kind='zipf' needs kl_bits")
             kl = np.asarray(kl_bits, dtype=np.float64).ravel()
-            if kl.shape != indices.shape:
+            if kl.shape != index_arr.shape:
                 raise ValueError("kl_bits must have one value per index")
-            index_kl = np.maximum(kl - np.log2(widths.astype(np.float64)).reshape(indices.size, -1).sum(axis=1), 0.0)
+            index_kl = np.maximum(kl - np.log2(width_arr.astype(np.float64)).reshape(index_arr.size, -1).sum(axis=1), 0.0)
 
             def make(mask):
                 return ZipfIndexCode(float(index_kl[mask].mean()) if mask.any() else float(index_kl.mean()))
         else:
 
             def make(mask):
-                return EmpiricalIndexCode.fit(indices[mask] if mask.any() else indices, **code_options)
+                return EmpiricalIndexCode.fit(index_arr[mask] if mask.any() else index_arr, **code_options)
 
-        overhead = _factor_first_overhead(widths)
+        overhead = _factor_first_overhead(width_arr)
         eligible = overhead <= max_factor_overhead
-        surprisal = _position_surprisal(factors, widths)
+        surprisal = _position_surprisal(factor_arr, width_arr)
         if eligible.any() and num_bins > 1:
             quantiles = np.quantile(surprisal[eligible], np.linspace(0.0, 1.0, num_bins + 1)[1:-1])
             edges = np.unique(quantiles)
@@ -153,18 +162,18 @@ class ConditionedIndexCode:
             edges = np.zeros(0)
         bins = np.searchsorted(edges, surprisal, side="right")
         codes = [make(eligible & (bins == b)) for b in range(edges.size + 1)]
-        fallback = make(np.ones(indices.size, dtype=bool))
+        fallback = make(np.ones(index_arr.size, dtype=bool))
         return cls(edges, codes, fallback, max_factor_overhead=max_factor_overhead)
 
-    def conditioned(self, width):
+    def conditioned(self, width: ArrayLike) -> np.ndarray:
         """Which messages (rows of ``width``) are coded factor-first."""
         return _factor_first_overhead(width) <= self.max_factor_overhead
 
-    def bins(self, factor, width):
+    def bins(self, factor: ArrayLike, width: ArrayLike) -> np.ndarray:
         """The bin (index into ``codes``) of each message."""
         return np.searchsorted(self.edges, _position_surprisal(factor, width), side="right")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": "rcc.IndexCode",
             "version": CODE_FORMAT_VERSION,
@@ -185,15 +194,20 @@ class ConditionedIndexCode:
         return cls(data["edges"], codes, fallback, max_factor_overhead=data["max_factor_overhead"])
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: dict[str, Any]) -> ConditionedIndexCode:
         """Rebuild from :meth:`to_dict` output."""
         return _code_from_dict(data, expected=cls)
 
     save = IndexCode.save
-    fingerprint = IndexCode.fingerprint
+
+    @property
+    def fingerprint(self) -> int:
+        """CRC32 of the canonical JSON form: equal codes have equal fingerprints."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return zlib.crc32(text.encode("utf-8"))
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> ConditionedIndexCode:
         """Read a code written by :meth:`save`; raises ``ValueError`` on a wrong or damaged file."""
         return _load_code(path, cls.from_dict)
 

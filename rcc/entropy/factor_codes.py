@@ -26,8 +26,11 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import kernels
 from ..coding import coding_transform
@@ -48,11 +51,11 @@ __all__ = [
 class FactorCode:
     """Base class of the decoding-factor codes (coded given ``U_N``)."""
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         raise TypeError(f"{type(self).__name__} does not define to_dict")
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> int:
         """CRC32 of the code's canonical description."""
         return zlib.crc32(json.dumps(self.to_dict(), sort_keys=True).encode("utf-8"))
 
@@ -65,7 +68,7 @@ class UniformFactorCode(FactorCode):
     ``K`` given ``U_N`` (:ref:`transform-width-cost`); with ``M = 1`` the factor costs nothing.
     """
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "UniformFactorCode"}
 
     def __repr__(self):
@@ -114,7 +117,8 @@ class MarginalFactorCode(FactorCode):
     exact_max_width = 64
     _BLOCKS = 4096
 
-    def __init__(self, marginal, prior=None, *, transform=None):
+    def __init__(self, marginal: Normal | TruncatedNormal | Uniform, prior: Normal | Uniform | None = None, *,
+                 transform: str | Normal | Uniform | None = None) -> None:
         if not isinstance(marginal, (Normal, TruncatedNormal, Uniform)):
             raise TypeError(f"marginal must be an rcc.Normal, TruncatedNormal or Uniform, got {type(marginal).__name__}")
         if marginal.shape != ():
@@ -122,12 +126,12 @@ class MarginalFactorCode(FactorCode):
         prior = Normal(0.0, 1.0) if prior is None else prior
         if not isinstance(prior, (Normal, Uniform)) or prior.shape != ():
             raise TypeError("prior must be a scalar rcc.Normal or rcc.Uniform")
-        transform = coding_transform(prior, transform)
-        if transform.shape != ():
-            raise ValueError(f"transform must have scalar parameters, got shape {transform.shape}")
+        axis = coding_transform(prior, transform)
+        if axis.shape != ():
+            raise ValueError(f"transform must have scalar parameters, got shape {axis.shape}")
         self.marginal = marginal
         self.prior = prior
-        self.transform = transform
+        self.transform = axis
         if isinstance(marginal, Uniform):
             low, high = float(marginal.low), float(marginal.high)
             self._marginal_args = (UNIFORM_FAMILY, low, high - low, low, high)
@@ -135,13 +139,13 @@ class MarginalFactorCode(FactorCode):
             spec = marginal._spec(0.0)
             self._marginal_args = (NORMAL_FAMILY, float(spec["loc"]), float(spec["scale"]),
                                    float(spec["low"]), float(spec["high"]))
-        if isinstance(transform, Normal):
-            self._transform_args = (NORMAL_FAMILY, float(transform.mean), float(transform.std))
+        if isinstance(axis, Normal):
+            self._transform_args = (NORMAL_FAMILY, float(axis.mean), float(axis.std))
         else:
-            self._transform_args = (UNIFORM_FAMILY, float(transform.low), float(transform.high - transform.low))
-        self._blocks = {}
+            self._transform_args = (UNIFORM_FAMILY, float(axis.low), float(axis.high - axis.low))
+        self._blocks: dict[int, Any] = {}
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         def describe(dist):
             return {"type": type(dist).__name__, **{k: float(v) for k, v in dist._params().items()}}
 
@@ -160,7 +164,7 @@ class MarginalFactorCode(FactorCode):
                                    low, high, *self._transform_args, out)
         return np.log2(out)
 
-    def block_table(self, width):
+    def block_table(self, width: int) -> Any:
         """``(block length L, block probabilities)`` of the code for widths above ``exact_max_width``.
 
         Block ``i`` holds the offsets ``t in [i L, min((i + 1) L, M))``; its
@@ -246,7 +250,7 @@ class TabulatedFactorCode(FactorCode):
 
     max_width = 1 << 16
 
-    def __init__(self, tables, widths=None):
+    def __init__(self, tables: Sequence[ArrayLike], widths: ArrayLike | None = None) -> None:
         if isinstance(tables, np.ndarray) and tables.ndim == 1 and tables.dtype != object:
             raise TypeError("tables must be a sequence of 1-D arrays (one per context), not one 1-D array")
         try:
@@ -282,16 +286,16 @@ class TabulatedFactorCode(FactorCode):
         self.widths = widths.astype(np.int64)
 
     @property
-    def num_contexts(self):
+    def num_contexts(self) -> int:
         """Number of tables."""
         return len(self.tables)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "TabulatedFactorCode", "tables": [row.tolist() for row in self._raw],
                 "widths": self.widths.tolist()}
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: dict[str, Any]) -> TabulatedFactorCode:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, dict) or data.get("type") != "TabulatedFactorCode":
             raise ValueError("data is not a TabulatedFactorCode description")
@@ -306,14 +310,14 @@ class TabulatedFactorCode(FactorCode):
         except TypeError as exc:
             raise ValueError(f"TabulatedFactorCode data: {exc}") from None
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the code as JSON to ``path`` (:meth:`load` reads it)."""
         with open(os.fspath(path), "w", encoding="utf-8") as handle:
             json.dump(self.to_dict(), handle)
             handle.write("\n")
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> TabulatedFactorCode:
         """Read a code written by :meth:`save`; raises ``ValueError`` naming the file on a damaged one."""
         return _load_code(path, cls.from_dict)
 
@@ -350,7 +354,8 @@ class TabulatedFactorCode(FactorCode):
             )
 
 
-def default_factor_code(prior=None, transform=None):
+def default_factor_code(prior: Normal | Uniform | None = None,
+                        transform: str | Normal | Uniform | None = None) -> FactorCode:
     """The factor code :func:`encode_messages` uses when none is given.
 
     The samples' marginal is taken to be the prior (as on a Gaussian
@@ -372,10 +377,10 @@ def default_factor_code(prior=None, transform=None):
     FactorCode
     """
     prior = Normal(0.0, 1.0) if prior is None else prior
-    transform = coding_transform(prior, transform)
-    if transform is prior or prior.batch_shape or transform.batch_shape:
+    axis = coding_transform(prior, transform)
+    if axis is prior or prior.batch_shape or axis.batch_shape:
         return UniformFactorCode()
-    return MarginalFactorCode(prior, prior, transform=transform)
+    return MarginalFactorCode(prior, prior, transform=axis)
 
 
 def _check_factor_code(factor_code, prior=None, transform=None):

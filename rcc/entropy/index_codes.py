@@ -30,12 +30,17 @@ import math
 import numbers
 import os
 import zlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
 from ._checks import _check_int, _check_real, _int_array, _load_code, _normalise
 from .streams import _constriction, _decode_bits, _encode_bits
+
+if TYPE_CHECKING:  # the conditioned code is built from these codes: imported for hints only
+    from .conditioned import ConditionedIndexCode
 
 __all__ = [
     "CODE_FORMAT_VERSION",
@@ -104,16 +109,16 @@ class IndexCode:
     head_bits = 10
 
     # -- the model ---------------------------------------------------------------
-    def sf(self, n):
+    def sf(self, n: ArrayLike) -> np.ndarray:
         """``P(N > n)`` for (float or integer) ``n >= 0``, vectorised."""
         raise TypeError(f"{type(self).__name__} does not define sf")
 
-    def pmf(self, n):
+    def pmf(self, n: ArrayLike) -> np.ndarray:
         """``P(N = n)``, vectorised over integer ``n >= 1``."""
         n = np.asarray(n, dtype=np.float64)
         return np.maximum(self.sf(n - 1.0) - self.sf(n), 0.0)
 
-    def bits(self, n):
+    def bits(self, n: ArrayLike) -> np.ndarray | float:
         """Ideal information content ``-log2 P(N = n)`` in bits.
 
         Parameters
@@ -131,35 +136,35 @@ class IndexCode:
             out = -np.log2(self.pmf(arr))
         return float(out) if out.ndim == 0 else out
 
-    def interval_probability(self, low, high):
+    def interval_probability(self, low: ArrayLike, high: ArrayLike) -> np.ndarray:
         """``P(low <= N < high)``, vectorised."""
         low = np.asarray(low, dtype=np.float64)
         high = np.asarray(high, dtype=np.float64)
         return np.maximum(self.sf(low - 1.0) - self.sf(high - 1.0), 0.0)
 
     # -- persistence -------------------------------------------------------------
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The code's parameters as a JSON-ready dict (see :meth:`save`)."""
         raise TypeError(f"{type(self).__name__} does not define to_dict")
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: dict[str, Any]) -> IndexCode:
         """Rebuild a code from :meth:`to_dict` output."""
         return _code_from_dict(data, expected=cls)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the code as human-readable, versioned JSON to ``path``."""
         with open(os.fspath(path), "w", encoding="utf-8") as handle:
             json.dump(self.to_dict(), handle, indent=1)
             handle.write("\n")
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> IndexCode:
         """Read a code written by :meth:`save`; raises ``ValueError`` on a wrong or damaged file."""
         return _load_code(path, cls.from_dict)
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> int:
         """CRC32 of the canonical JSON form: equal codes have equal fingerprints."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return zlib.crc32(text.encode("utf-8"))
@@ -186,7 +191,7 @@ class IndexCode:
         return tables
 
 
-def zipf_exponent(kl_bits):
+def zipf_exponent(kl_bits: float) -> float:
     """Li & El Gamal's Zipf exponent ``1 + 1 / (D + log2(e)/e + 1)`` for ``D = kl_bits``."""
     kl_bits = _check_real(kl_bits, "kl_bits", low=0.0)
     return 1.0 + 1.0 / (kl_bits + _LOG2E_OVER_E + 1.0)
@@ -218,7 +223,7 @@ class ZipfIndexCode(IndexCode):
     2.046
     """
 
-    def __init__(self, kl_bits=None, *, exponent=None, head_bits=10):
+    def __init__(self, kl_bits: float | None = None, *, exponent: float | None = None, head_bits: int = 10) -> None:
         if (kl_bits is None) == (exponent is None):
             raise TypeError("give exactly one of kl_bits and exponent")
         if kl_bits is not None:
@@ -237,7 +242,7 @@ class ZipfIndexCode(IndexCode):
             raise ValueError(f"exponent {self.exponent!r} is too close to 1 for a normalisable Zipf law")
 
     @classmethod
-    def fit(cls, indices, *, head_bits=10):
+    def fit(cls, indices: ArrayLike, *, head_bits: int = 10) -> ZipfIndexCode:
         """Maximum-likelihood Zipf exponent for observed indices.
 
         Parameters
@@ -266,23 +271,23 @@ class ZipfIndexCode(IndexCode):
                                         options={"xatol": 1e-10})
         return cls(exponent=float(best.x), head_bits=head_bits)
 
-    def sf(self, n):
+    def sf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             tail = special.zeta(self.exponent, np.maximum(n, 0.0) + 1.0) * 2.0 ** (-self._log2_zeta)
         return np.where(n < 1.0, 1.0, np.minimum(tail, 1.0))
 
-    def pmf(self, n):
+    def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         with np.errstate(divide="ignore"):
             return np.where(n >= 1.0, np.exp2(-self.exponent * np.log2(np.maximum(n, 1.0)) - self._log2_zeta), 0.0)
 
-    def bits(self, n):
+    def bits(self, n: ArrayLike) -> np.ndarray | float:
         arr = _int_array(n, "n", minimum=1)
         out = self.exponent * np.log2(arr.astype(np.float64)) + self._log2_zeta
         return float(out) if out.ndim == 0 else out
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": "rcc.IndexCode",
             "version": CODE_FORMAT_VERSION,
@@ -336,7 +341,8 @@ class EmpiricalIndexCode(IndexCode):
         (at least 10, at most 16).
     """
 
-    def __init__(self, head_counts, tail_count, tail_exponent, *, pseudo_count=0.5, head_bits=None):
+    def __init__(self, head_counts: ArrayLike, tail_count: int, tail_exponent: float, *, pseudo_count: float = 0.5,
+                 head_bits: int | None = None) -> None:
         counts = _int_array(head_counts, "head_counts", minimum=0).ravel()
         if counts.size == 0:
             raise ValueError("head_counts must hold at least one count (n0 >= 1)")
@@ -367,12 +373,13 @@ class EmpiricalIndexCode(IndexCode):
         self._zeta_n0 = float(special.zeta(self.tail_exponent, counts.size + 1.0))
 
     @property
-    def n0(self):
+    def n0(self) -> int:
         """Largest index of the histogram part."""
         return int(self.head_counts.size)
 
     @classmethod
-    def fit(cls, indices, *, tail_fraction=0.02, pseudo_count=0.5, min_tail_samples=10, head_bits=None):
+    def fit(cls, indices: ArrayLike, *, tail_fraction: float = 0.02, pseudo_count: float = 0.5,
+            min_tail_samples: int = 10, head_bits: int | None = None) -> EmpiricalIndexCode:
         """Fit the code to simulated indices of representative targets.
 
         Parameters
@@ -419,7 +426,7 @@ class EmpiricalIndexCode(IndexCode):
             exponent = 2.0
         return cls(head, int(tail.size), exponent, pseudo_count=pseudo_count, head_bits=head_bits)
 
-    def sf(self, n):
+    def sf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         n0 = self.n0
         clipped = np.clip(n, 0.0, float(n0))
@@ -428,7 +435,7 @@ class EmpiricalIndexCode(IndexCode):
             tail_part = self._tail_mass * special.zeta(self.tail_exponent, np.maximum(n, float(n0)) + 1.0) / self._zeta_n0
         return np.where(n < 0, 1.0, np.where(n < n0, head_part, np.minimum(tail_part, self._tail_mass)))
 
-    def pmf(self, n):
+    def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         n0 = self.n0
         index = np.clip(n, 1.0, float(n0)).astype(np.int64) - 1
@@ -436,7 +443,7 @@ class EmpiricalIndexCode(IndexCode):
             tail = self._tail_mass * np.exp(-self.tail_exponent * np.log(np.maximum(n, 1.0))) / self._zeta_n0
         return np.where(n < 1.0, 0.0, np.where(n <= n0, self._head_pmf[index], tail))
 
-    def bits(self, n):
+    def bits(self, n: ArrayLike) -> np.ndarray | float:
         arr = _int_array(n, "n", minimum=1)
         x = arr.astype(np.float64)
         head = self._head_pmf[np.clip(arr, 1, self.n0) - 1]
@@ -448,7 +455,7 @@ class EmpiricalIndexCode(IndexCode):
             )
         return float(out) if out.ndim == 0 else out
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": "rcc.IndexCode",
             "version": CODE_FORMAT_VERSION,
@@ -483,21 +490,21 @@ class UniformIndexCode(IndexCode):
     small values, :class:`ZipfIndexCode` or :class:`EmpiricalIndexCode` are cheaper.
     """
 
-    def __init__(self, num_candidates, *, head_bits=None):
+    def __init__(self, num_candidates: int, *, head_bits: int | None = None) -> None:
         self.num_candidates = _check_int(num_candidates, "num_candidates", 1)
         if head_bits is None:
             head_bits = min(16, max(10, (self.num_candidates + 1).bit_length()))
         self.head_bits = _check_head_bits(head_bits)
 
-    def sf(self, n):
+    def sf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         return np.clip(1.0 - np.maximum(n, 0.0) / self.num_candidates, 0.0, 1.0)
 
-    def pmf(self, n):
+    def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         return np.where((n >= 1) & (n <= self.num_candidates), 1.0 / self.num_candidates, 0.0)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": "rcc.IndexCode",
             "version": CODE_FORMAT_VERSION,
@@ -566,7 +573,7 @@ class BucketIndexCode(IndexCode):
         Indices below ``2**head_bits`` are coded from one table (default 10).
     """
 
-    def __init__(self, bucket_weights, *, head_bits=10):
+    def __init__(self, bucket_weights: ArrayLike, *, head_bits: int = 10) -> None:
         weights = np.asarray(bucket_weights, dtype=np.float64).reshape(-1)
         if weights.size != 63:
             raise ValueError(f"bucket_weights must have 63 entries, got {weights.size}")
@@ -584,10 +591,11 @@ class BucketIndexCode(IndexCode):
             raise ValueError(f"head_bits must be in [8, 20], got {head_bits}")
         self.head_bits = int(head_bits)
         # mass of the buckets above b, for b = 0 .. 62
-        self._above = np.concatenate([np.cumsum(self.bucket_probabilities[::-1])[::-1][1:], [0.0]])
+        self._above: np.ndarray = np.concatenate([np.cumsum(self.bucket_probabilities[::-1])[::-1][1:], [0.0]])
 
     @classmethod
-    def fit(cls, indices, *, pseudo_count=0.5, tail_ratio=0.5, head_bits=10):
+    def fit(cls, indices: ArrayLike, *, pseudo_count: float = 0.5, tail_ratio: float = 0.5,
+            head_bits: int = 10) -> BucketIndexCode:
         """Bucket masses from observed indices.
 
         ``p_b`` is proportional to ``count_b + pseudo_count`` up to the largest
@@ -624,7 +632,7 @@ class BucketIndexCode(IndexCode):
         weights[above] = pseudo_count * tail_ratio ** (np.arange(63)[above] - top)
         return cls(weights, head_bits=head_bits)
 
-    def sf(self, n):
+    def sf(self, n: ArrayLike) -> np.ndarray:
         n = np.floor(np.asarray(n, dtype=np.float64))
         safe = np.clip(n, 1.0, 2.0**63 - 1.0)
         bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
@@ -635,7 +643,7 @@ class BucketIndexCode(IndexCode):
         inside = self.bucket_probabilities[bucket] * (2.0 * start - 1.0 - safe) / start
         return np.where(n < 1.0, 1.0, self._above[bucket] + inside)
 
-    def pmf(self, n):
+    def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         safe = np.clip(n, 1.0, 2.0**63 - 1.0)
         bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
@@ -643,7 +651,7 @@ class BucketIndexCode(IndexCode):
         mass = self.bucket_probabilities[bucket] * np.exp2(-bucket.astype(np.float64))
         return np.where(n >= 1.0, mass, 0.0)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": "rcc.IndexCode",
             "version": CODE_FORMAT_VERSION,
@@ -664,7 +672,7 @@ class BucketIndexCode(IndexCode):
 
 #: Saved index codes by type name.  ``rcc.entropy.conditioned`` adds ConditionedIndexCode:
 #: it is built from these codes, so this module cannot import it.
-_CODE_TYPES: dict[str, type] = {
+_CODE_TYPES: dict[str, Any] = {
     "ZipfIndexCode": ZipfIndexCode,
     "BucketIndexCode": BucketIndexCode,
     "EmpiricalIndexCode": EmpiricalIndexCode,
@@ -695,7 +703,7 @@ def _code_from_dict(data, expected=None):
         raise ValueError(f"{name} data has a field of the wrong type: {exc}") from None
 
 
-def load_index_code(path):
+def load_index_code(path: str | os.PathLike[str]) -> IndexCode | ConditionedIndexCode:
     """Load any index code saved with ``save`` (Zipf, empirical, uniform, bucket or conditioned).
 
     Sizes and numeric ranges are validated: a damaged or hostile file raises

@@ -36,14 +36,16 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..coding import EncodedSample, METHODS
 from ..random import check_seed, check_stream_offset
+from ..targets import Normal, Uniform
 from ._checks import _check_int, _INT64_MAX, _int_array, _to_factor_shape
 from .conditioned import ConditionedIndexCode
 from .factor_codes import (_check_factor_code, _check_marginal_widths, _decode_factors_first, _decode_factors_given_dither,
                            _encode_factors_first, _encode_factors_given_dither, _factor_bits, _factor_context,
-                           _factor_first_bits, _lowest_factor, UniformFactorCode)
+                           _factor_first_bits, _lowest_factor, FactorCode, UniformFactorCode)
 from .index_codes import _decode_indices, _encode_indices, IndexCode
 from .streams import _bytes_to_words, _constriction, _read_varint, _varint, _words_to_bytes
 
@@ -209,8 +211,10 @@ def _message_seed(enc, seed):
     return seed_value
 
 
-def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
-                    prior=None, transform=None, stream_offset=0):
+def encode_messages(enc: EncodedSample, seed: int | None = None, *, index_code: IndexCode | ConditionedIndexCode,
+                    width: ArrayLike | None = None, factor_code: FactorCode | None = None,
+                    factor_context: ArrayLike | None = None, prior: Normal | Uniform | None = None,
+                    transform: str | Normal | Uniform | None = None, stream_offset: int = 0) -> bytes:
     """Entropy code a batch of messages ``(index, factor)`` into bytes.
 
     Parameters
@@ -275,7 +279,7 @@ def encode_messages(enc, seed=None, *, index_code, width=None, factor_code=None,
     flags |= _FLAG_CONDITIONED if isinstance(index_code, ConditionedIndexCode) else 0
     context = _context_crc(seed_value, method, index_code, factor_code, count, dims, event, widths, context,
                            stream_offset)
-    batch_shape = tuple(int(n) for n in np.shape(enc.index))
+    batch_shape = tuple(int(n) for n in np.asarray(enc.index).shape)
     if len(batch_shape) > _MAX_RANK:
         raise ValueError(f"batches of more than {_MAX_RANK} dimensions cannot be written, got {len(batch_shape)}")
     prefix = (_MAGIC + bytes([STREAM_VERSION, flags, len(batch_shape)]) + b"".join(_varint(n) for n in batch_shape)
@@ -292,7 +296,7 @@ def _encode_symbols(encoder, enc, seed, index_code, width, factor_code, factor_c
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
     stream_offset = check_stream_offset(stream_offset, count)
-    context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
+    context = _factor_context(factor_context, factor_code, count, dims, event, np.asarray(enc.index).shape)
     if method == "hybrid":
         _check_marginal_widths(factor_code, widths, context)
     first = _split_groups(index_code, widths, method)
@@ -349,18 +353,18 @@ def _parse_header(data):
         raise ValueError(f"corrupt bitstream header (unknown flags {flags:#x})")
     if version == 1:
         count, pos = _read_varint(data, 5)
-        batch_shape = (count,)
+        batch_shape: tuple[int, ...] = (count,)
     else:
         if len(data) < 6:
             raise ValueError("bitstream truncated inside its header")
         rank, pos = data[5], 6
         if rank > _MAX_RANK:
             raise ValueError(f"corrupt bitstream header (batch rank {rank} > {_MAX_RANK})")
-        batch_shape = []
+        sizes: list[int] = []
         for _ in range(rank):
             n, pos = _read_varint(data, pos)
-            batch_shape.append(n)
-        batch_shape = tuple(batch_shape)
+            sizes.append(n)
+        batch_shape = tuple(sizes)
         count = math.prod(batch_shape)
     dims, pos = _read_varint(data, pos)
     if len(data) < pos + 8:
@@ -383,8 +387,12 @@ def _parse_header(data):
     }
 
 
-def decode_messages(data, count=None, seed=None, *, index_code, width=None, factor_code=None, factor_context=None,
-                    method=None, flat=True, prior=None, transform=None, stream_offset=0):
+def decode_messages(data: bytes, count: int | None = None, seed: int | None = None, *,
+                    index_code: IndexCode | ConditionedIndexCode, width: ArrayLike | None = None,
+                    factor_code: FactorCode | None = None, factor_context: ArrayLike | None = None,
+                    method: str | None = None, flat: bool = True, prior: Normal | Uniform | None = None,
+                    transform: str | Normal | Uniform | None = None,
+                    stream_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decode bytes written by :func:`encode_messages`.
 
     Parameters
@@ -555,13 +563,15 @@ class MessageBits:
     factor: np.ndarray
 
     @property
-    def total(self):
+    def total(self) -> np.ndarray:
         """``index + factor``."""
         return self.index + self.factor
 
 
-def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, factor_context=None, prior=None,
-                 transform=None, stream_offset=0):
+def message_bits(enc: EncodedSample, seed: int | None = None, *, index_code: IndexCode | ConditionedIndexCode,
+                 width: ArrayLike | None = None, factor_code: FactorCode | None = None,
+                 factor_context: ArrayLike | None = None, prior: Normal | Uniform | None = None,
+                 transform: str | Normal | Uniform | None = None, stream_offset: int = 0) -> MessageBits:
     """Ideal information content of each message under the given codes.
 
     Parameters are those of :func:`encode_messages`.
@@ -576,7 +586,7 @@ def message_bits(enc, seed=None, *, index_code, width=None, factor_code=None, fa
     index, factor, widths, event, method = _message_arrays(enc, width)
     count, dims = widths.shape
     stream_offset = check_stream_offset(stream_offset, count)
-    context = _factor_context(factor_context, factor_code, count, dims, event, np.shape(enc.index))
+    context = _factor_context(factor_context, factor_code, count, dims, event, np.asarray(enc.index).shape)
     first = _split_groups(index_code, widths, method)
     index_bits = np.zeros(count)
     factor_bits = np.zeros(count)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ..coding import coding_transform, decode_sample, DEFAULT_TAIL_MASS, encode_sample, gaussian_width
-from ..targets import Normal, Product
+from ..coding import EncodedSample, coding_transform, decode_sample, DEFAULT_TAIL_MASS, encode_sample, gaussian_width
+from ..targets import Normal, Product, Uniform
 from ._checks import _check_int, _check_real
-from .index_codes import ZipfIndexCode
+from .conditioned import ConditionedIndexCode
+from .factor_codes import FactorCode
+from .index_codes import IndexCode, ZipfIndexCode
 from .messages import (_check_index_code, _conditioned_factor_code, decode_messages, encode_messages, _message_arrays,
                        message_bits, _message_seed, _parse_header)
 
@@ -55,7 +59,7 @@ class BitsReport:
         ``repr`` of the codes.
     """
 
-    info_bits: object
+    info_bits: float | None
     block_size: int
     count: int
     mean_kl_bits: float
@@ -69,38 +73,38 @@ class BitsReport:
     factor_code: str
 
     @property
-    def mean_ideal_bits(self):
+    def mean_ideal_bits(self) -> float:
         """Mean ideal bits of index plus factor."""
         return self.mean_index_bits + self.mean_factor_bits
 
     @property
-    def mean_payload_bits(self):
+    def mean_payload_bits(self) -> float:
         """Measured bits per message without the header."""
         return self.mean_measured_bits - self.header_bits / self.count
 
     @property
-    def overhead_bits(self):
+    def overhead_bits(self) -> float:
         """Measured bits minus ``d * I`` per message (``nan`` without ``info_bits``)."""
         if self.info_bits is None:
             return math.nan
         return self.mean_measured_bits - self.block_size * self.info_bits
 
     @property
-    def measured_bits_per_dim(self):
+    def measured_bits_per_dim(self) -> float:
         """Measured bits per dimension."""
         return self.mean_measured_bits / self.block_size
 
     @property
-    def overhead_bits_per_dim(self):
+    def overhead_bits_per_dim(self) -> float:
         """Measured bits per dimension minus ``I`` per dimension."""
         return self.overhead_bits / self.block_size
 
     @property
-    def messages_per_second(self):
+    def messages_per_second(self) -> float:
         """Throughput of encoding plus decoding the bitstream."""
         return self.count / max(self.encode_seconds + self.decode_seconds, 1e-12)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """Fields and derived quantities as a flat dict (for CSV rows)."""
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         for name in ("mean_ideal_bits", "mean_payload_bits", "overhead_bits", "measured_bits_per_dim",
@@ -109,8 +113,11 @@ class BitsReport:
         return out
 
 
-def measure_bits(enc, seed=None, *, index_code, width=None, factor_code=None, info_bits=None, block_size=None,
-                 verify=True, prior=None, transform=None):
+def measure_bits(enc: EncodedSample, seed: int | None = None, *, index_code: IndexCode | ConditionedIndexCode,
+                 width: ArrayLike | None = None, factor_code: FactorCode | None = None,
+                 info_bits: float | None = None, block_size: int | None = None, verify: bool = True,
+                 prior: Normal | Uniform | None = None,
+                 transform: str | Normal | Uniform | None = None) -> BitsReport:
     """Code ``enc`` into bytes, decode them back, and report ideal against measured bits.
 
     Parameters
@@ -154,7 +161,7 @@ def measure_bits(enc, seed=None, *, index_code, width=None, factor_code=None, in
         info_bits=None if info_bits is None else float(info_bits),
         block_size=int(block_size),
         count=int(count),
-        mean_kl_bits=float(np.mean(enc.kl_bits)),
+        mean_kl_bits=float(np.mean(np.asarray(enc.kl_bits))),
         mean_index_bits=float(bits.index.mean()) if count else 0.0,
         mean_factor_bits=float(bits.factor.mean()) if count else 0.0,
         mean_measured_bits=8.0 * len(data) / max(count, 1),
@@ -166,7 +173,8 @@ def measure_bits(enc, seed=None, *, index_code, width=None, factor_code=None, in
     )
 
 
-def gaussian_channel_targets(info_bits, count, *, rng, block_size=1):
+def gaussian_channel_targets(info_bits: float, count: int, *, rng: np.random.Generator | int,
+                             block_size: int = 1) -> Normal | Product:
     """Targets of the Gaussian channel with ``I = info_bits`` bits per dimension.
 
     Prior ``N(0, 1)``, target ``N(mu, s**2)`` with ``s = 2**-I`` and
@@ -199,7 +207,9 @@ def gaussian_channel_targets(info_bits, count, *, rng, block_size=1):
     return Product(target) if block_size > 1 else target
 
 
-def index_kl_bits_gaussian_channel(info_bits, *, prior=None, transform=None, tail_mass=DEFAULT_TAIL_MASS):
+def index_kl_bits_gaussian_channel(info_bits: float, *, prior: Normal | None = None,
+                                   transform: str | Normal | Uniform | None = None,
+                                   tail_mass: float = DEFAULT_TAIL_MASS) -> float:
     """Mean KL in bits that the index carries per dimension on the Gaussian channel.
 
     With factors coded under the prior's marginal, the factor carries about
@@ -239,8 +249,11 @@ def _zipf_for_gaussian_channel(info_bits, block_size, tail_mass, transform=None)
                                                                      tail_mass=tail_mass))
 
 
-def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1, factor_code=None,
-                tail_mass=DEFAULT_TAIL_MASS, method="hybrid", max_candidates=2**30, transform=None):
+def bits_report(info_bits: float, count: int, *, seed: int, rng: np.random.Generator | int,
+                index_code: str | IndexCode | ConditionedIndexCode = "zipf", block_size: int = 1,
+                factor_code: FactorCode | None = None, tail_mass: float = DEFAULT_TAIL_MASS,
+                method: str = "hybrid", max_candidates: int = 2**30,
+                transform: str | Normal | Uniform | None = None) -> BitsReport:
     """Measure the bits of hybrid-coded samples of the Gaussian channel.
 
     Draws ``count`` targets (:func:`gaussian_channel_targets`), encodes them with
@@ -289,14 +302,17 @@ def bits_report(info_bits, count, *, seed, rng, index_code="zipf", block_size=1,
     hybrid = method == "hybrid"
     enc = encode_sample(targets, seed, method=method, tail_mass=tail_mass, max_candidates=max_candidates,
                         transform=transform if hybrid else None)
+    code: IndexCode | ConditionedIndexCode
     if isinstance(index_code, str):
         if index_code != "zipf":
             raise ValueError(f"index_code must be an index code or 'zipf', got {index_code!r}")
         if hybrid:
-            index_code = _zipf_for_gaussian_channel(float(info_bits), block_size, tail_mass, transform)
+            code = _zipf_for_gaussian_channel(float(info_bits), block_size, tail_mass, transform)
         else:
-            index_code = ZipfIndexCode(float(info_bits) * block_size)
-    report = measure_bits(enc, seed, index_code=index_code, factor_code=factor_code, info_bits=info_bits,
+            code = ZipfIndexCode(float(info_bits) * block_size)
+    else:
+        code = index_code
+    report = measure_bits(enc, seed, index_code=code, factor_code=factor_code, info_bits=info_bits,
                           block_size=block_size, transform=transform if hybrid else None)
     # Sanity: the decoded messages reproduce the encoder's samples.
     sample = decode_sample(enc.index, enc.factor, seed, width=enc.width, method=method,
