@@ -19,8 +19,6 @@ __all__: list[str] = []
 
 
 _LN2 = math.log(2.0)
-
-
 _INT64_MAX = 2**63 - 1
 
 
@@ -62,8 +60,6 @@ def _normalise(weights):
 
 #: Saved codes are small (a head table of at most 2**16 counts): larger files are not read.
 _MAX_CODE_FILE_BYTES = 64 << 20
-
-
 #: Nesting deeper than this is not a saved code (a conditioned code nests codes two levels down).
 _MAX_JSON_DEPTH = 16
 

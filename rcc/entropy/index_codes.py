@@ -56,25 +56,13 @@ __all__ = [
 
 #: Version of the JSON format of saved index codes.
 CODE_FORMAT_VERSION = 1
-
-
 _LOG2E_OVER_E = math.log2(math.e) / math.e
-
-
 _MAX_BUCKET = 62  # indices are int64: n < 2**63, so floor(log2 n) <= 62
-
-
 _SUB_BITS = 8  # bits of an escaped index coded with the code's own masses
-
-
 #: ZipfIndexCode's KL is at most this (its exponent stays measurably above 1).
 _MAX_ZIPF_KL_BITS = float(1 << 20)
-
-
 #: EmpiricalIndexCode's histogram holds at most this many counts, totalling under 2**62.
 _MAX_HEAD_COUNTS = 1 << 20
-
-
 _MAX_TOTAL_COUNT = 1 << 62
 
 

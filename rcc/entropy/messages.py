@@ -60,31 +60,15 @@ __all__ = [
 
 #: Version of the bitstream layout written by :func:`encode_messages` (1 is still read).
 STREAM_VERSION = 2
-
-
 _MAGIC = b"RCC"
-
-
 _METHOD_CODES = {name: i for i, name in enumerate(METHODS)}
-
-
 _FLAG_EVENT = 4
-
-
 _FLAG_CONDITIONED = 8
-
-
 _KNOWN_FLAGS = 3 | _FLAG_EVENT | _FLAG_CONDITIONED
-
-
 _MAX_RANK = 32  # numpy's limit on array dimensions is 64; batches of more are not plausible
-
-
 #: Factors a reader accepts from a header it was not told the count of: a stream of
 #: ``n`` bytes may claim ``_FREE_FACTORS + _FACTORS_PER_BYTE * n`` of them.
 _FREE_FACTORS = 1 << 20
-
-
 _FACTORS_PER_BYTE = 32
 
 

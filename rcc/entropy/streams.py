@@ -15,11 +15,7 @@ __all__: list[str] = []
 
 
 _CHUNK_BITS = 16  # low bits of an escaped index go out in uniform chunks of this size
-
-
 _MAX_UNIFORM = (1 << 24) - 1  # constriction's Uniform needs 2 <= size < 2**24
-
-
 _SPLIT_BITS = 12
 
 
