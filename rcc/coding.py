@@ -744,6 +744,39 @@ def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candid
     )
 
 
+_DEFAULT_HALF_WIDTH = normal_half_width(DEFAULT_TAIL_MASS)
+_DEFAULT_LOG_NORMALIZER = math.log1p(-DEFAULT_TAIL_MASS)
+_LOG_DEFAULT_MAX_CANDIDATES = math.log(DEFAULT_MAX_CANDIDATES)
+_STREAM_ZERO = np.uint64(0)
+
+
+def _encode_default_normal(target, seed, hybrid):
+    """:func:`_encode_scalar` specialised to the defaults, for a scalar Normal target and a plain int seed.
+
+    The caller checked that every other argument has its default (standard
+    Normal prior, default transform, width, tail mass, candidate cap, no
+    ``rng``, stream 0), so the constants of that case are passed straight to
+    the kernel: the same arithmetic on the same values as the general scalar
+    path (so the same bits), without its per-call checks.  Returns None where
+    the target cannot be encoded, so that the checked path raises its error.
+    """
+    mean, std = float(target.mean), float(target.std)
+    transform_scale = DEFAULT_TRANSFORM_SCALE if hybrid else 1.0
+    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
+        np.uint64(seed), _NO_KEY, True, _STREAM_ZERO, NORMAL_FAMILY, mean, std,
+        mean - _DEFAULT_HALF_WIDTH * std, mean + _DEFAULT_HALF_WIDTH * std, _DEFAULT_LOG_NORMALIZER,
+        NORMAL_FAMILY, 0.0, 1.0, NORMAL_FAMILY, 0.0, transform_scale, kernels.WIDTH_GAUSSIAN, 1,
+        _DEFAULT_HALF_WIDTH, hybrid, kernels.RACE, 0, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
+    )
+    if prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK or log_w_max > _LOG_DEFAULT_MAX_CANDIDATES:
+        return None
+    encoded = object.__new__(EncodedSample)
+    encoded.__dict__.update(index=index, factor=factor, sample=sample, candidates=examined, width=width_used,
+                            tail_mass=DEFAULT_TAIL_MASS, kl_bits=kl / _LOG2,
+                            method="hybrid" if hybrid else "pfr", num_candidates=None, seed=seed)
+    return encoded
+
+
 def encode_sample(
     target,
     seed,
@@ -833,6 +866,15 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
+    if (type(target) is Normal and type(seed) is int and prior is None and width is None and transform is None
+            and rng is None and num_threads is None and num_candidates is None and tail_mass is DEFAULT_TAIL_MASS
+            and max_candidates is DEFAULT_MAX_CANDIDATES and type(stream_offset) is int and stream_offset == 0
+            and type(method) is str and (method == "hybrid" or method == "pfr") and not target.mean.shape
+            and 0 <= seed <= MAX_SEED):
+        # The most common call (a scalar Normal target, every option at its default): one kernel call.
+        encoded = _encode_default_normal(target, seed, method == "hybrid")
+        if encoded is not None:
+            return encoded
     if isinstance(method, str) and method in _TREE_METHODS:
         from .samplers import encode_tree_sample  # the tree samplers build on this module
 
