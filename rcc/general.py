@@ -65,10 +65,11 @@ import numpy as np
 from numba import types
 from scipy import special
 
-from .coding import DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample, _check_transform, coding_transform
+from .encoded import DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample
 from .kernels import _candidate_factor, prior_ppf_scaled
 from .random import check_seed, check_stream_offset, exponential, private_key, uniform_centered
 from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Uniform
+from .transform import _check_transform, coding_transform
 
 __all__ = [
     "LOGPDF_SIGNATURE",
