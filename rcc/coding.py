@@ -45,11 +45,13 @@ from .encoded import (  # noqa: F401 - re-exported
     _TREE_METHODS, DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, DEFAULT_TRANSFORM_SCALE, METHODS, EncodedSample,
     _scalar_encoded_sample,
 )
+from .general import encode_general
 from .race_inputs import (  # noqa: F401 - re-exported
     _BatchInputs, _column, _hybrid_bounds, _raise_prepare_error, _width_mode, kl_divergence_bits,
 )
 from .random import MAX_SEED, check_seed, check_stream_offset, private_key
 from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Distribution, Normal, Uniform, _convert_scipy, normal_half_width
+from .targets.general import GeneralTarget
 from .transform import (  # noqa: F401 - re-exported
     _LAST_DEFAULT_TRANSFORM, _STANDARD_TRANSFORM, _check_transform, _half_width, coding_transform, gaussian_width,
 )
@@ -334,7 +336,7 @@ def encode_sample(
         if encoded is not None:
             return encoded
     if isinstance(method, str) and method in _TREE_METHODS:
-        from .samplers import encode_tree_sample  # the tree samplers build on this module
+        from .samplers import encode_tree_sample  # imported on use: the tree samplers load their own kernels
 
         if not _is_unit_width(width):
             raise ValueError(f"width applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
@@ -349,8 +351,6 @@ def encode_sample(
     if not plain and not isinstance(target, Distribution):
         target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
     if not plain and not isinstance(target, Distribution):
-        from .general import GeneralTarget, encode_general  # general builds on this module
-
         if isinstance(target, GeneralTarget):
             # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
             return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .targets import DEFAULT_TAIL_MASS
+
 __all__ = [
     "METHODS",
     "DEFAULT_TAIL_MASS",
@@ -23,9 +25,6 @@ METHODS = ("hybrid", "pfr", "orc", "mrc")
 
 # A* coding and GPRS (rcc.samplers); kept out of METHODS, whose order the bitstream header encodes.
 _TREE_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
-
-
-DEFAULT_TAIL_MASS = 1e-4
 
 
 DEFAULT_MAX_CANDIDATES = 2**24

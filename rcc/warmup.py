@@ -22,10 +22,11 @@ import numpy as np
 import rcc
 from rcc import coding, compilation, general, kernels
 from rcc import random as shared_random
+from rcc.targets import general as general_targets
 
 __all__ = ["main", "warm_up", "specialisations"]
 
-_MODULES = (shared_random, kernels, general)
+_MODULES = (shared_random, kernels, general_targets, general)
 
 
 def _dispatchers():
