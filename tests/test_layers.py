@@ -23,7 +23,7 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent / "rcc"
 LAYERS = (
     ("rcc.random", 0), ("rcc.compilation", 0), ("rcc.testing", 0),
     ("rcc.targets", 1), ("rcc.targets.*", 1),
-    ("rcc.kernels", 2), ("rcc.kernels.*", 2),
+    ("rcc.axis_kernels", 2), ("rcc.kernels", 2), ("rcc.kernels.*", 2),
     ("rcc.checks", 3.0), ("rcc.encoded", 3.0), ("rcc.transform", 3.0), ("rcc.race_inputs", 3.0),
     ("rcc.general", 3.1), ("rcc.samplers.messages", 4), ("rcc.samplers", 3.1), ("rcc.samplers.*", 3.1),
     ("rcc.scalar_paths", 3.15), ("rcc.coding", 3.2),
