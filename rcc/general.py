@@ -69,10 +69,11 @@ from .random import check_seed, check_stream_offset, exponential, private_key, u
 from .targets import NORMAL_FAMILY, Normal, Uniform
 # The target definitions live in the targets layer; importable from here as before.
 from .targets.general import (  # noqa: F401 - re-exported
-    _F1, _F2, _I1, _LOGPDF_TYPE, LOGPDF_SIGNATURE, GaussianMixture, GeneralTarget, Laplace, ScaledBeta, _b1,
+    _F1, _F2, _I1, _LOGPDF_TYPE, LOGPDF_SIGNATURE, GeneralTarget, _b1,
     _check_prior, _f8, _i8, _minus_log_prior_constant, _minus_log_prior_variable, _owned, _prior_arrays,
     _real_array, _scalar_prior_key, _transformed_support, _typed_kernel, _u8,
 )
+from .targets.general_families import GaussianMixture, Laplace, ScaledBeta  # noqa: F401 - re-exported
 from .transform import _check_transform, coding_transform
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 :mod:`rcc.targets.distributions` holds the closed-form families (Normal,
 TruncatedNormal, Uniform, Product), :mod:`rcc.targets.general` the general 1-D
-targets given by a log density (GeneralTarget, Laplace, ...), and
+targets given by a log density (GeneralTarget), :mod:`rcc.targets.general_families`
+the ready-made ones (Laplace, GaussianMixture, ScaledBeta), and
 :mod:`rcc.targets.scipy_interop` the conversion of frozen ``scipy.stats``
 distributions.  Everything is importable from ``rcc.targets`` as before.
 """

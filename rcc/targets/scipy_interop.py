@@ -136,7 +136,7 @@ def from_scipy(dist: Any, *, tail_mass: float | None = None) -> Any:
         loc, scale, a, b = _broadcast(("loc", "scale", "a", "b"), loc, scale, a, b)
         return TruncatedNormal(loc=loc, scale=scale, low=loc + a * scale, high=loc + b * scale)
     # Imported on use: most conversions need no general target.
-    from .general import Laplace
+    from .general_families import Laplace
 
     return Laplace(loc, scale) if tail_mass is None else Laplace(loc, scale, tail_mass=tail_mass)
 
