@@ -79,7 +79,7 @@ def _check_positive_int(value, name, allow_none=False):
     return int(value)
 
 
-def _check_width_array(width, shape):
+def _check_width_array(width, shape) -> np.ndarray:
     """Validate an explicit integer width (scalar or array) and broadcast it."""
     arr = _as_int64(width, "width", "a positive integer or array of them")
     if (arr < 1).any():
@@ -90,7 +90,7 @@ def _check_width_array(width, shape):
         raise ValueError(f"width of shape {arr.shape} does not broadcast to {shape}") from exc
 
 
-def _as_int64(value, name, what):
+def _as_int64(value, name, what) -> np.ndarray:
     """``value`` as an int64 array; values beyond int64 raise ``ValueError`` showing them as given.
 
     Python integers too large for int64 would become an object array (or wrap
@@ -121,7 +121,7 @@ def _as_int64(value, name, what):
     return arr.astype(np.int64)
 
 
-def _integer_array(value, name):
+def _integer_array(value, name) -> np.ndarray:
     return _as_int64(value, name, "an integer or an array of integers")
 
 
@@ -135,7 +135,7 @@ def _is_unit_width(width):
     return arr.dtype.kind in "iuf" and bool((arr == 1).all())
 
 
-def _check_target(target):
+def _check_target(target) -> Distribution:
     target = _convert_scipy(target)  # frozen scipy.stats norm / truncnorm / uniform
     if not isinstance(target, Distribution):
         raise TypeError(

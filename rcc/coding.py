@@ -31,8 +31,10 @@ Methods (:ref:`race-rule`, :ref:`race-baselines`, :ref:`hybrid-window`,
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import kernels
 # The coder layer's shared pieces, importable from here as before (rcc.coding re-exports them).
@@ -238,21 +240,21 @@ def _encode_default_normal(target, seed, hybrid):
 
 
 def encode_sample(
-    target,
-    seed,
+    target: Distribution | GeneralTarget | Any,
+    seed: int | np.integer,
     *,
-    prior=None,
-    width=None,
-    method="hybrid",
-    tail_mass=DEFAULT_TAIL_MASS,
-    max_candidates=DEFAULT_MAX_CANDIDATES,
-    num_candidates=None,
-    rng=None,
-    num_threads=None,
-    progress=False,
-    transform=None,
-    stream_offset=0,
-):
+    prior: Normal | Uniform | Any | None = None,
+    width: ArrayLike | None = None,
+    method: str = "hybrid",
+    tail_mass: float = DEFAULT_TAIL_MASS,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    num_candidates: int | None = None,
+    rng: int | np.random.Generator | None = None,
+    num_threads: int | None = None,
+    progress: bool = False,
+    transform: Normal | Uniform | str | None = None,
+    stream_offset: int = 0,
+) -> EncodedSample:
     """Encode an exact sample of ``target`` as a message ``(index, factor)``.
 
     Parameters
@@ -356,7 +358,7 @@ def encode_sample(
             return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,
                                   max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                                   transform=transform, stream_offset=stream_offset)
-        _check_target(target)
+        target = _check_target(target)  # raises: neither an rcc distribution nor a general target
     # Fast path for the common plain int; check_seed handles (and rejects) the rest.
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
     prior = _check_prior(prior)
@@ -425,7 +427,8 @@ def encode_sample(
         sample=_scalar_or_array(sample.reshape(shape)),
         candidates=_scalar_or_array(examined.reshape(batch_shape)),
         width=_scalar_or_array(widths.reshape(shape)),
-        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), batch_shape)),
+        tail_mass=_scalar_or_array(np.broadcast_to(cast(Distribution, target).tail_mass_of(tail_mass),
+                                                   batch_shape)),
         kl_bits=_scalar_or_array(kl_bits.reshape(batch_shape)),
         method=method,
         num_candidates=None if mode == kernels.RACE else _scalar_or_array(counts.reshape(batch_shape)),
@@ -489,8 +492,10 @@ def _decode_scalar(index, factor, seed, prior, width, method, num_threads, trans
     return sample if status == kernels.STATUS_OK else None
 
 
-def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid", num_threads=None,
-                  transform=None, stream_offset=0):
+def decode_sample(index: ArrayLike, factor: ArrayLike, seed: int | np.integer, *,
+                  prior: Normal | Uniform | Any | None = None, width: ArrayLike | None = None, method: str = "hybrid",
+                  num_threads: int | None = None, transform: Normal | Uniform | str | None = None,
+                  stream_offset: int = 0) -> Any:
     """Reproduce the sample of a message ``(index, factor)``, bit for bit.
 
     Decoding costs O(1) per sample whatever the index: the receiver jumps
@@ -581,10 +586,10 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
             flat(prior_family, np.int64), flat(prior_loc, np.float64), flat(prior_scale, np.float64),
             hybrid, sample, status,
         )
-    bad = np.flatnonzero(status != kernels.STATUS_OK)
-    if bad.size:
+    failed = np.flatnonzero(status != kernels.STATUS_OK)
+    if failed.size:
         raise ValueError(
-            f"factor is inconsistent with the shared dither for {bad.size} element(s) (first: flat index "
-            f"{bad[0]}): K + U_N must lie in [0, width). Check the seed, width and message"
+            f"factor is inconsistent with the shared dither for {failed.size} element(s) (first: flat index "
+            f"{failed[0]}): K + U_N must lie in [0, width). Check the seed, width and message"
         )
     return _scalar_or_array(sample.reshape(shape))

@@ -58,10 +58,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numba
 import numpy as np
 from numba import types
+from numpy.typing import ArrayLike
 
 from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample
 from .kernels import _candidate_factor, prior_ppf_scaled
@@ -208,7 +210,8 @@ def _encode_general_batch_serial(seed, key, stream_offset, logpdf, params, low, 
 # --------------------------------------------------------------------------- encoder
 
 
-def general_width(target, prior=None, transform=None):
+def general_width(target: GeneralTarget, prior: Normal | Uniform | None = None,
+                  transform: Normal | Uniform | str | None = None) -> Any:
     """Largest width ``M`` whose transformed support ``[M F_c(low), M F_c(high)]`` fits a unit window.
 
     Parameters
@@ -306,9 +309,12 @@ def _race_inputs(target, prior, transform, hybrid, width, log_ratio_max):
     return columns, float(np.max(log_w_max))
 
 
-def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
-                   max_candidates=DEFAULT_MAX_CANDIDATES, log_ratio_max=None, check_bound=True, rng=None,
-                   num_threads=None, transform=None, stream_offset=0):
+def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Normal | Uniform | None = None,
+                   width: ArrayLike | None = None, method: str = "hybrid",
+                   max_candidates: int = DEFAULT_MAX_CANDIDATES, log_ratio_max: ArrayLike | None = None,
+                   check_bound: bool = True, rng: int | np.random.Generator | None = None,
+                   num_threads: int | None = None, transform: Normal | Uniform | str | None = None,
+                   stream_offset: int = 0) -> EncodedSample:
     """Encode an exact sample of a :class:`GeneralTarget`; decode with :func:`rcc.decode_sample`.
 
     Parameters
@@ -407,7 +413,8 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     status = np.zeros(count, dtype=np.int64)
     previous = numba.get_num_threads()
     if num_threads is not None:
-        numba.set_num_threads(min(_check_int(num_threads, "num_threads"), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(_check_int(num_threads, "num_threads"),
+                                  numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         kernel = _encode_general_batch if count >= _SERIAL_BELOW else _encode_general_batch_serial
         kernel(

@@ -9,6 +9,7 @@ preparation step alone, with exactly the encoder's arithmetic.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from . import kernels
 from .checks import (_Threads, _check_prior, _check_prior_support, _check_target, _check_tail_mass,
                      _check_width_array, _prior_arrays, _read_only, _run_chunks, _scalar_or_array)
 from .encoded import DEFAULT_TAIL_MASS
-from .targets import Normal, Product
+from .targets import Distribution, Normal, Product, Uniform
 from .transform import _check_transform, _half_width
 
 __all__ = ["kl_divergence_bits"]
@@ -168,7 +169,8 @@ def _hybrid_bounds(target, prior, width, tail_mass, transform=None):
             lengths.reshape(batch_shape + event_shape))
 
 
-def kl_divergence_bits(target, prior=None, tail_mass=DEFAULT_TAIL_MASS):
+def kl_divergence_bits(target: Distribution | Any, prior: Normal | Uniform | Any | None = None,
+                       tail_mass: float = DEFAULT_TAIL_MASS) -> Any:
     """``D_KL[target.truncate(tail_mass) || prior]`` in bits (summed over the event)."""
     prior = _check_prior(prior)
     inputs = _BatchInputs(_check_target(target), prior, _check_tail_mass(tail_mass),

@@ -9,7 +9,10 @@ fits, which the receiver can recompute.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import kernels
 from .checks import _STANDARD_NORMAL, _check_prior, _check_tail_mass, _prior_arrays, _read_only, _scalar_or_array
@@ -24,7 +27,8 @@ _STANDARD_TRANSFORM = Normal(0.0, DEFAULT_TRANSFORM_SCALE * 1.0)
 _LAST_DEFAULT_TRANSFORM = [(_STANDARD_NORMAL, _STANDARD_TRANSFORM)]
 
 
-def coding_transform(prior=None, transform=None):
+def coding_transform(prior: Normal | Uniform | Any | None = None,
+                     transform: Normal | Uniform | str | None = None) -> Normal | Uniform:
     """The coding transform ``c`` through whose CDF hybrid candidates are built.
 
     Hybrid coding places its candidates on the transformed axis
@@ -80,7 +84,7 @@ def coding_transform(prior=None, transform=None):
     return transform
 
 
-def _check_transform(transform, prior, hybrid):
+def _check_transform(transform, prior, hybrid) -> Normal | Uniform:
     """The transform the kernels use: :func:`coding_transform` for hybrid, the prior otherwise."""
     if not hybrid:
         if transform is not None and transform is not prior and not (isinstance(transform, str)
@@ -90,7 +94,8 @@ def _check_transform(transform, prior, hybrid):
     return coding_transform(prior, transform)
 
 
-def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS, transform=None):
+def gaussian_width(std: ArrayLike, prior: Normal | Uniform | Any | None = None, tail_mass: float = DEFAULT_TAIL_MASS,
+                   transform: Normal | Uniform | str | None = None) -> Any:
     """Largest width ``M`` such that every ``Normal(mean, std)`` target fits.
 
     A truncated Gaussian of fixed std has its widest transformed support when
@@ -116,7 +121,7 @@ def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS, transform=None)
     """
     transform = coding_transform(prior, transform)
     half_width = _half_width(_check_tail_mass(tail_mass))
-    std = Normal(0.0, std).std
+    std = np.asarray(Normal(0.0, std).std)
     try:
         shape = np.broadcast_shapes(std.shape, transform.batch_shape)
     except ValueError as exc:

@@ -45,10 +45,12 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Any
 
 import numba
 import numpy as np
 from numba import types
+from numpy.typing import ArrayLike
 from scipy import special
 
 from .distributions import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Uniform
@@ -274,12 +276,12 @@ def _evaluate_logpdf(logpdf, params, row, z, out):
 # --------------------------------------------------------------------------- validation
 
 
-def _owned(value, dtype=np.float64):
+def _owned(value, dtype=np.float64) -> np.ndarray:
     """A fresh, writable, C-contiguous copy (numba's typed signatures reject read-only views)."""
     return np.array(value, dtype=dtype, order="C", copy=True)
 
 
-def _real_array(value, name):
+def _real_array(value, name) -> np.ndarray:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be real numbers, got {value!r}")
     arr = np.asarray(value)
@@ -291,7 +293,7 @@ def _real_array(value, name):
     return arr
 
 
-def _finite_array(value, name):
+def _finite_array(value, name) -> np.ndarray:
     arr = _real_array(value, name)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)].ravel()[:3]}")
@@ -435,8 +437,10 @@ class GeneralTarget:
 
     event_shape = ()
 
-    def __init__(self, logpdf, low, high, params=None, *, mode=None, lipschitz=None, concavity=None, breakpoints=None,
-                 tail_mass=0.0, name=None):
+    def __init__(self, logpdf: Any, low: ArrayLike, high: ArrayLike, params: ArrayLike | None = None, *,
+                 mode: ArrayLike | None = None, lipschitz: ArrayLike | None = None,
+                 concavity: ArrayLike | None = None, breakpoints: ArrayLike | None = None,
+                 tail_mass: ArrayLike = 0.0, name: str | None = None) -> None:
         self.logpdf_function = _check_logpdf(logpdf)
         low = _finite_array(low, "low")
         high = _finite_array(high, "high")
@@ -488,8 +492,8 @@ class GeneralTarget:
         self.name = type(self).__name__ if name is None else str(name)
         self._rows = None
         self._params_flat = None
-        self._tables = {}
-        self._per_prior_values = {}
+        self._tables: dict[int, tuple] = {}  # per element: its quadrature table (the target is immutable)
+        self._per_prior_values: dict[tuple, Any] = {}
         # Normalise now: this also checks that logpdf is finite somewhere on the support.
         self.log_normalizer, _ = self._quadrature(Normal(0.0, 1.0))
 
@@ -529,7 +533,7 @@ class GeneralTarget:
             self._params_flat = _owned(np.reshape(self.params, (self._count, self.params.shape[-1])))
         return self._params_flat
 
-    def raw_logpdf_flat(self, flat_index, z):
+    def raw_logpdf_flat(self, flat_index: ArrayLike, z: ArrayLike) -> np.ndarray:
         """``logpdf(z[i], params[flat_index[i]])`` (unnormalised), vectorised."""
         z = _owned(z, dtype=np.float64).reshape(-1)
         rows = _owned(np.broadcast_to(flat_index, z.shape), dtype=np.int64)
@@ -591,7 +595,7 @@ class GeneralTarget:
         kl = out[inverse, 1].reshape(self.batch_shape) + _minus_log_prior_constant(family, scale)
         return log_z, kl
 
-    def logpdf(self, x):
+    def logpdf(self, x: ArrayLike) -> Any:
         """Normalised log density; ``-inf`` outside ``[low, high]``.  ``x`` broadcasts with the batch."""
         x = _real_array(x, "x")
         x, low, high, norm = np.broadcast_arrays(x, self.low, self.high, self.log_normalizer)
@@ -602,11 +606,11 @@ class GeneralTarget:
             out[inside] = self.raw_logpdf_flat(index[inside], x[inside]) - norm[inside]
         return out if out.ndim else float(out)
 
-    def pdf(self, x):
+    def pdf(self, x: ArrayLike) -> Any:
         """Normalised density."""
         return np.exp(self.logpdf(x))
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> Any:
         """Numerical CDF (Gauss-Legendre quadrature, about 1e-12 accurate for smooth densities).
 
         ``x`` broadcasts with the batch shape.
@@ -630,7 +634,7 @@ class GeneralTarget:
             flat_out[which] = np.clip(cdf_edges[cell] + partial, 0.0, 1.0)
         return out if out.ndim else float(out)
 
-    def kl_divergence_bits(self, prior=None):
+    def kl_divergence_bits(self, prior: Normal | Uniform | None = None) -> Any:
         """``D_KL[target || prior]`` in bits, by quadrature, per element."""
         return self._per_prior("kl_bits", prior, lambda p: self._quadrature(p)[1] / math.log(2.0))
 
@@ -648,7 +652,7 @@ class GeneralTarget:
 
     # ----------------------------------------------------------------- certified bound
 
-    def log_ratio_max(self, prior=None):
+    def log_ratio_max(self, prior: Normal | Uniform | None = None) -> Any:
         """Certified ``sup_z [log q(z) - log p(z)]`` over ``[low, high]``, in nats, per element.
 
         This is ``log w_max`` of PFR; hybrid coding with width ``M`` uses

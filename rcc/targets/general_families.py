@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
 from .distributions import DEFAULT_TAIL_MASS
@@ -43,7 +45,7 @@ class Laplace(GeneralTarget):
     ``loc`` (log-concave) and the Lipschitz constant ``1 / scale``.
     """
 
-    def __init__(self, loc, scale, *, tail_mass=DEFAULT_TAIL_MASS):
+    def __init__(self, loc: ArrayLike, scale: ArrayLike, *, tail_mass: float = DEFAULT_TAIL_MASS) -> None:
         loc = _finite_array(loc, "loc")
         scale = _finite_array(scale, "scale")
         if (scale <= 0).any():
@@ -56,7 +58,7 @@ class Laplace(GeneralTarget):
         super().__init__(_laplace_logpdf, loc - half, loc + half, np.stack([loc, scale, log_norm], axis=-1),
                          mode=loc, lipschitz=1.0 / scale, tail_mass=np.full(loc.shape, eps), name="Laplace")
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF of the truncated Laplace."""
         x = np.clip(_real_array(x, "x"), self.low, self.high)
         t = (x - self.loc) / self.scale
@@ -90,7 +92,8 @@ class GaussianMixture(GeneralTarget):
     combination of the components' scores).
     """
 
-    def __init__(self, weight, mean1, std1, mean2, std2, *, tail_mass=DEFAULT_TAIL_MASS):
+    def __init__(self, weight: ArrayLike, mean1: ArrayLike, std1: ArrayLike, mean2: ArrayLike, std2: ArrayLike, *,
+                 tail_mass: float = DEFAULT_TAIL_MASS) -> None:
         weight = _finite_array(weight, "weight")
         if ((weight <= 0) | (weight >= 1)).any():
             raise ValueError("weight must lie in (0, 1)")
@@ -116,7 +119,7 @@ class GaussianMixture(GeneralTarget):
                          tail_mass=1.0 - mass,
                          name="GaussianMixture")
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF of the truncated mixture."""
         x = np.clip(_real_array(x, "x"), self.low, self.high)
 
@@ -146,7 +149,7 @@ class ScaledBeta(GeneralTarget):
     No truncation.  Certified by its mode ``low + (high - low) (a - 1) / (a + b - 2)``.
     """
 
-    def __init__(self, a, b, low=0.0, high=1.0):
+    def __init__(self, a: ArrayLike, b: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0) -> None:
         a, b = _finite_array(a, "a"), _finite_array(b, "b")
         if (a < 1).any() or (b < 1).any():
             raise ValueError("a and b must be >= 1 (a bounded, log-concave density)")
@@ -161,7 +164,7 @@ class ScaledBeta(GeneralTarget):
         super().__init__(_beta_logpdf, low, high, np.stack([a, b, low, high, log_norm], axis=-1),
                          mode=low + (high - low) * mode_t, name="ScaledBeta")
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF (regularised incomplete beta function)."""
         x = _real_array(x, "x")
         t = np.clip((x - self.low) / (self.high - self.low), 0.0, 1.0)
