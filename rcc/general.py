@@ -66,8 +66,9 @@ from numba import types
 from numpy.typing import ArrayLike
 
 from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample
-from .kernels import _candidate_factor, prior_ppf_scaled
-from .random import check_seed, check_stream_offset, exponential, private_key, uniform_centered
+from .kernels import _candidate_factor, prior_ppf_scaled, race
+from .random import (DOMAIN_PRIVATE, DOMAIN_SHARED, _shared_dither, _stream_prefix, check_seed, check_stream_offset,
+                     private_key, uniform_centered)
 from .targets import NORMAL_FAMILY, Normal, Uniform
 # The target definitions live in the targets layer; importable from here as before.
 from .targets.general import (  # noqa: F401 - re-exported
@@ -98,51 +99,39 @@ _SERIAL_BELOW = 64  # smaller batches run on the calling thread (a race per elem
 
 
 
-@numba.njit(cache=True)
-def _race_general(seed, key, stream, logpdf, params, low, high, log_const, prior_family, prior_loc,
-                  prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
-                  max_candidates, check_bound):
-    """One exponential race (:ref:`race-rule`) with candidates built as in rcc.kernels.
 
-    Returns ``(index, examined, status)``.
+
+@numba.njit(cache=True, inline="always")
+def _general_log_weight(state, shared, n):
+    """:func:`rcc.kernels.race`'s weight of a general target: its log-density callback.
+
+    Candidates are built as in :mod:`rcc.kernels` (the same shared dither,
+    decoding factor and inverse CDF of the coding transform);
+    ``log w(z) = logpdf(z) + s**2 / 2 + log_const``.  A NaN log density, or a
+    weight above the certified bound, stops the race with its status.
     """
-    best = np.inf
-    best_n = 0
-    arrival = 0.0
-    examined = 0
-    n = 0
-    while True:
-        n += 1
-        if n > max_candidates:
-            return best_n, examined, STATUS_MAX_CANDIDATES
-        arrival += exponential(key, stream, np.uint64(n))
-        log_arrival = math.log(arrival)
-        if log_arrival - log_w_max >= best:
-            break
-        examined += 1
-        u = uniform_centered(seed, stream, np.uint64(n), np.uint64(0))
-        if hybrid:
-            k = _candidate_factor(centre, u)
-            offset = u
-        else:
-            k = 0.0
-            offset = u + 0.5
-        position = k + offset
-        lw = -np.inf
-        if position >= window_low and position <= window_high:
-            z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
-            if z >= low and z <= high and math.isfinite(z):
-                value = logpdf(z, params)
-                if math.isnan(value):
-                    return n, examined, STATUS_NAN
-                lw = value + _minus_log_prior_variable(z, prior_family, prior_loc, prior_scale) + log_const
-                if check_bound and lw > log_w_max:
-                    return n, examined, STATUS_BOUND_VIOLATED
-        score = log_arrival - lw
-        if score < best:
-            best = score
-            best_n = n
-    return best_n, examined, STATUS_OK
+    (logpdf, params, low, high, log_const, prior_family, prior_loc, prior_scale, width, centre, window_low,
+     window_high, hybrid, check_bound, log_w_max) = state
+    u = _shared_dither(shared, n, 0)
+    if hybrid:
+        k = _candidate_factor(centre, u)
+        offset = u
+    else:
+        k = 0.0
+        offset = u + 0.5
+    position = k + offset
+    if not (position >= window_low and position <= window_high):
+        return -np.inf, STATUS_OK
+    z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
+    if not (z >= low and z <= high and math.isfinite(z)):
+        return -np.inf, STATUS_OK
+    value = logpdf(z, params)
+    if math.isnan(value):
+        return -np.inf, STATUS_NAN
+    lw = value + _minus_log_prior_variable(z, prior_family, prior_loc, prior_scale) + log_const
+    if check_bound and lw > log_w_max:
+        return lw, STATUS_BOUND_VIOLATED
+    return lw, STATUS_OK
 
 
 @numba.njit(cache=True)
@@ -152,11 +141,11 @@ def _encode_general_element(i, seed, key, stream_offset, logpdf, params, low, hi
                             status_out):
     """Encode element ``i`` of a batch of 1-D general targets (stream ``stream_offset + i``)."""
     stream = stream_offset + np.uint64(i)
-    n, examined, status = _race_general(
-        seed, key, stream, logpdf, params[i], low[i], high[i], log_const[i], prior_family[i],
-        prior_loc[i], prior_scale[i], width[i], centre[i], window_low[i], window_high[i], hybrid,
-        log_w_max[i], max_candidates, check_bound,
-    )
+    # The one race loop of the built-in targets, with this target's log-density callback as its weight.
+    state = (logpdf, params[i], low[i], high[i], log_const[i], prior_family[i], prior_loc[i], prior_scale[i],
+             width[i], centre[i], window_low[i], window_high[i], hybrid, check_bound, log_w_max[i])
+    n, examined, status = race(_general_log_weight, state, _stream_prefix(DOMAIN_SHARED, seed, stream),
+                               _stream_prefix(DOMAIN_PRIVATE, key, stream), log_w_max[i], max_candidates)
     index_out[i] = n
     examined_out[i] = examined
     status_out[i] = status

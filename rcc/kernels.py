@@ -72,6 +72,7 @@ __all__ = [
     "ndtri_lower",
     "prior_ppf_scaled",
     "log_weight",
+    "race",
     "select_one",
     "encode_fused",
     "encode_fused_serial",
@@ -151,9 +152,16 @@ _RESCALE = 2.0**600
 _LOG_RESCALE = 600.0 * math.log(2.0)
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _race(shared, private, params, hybrid, log_w_max, max_candidates):
-    """The exponential race with the w_max stopping rule (:ref:`race-rule`).
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def race(log_weight_of, state, shared, private, log_w_max, max_candidates):
+    """The exponential race with the w_max stopping rule (:ref:`race-rule`), for any candidate weight.
+
+    ``log_weight_of(state, shared, n) -> (log w_n, status)`` gives the log
+    weight of candidate ``n`` (``-inf`` outside the target's support); a
+    status other than ``STATUS_OK`` ends the race at once with that status.
+    Each weight function is a compiled variant of this one loop: the built-in
+    targets' (:func:`_packed_log_weight`, :func:`_row_log_weight`) and the
+    general targets' log-density callback (:mod:`rcc.general`).
 
     Arrival times ``T_n = E_1 + ... + E_n`` with ``E_i = -log V_i`` are kept
     as the product ``prod V_i = exp(-T_n)`` (rescaled by ``2**600`` before it
@@ -183,7 +191,9 @@ def _race(shared, private, params, hybrid, log_w_max, max_candidates):
         if product <= stop_product:
             break
         examined += 1
-        lw = _candidate_log_weight(shared, n, params, hybrid)
+        lw, status = log_weight_of(state, shared, n)
+        if status != STATUS_OK:
+            return n, examined, status
         if lw == -np.inf:
             continue
         score = math.log(rescaled - math.log(product)) - lw
@@ -195,56 +205,33 @@ def _race(shared, private, params, hybrid, log_w_max, max_candidates):
     return best_n, examined, STATUS_OK
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _race_1d(shared, private, row, hybrid, log_w_max, max_candidates):
-    """:func:`_race` for a 1-D target, its parameters held in registers.
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _packed_log_weight(state, shared, n):
+    """:func:`race`'s weight of a d-dimensional built-in target; ``state = (params, hybrid)``."""
+    params, hybrid = state
+    return _candidate_log_weight(shared, n, params, hybrid), STATUS_OK
 
-    Returns (index, examined, status, factor, sample): the winner's factor
-    and sample are kept from its weight evaluation, not recomputed.
-    """
-    family, loc, scale, low, high = row[F_FAMILY], row[F_LOC], row[F_SCALE], row[F_LOW], row[F_HIGH]
-    const, width, centre = row[F_CONST], row[F_WIDTH], row[F_CENTRE]
-    prior_family, prior_loc, prior_scale = row[F_TRANSFORM_FAMILY], row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE]
-    window_low, window_high = row[F_WINDOW_LOW], row[F_WINDOW_HIGH]
-    best = np.inf
-    best_n = 0
-    best_k = 0.0
-    best_z = np.nan
-    product = 1.0
-    rescaled = 0.0
-    stop_arrival = np.inf
-    stop_product = 0.0
-    examined = 0
-    n = 0
-    while True:
-        n += 1
-        if n > max_candidates:
-            return best_n, examined, STATUS_MAX_CANDIDATES, best_k, best_z
-        product *= _private_uniform(private, n)
-        if product < 1.0 / _RESCALE:
-            product *= _RESCALE
-            rescaled += _LOG_RESCALE
-            stop_product = math.exp(rescaled - stop_arrival)
-        if product <= stop_product:
-            break
-        examined += 1
-        k, offset = _candidate_position(shared, n, 0, centre, hybrid)
-        position = k + offset
-        if position < window_low or position > window_high:
-            continue
-        z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
-        lw = log_weight(z, family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale)
-        if lw == -np.inf:
-            continue
-        score = math.log(rescaled - math.log(product)) - lw
-        if score < best:
-            best = score
-            best_n = n
-            best_k = k
-            best_z = z
-            stop_arrival = math.exp(best + log_w_max)
-            stop_product = math.exp(rescaled - stop_arrival)
-    return best_n, examined, STATUS_OK, best_k, best_z
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _row_log_weight(state, shared, n):
+    """:func:`race`'s weight of a 1-D built-in target, its parameters unpacked (held in registers)."""
+    (family, loc, scale, low, high, const, width, centre, prior_family, prior_loc, prior_scale, window_low,
+     window_high, hybrid) = state
+    k, offset = _candidate_position(shared, n, 0, centre, hybrid)
+    position = k + offset
+    # Cheap rejection before the inverse CDF: outside the transformed support.
+    if position < window_low or position > window_high:
+        return -np.inf, STATUS_OK
+    z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
+    return log_weight(z, family, loc, scale, low, high, const, prior_family, prior_loc, prior_scale), STATUS_OK
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _row_state(row, hybrid):
+    """The state tuple of :func:`_row_log_weight` from one packed parameter row."""
+    return (row[F_FAMILY], row[F_LOC], row[F_SCALE], row[F_LOW], row[F_HIGH], row[F_CONST], row[F_WIDTH],
+            row[F_CENTRE], row[F_TRANSFORM_FAMILY], row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE],
+            row[F_WINDOW_LOW], row[F_WINDOW_HIGH], hybrid)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -292,13 +279,11 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
     shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
     if mode == RACE and params.shape[0] == 1:
-        n, examined, status, k, z = _race_1d(shared, private, params[0], hybrid, log_w_max, max_candidates)
-        if status == STATUS_OK:
-            factor_out[0] = np.int64(k)
-            sample_out[0] = z
-        return n, examined, status
-    if mode == RACE:
-        n, examined, status = _race(shared, private, params, hybrid, log_w_max, max_candidates)
+        n, examined, status = race(_row_log_weight, _row_state(params[0], hybrid), shared, private, log_w_max,
+                                   max_candidates)
+    elif mode == RACE:
+        n, examined, status = race(_packed_log_weight, (params, hybrid), shared, private, log_w_max,
+                                   max_candidates)
     else:
         n, examined, status = _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates)
     if status == STATUS_OK:
