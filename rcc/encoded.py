@@ -9,6 +9,7 @@ and the message coding assume, so they live below all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .targets import DEFAULT_TAIL_MASS
 
@@ -68,16 +69,16 @@ class EncodedSample:
         :func:`rcc.encode_messages` codes the factors against).
     """
 
-    index: object
-    factor: object
-    sample: object
-    candidates: object
-    width: object
-    tail_mass: object
-    kl_bits: object
+    index: Any
+    factor: Any
+    sample: Any
+    candidates: Any
+    width: Any
+    tail_mass: Any
+    kl_bits: Any
     method: str
-    num_candidates: object = None
-    seed: object = None
+    num_candidates: Any = None
+    seed: int | None = None
 
 
 def _scalar_encoded_sample(**fields):
