@@ -26,7 +26,7 @@ LAYERS = (
     ("rcc.axis_kernels", 2), ("rcc.kernels", 2), ("rcc.kernels.*", 2),
     ("rcc.checks", 3.0), ("rcc.encoded", 3.0), ("rcc.transform", 3.0), ("rcc.race_inputs", 3.0),
     ("rcc.general", 3.1), ("rcc.samplers.messages", 4), ("rcc.samplers", 3.1), ("rcc.samplers.*", 3.1),
-    ("rcc.scalar_paths", 3.15), ("rcc.coding", 3.2),
+    ("rcc.coding", 3.2),
     ("rcc.entropy", 4), ("rcc.entropy.*", 4),
     ("rcc.compression", 5),
     ("rcc.torch", 6), ("rcc.torch.*", 6), ("rcc.dask", 6),
