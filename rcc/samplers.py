@@ -284,6 +284,90 @@ def _excess_on(eta, za, zb, p):
     return (q1 + q2) - eta * (p1 + p2)
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _three_point_masses(a, m, b, family, loc, scale):
+    """Masses of ``[a, m]`` and ``[m, b]`` (``a <= m <= b``) as :func:`_normal_mass` computes them,
+    with the tail value at the shared point ``m`` computed once."""
+    if family != NORMAL:
+        return (m - a) / scale, (b - m) / scale
+    ta, tm, tb = (a - loc) / scale, (m - loc) / scale, (b - loc) / scale
+    # the same tail choice as _normal_mass: upper tails when the piece's lower end is above the mean
+    if ta > 0.0:
+        em = math.erfc(tm * _INV_SQRT2)
+        left = 0.5 * (math.erfc(ta * _INV_SQRT2) - em)
+    else:
+        em_neg = math.erfc(-tm * _INV_SQRT2)
+        left = 0.5 * (em_neg - math.erfc(-ta * _INV_SQRT2))
+    if tm > 0.0:
+        right = 0.5 * ((em if ta > 0.0 else math.erfc(tm * _INV_SQRT2)) - math.erfc(tb * _INV_SQRT2))
+    else:
+        right = 0.5 * (math.erfc(-tb * _INV_SQRT2) - em_neg)
+    return left, right
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prior_position(x, za, zm, zb, ua, ca, um, cm, ub, cb, p):
+    """``(F_p(x), 1 - F_p(x))`` of a Normal prior: the node's pair if ``x`` is one of its three points."""
+    if x == za:
+        return ua, ca
+    if x == zm:
+        return um, cm
+    if x == zb:
+        return ub, cb
+    t = (x - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE]
+    if t > 0.0:
+        c = 0.5 * math.erfc(t * _INV_SQRT2)
+        return 1.0 - c, c
+    u = 0.5 * math.erfc(-t * _INV_SQRT2)
+    return u, 1.0 - u
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _child_excesses(level, za, zm, zb, ua, ca, um, cm, ub, cb, p):
+    """``(_excess_on(level, za, zm, p), _excess_on(level, zm, zb, p))`` for ``level > 0``, in one pass.
+
+    Both children share the superlevel set ``{r >= level}``; for a concave log
+    ratio it is one interval, so the masses of the two children's parts need
+    the distribution functions at three points instead of four (the shared
+    point ``zm`` once).  Other shapes fall back to two :func:`_excess_on` calls.
+    """
+    a, v = p[P_CURVATURE], p[P_VERTEX]
+    if not (a < 0.0 and level > 0.0):
+        return _excess_on(level, za, zm, p), _excess_on(level, zm, zb, p)
+    log_level = math.log(level)
+    if log_level >= p[P_LOG_RMAX]:
+        return 0.0, 0.0
+    low, high = p[P_LOW], p[P_HIGH]
+    if v >= low and v <= high:
+        half = math.sqrt((p[P_LOG_RMAX] - log_level) / -a)
+        set_lo, set_hi = v - half, v + half
+    else:
+        # the vertex lies outside the support: r is monotone on it, the set touches one end
+        end = low if v < low else high
+        gap = math.sqrt(max(((_log_ratio(end, p) - log_level) / -a) + (end - v) ** 2, 0.0))
+        set_lo, set_hi = (low, v + gap) if v < low else (v - gap, high)
+    lo = max(za, max(low, set_lo))
+    hi = min(zb, min(high, set_hi))
+    if not lo < hi:
+        return 0.0, 0.0
+    mid = min(max(zm, lo), hi)
+    q_left, q_right = _three_point_masses(lo, mid, hi, p[P_FAMILY], p[P_LOC], p[P_SCALE])
+    if p[P_FAMILY] == NORMAL:
+        norm = math.exp(p[P_LOGNORM])
+        q_left, q_right = q_left / norm, q_right / norm
+    if p[P_PRIOR_FAMILY] == NORMAL:
+        # the node's own ends carry their CDF positions: only points cut by the superlevel set need erfc
+        lo_u, lo_c = _prior_position(lo, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+        mid_u, mid_c = _prior_position(mid, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+        hi_u, hi_c = _prior_position(hi, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+        p_left, p_right = _mass(lo_u, lo_c, mid_u, mid_c), _mass(mid_u, mid_c, hi_u, hi_c)
+    else:
+        p_left, p_right = _three_point_masses(lo, mid, hi, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+    left = q_left - level * p_left if mid > lo else 0.0
+    right = q_right - level * p_right if hi > mid else 0.0
+    return left, right
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _integrand(s, p):
     """``d sigma / d s`` at ``s = -log(1 - eta / r_max)``."""
@@ -591,8 +675,8 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)
             zm = _pair_ppf(um, cm, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
-        left = max(_excess_on(level, za, zm, p), 0.0)
-        right = max(_excess_on(level, zm, zb, p), 0.0)
+        left, right = _child_excesses(level, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+        left, right = max(left, 0.0), max(right, 0.0)
         if not left + right > 0.0:
             return 0, np.nan, step, STATUS_NO_MASS
         if _private_coin(private, h, 2) * (left + right) <= left:
