@@ -58,10 +58,10 @@ def test_exactness_battery(method):
 def test_test_of_the_test_wrong_bound_fails(method):
     """A displaced mode (wrong bounds, stretch function or residual masses) is detected by the battery."""
     target = rcc.Normal(0.4, 0.01)
-    params, _, _, _ = samplers._params(_copies(target, N), PRIOR, 0.0)
-    params[:, samplers.P_VERTEX] += 0.01  # the bound's mode one std away from the truth
+    params, _, _, _ = samplers.core._params(_copies(target, N), PRIOR, 0.0)
+    params[:, samplers.kernels.P_VERTEX] += 0.01  # the bound's mode one std away from the truth
     key = private_key(5)
-    _, sample, _, status = samplers._run_search(params, 5, key, 0, method, 2**20)
+    _, sample, _, status = samplers.core._run_search(params, 5, key, 0, method, 2**20)
     assert not status.any()
     result = testing.run_battery([testing.BatteryCase("wrong bound", sample, target.cdf, target.ppf)])
     assert not result.passed

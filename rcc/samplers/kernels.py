@@ -1,113 +1,28 @@
-"""Exact samplers on a shared tree of nested intervals: A* coding, GPRS and greedy rejection coding.
+"""Numba kernels of the tree samplers: density ratios, masses, GPRS's stretch function and the searches.
 
-The mathematics is explained in :ref:`samplers`.
-
-The sender and the receiver share one Poisson process per batch element on
-``(0, inf) x R`` with intensity ``dt x P`` (``P`` the prior).  Its points are
-built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
-``(0, 1)``, as a binary tree of nested intervals (Maddison et al. 2014,
-"A* sampling", Section 3):
-
-* node 1 (the root) is the interval ``(0, 1)``; node ``h`` has the children
-  ``2h`` (left) and ``2h + 1`` (right), so a node is named by its *heap index*
-  ``h`` and its depth is ``floor(log2 h)``;
-* the point of node ``h`` with interval ``(a, b)`` is at
-  ``u_h = a + (b - a) V_h``, ``V_h = U(seed, stream, h) + 1/2`` from the shared
-  counter-based generator (:mod:`rcc.random`): O(1) access to any node;
-* its arrival time is ``T_h = T_parent + E_h / (b - a)`` (``T_1 = E_1``) with
-  ``E_h`` a *private* Exp(1) variate of the sender;
-* a node splits at its own point (``"sample"`` splits: AS* coding, GPRS "sac",
-  GRCS) or at its interval's midpoint (``"dyadic"`` splits: AD*, dyadic GPRS,
-  GRCD).  Positions are kept as pairs ``(u, 1 - u)`` so that intervals deep in
-  the prior's upper tail keep full precision.
-
-The receiver needs only the heap index: it walks from the root to node ``h``
-(``depth`` shared uniforms for sample splits, none for dyadic splits) and
-returns ``z = F_p^{-1}(u_h)``, bit for bit the sender's sample.
-
-Selection rules (both exact for the untruncated target):
-
-``"astar"`` / ``"astar-dyadic"``
-    A* coding (Flamich, Markou & Hernandez-Lobato 2022, Algorithm 2): the
-    point minimising ``T_h / r(z_h)``, ``r = dq/dp``, found by branch and
-    bound with the bound ``T_h / sup_{node} r`` and a priority queue.
-``"gprs"``
-    Global greedy Poisson rejection sampling (Flamich 2023, Algorithm 3):
-    the first point of the *unsplit* process (the prior-proposal candidates
-    of ``method="pfr"``, decoded by the same code) under the graph of
-    ``sigma(r(z))``; the message is the candidate's index ``N``.
-``"gprs-sac"`` / ``"gprs-dyadic"``
-    Branch-and-bound GPRS (Flamich 2023, Algorithm 5 and Appendix F): the
-    earliest tree point under the same graph.
-``"grc-sample"`` / ``"grc-dyadic"``
-    Greedy rejection coding, GRCS and GRCD (Flamich, Markou &
-    Hernandez-Lobato 2023, Algorithm 1): one path down the tree; at each node
-    the point is accepted with the greedy probability of the residual target
-    mass, else the search moves into a child chosen (with the sender's
-    private coins) in proportion to the child's residual mass.  No arrival
-    times; exact for any target of the supported families.
-
-``sigma`` is GPRS's stretch function ``sigma(h) = int_0^h d eta / (w_Q(eta) -
-eta w_P(eta))`` with ``w_P(eta) = P(r >= eta)`` and ``w_Q(eta) = Q(r >=
-eta)`` (Flamich 2023, Section 3).  For the targets here ``log r`` is a
-quadratic on the target's support, so superlevel sets are at most two
-intervals with closed-form masses; the integral is taken by 8-point
-Gauss-Legendre rules on the variable ``s = -log(1 - eta / r_max)`` with
-breakpoints where a superlevel set meets the support's ends and a geometric
-grid near ``s = 0`` (relative error about 1e-11 against adaptive quadrature;
-the accept test ``t < sigma`` is therefore exact up to that error).  A* coding needs no ``sigma``: its bound, the supremum of the
-quadratic over an interval, is exact.
-
-For a density ratio that is unimodal (every Normal narrower than a Normal
-prior, every target under a Uniform prior, truncated ones included) a
-sibling that does not hold the mode can never beat the best point found so
-far once the node splits at its own point, so the sample-split searches
-follow one path and take ``O(D_KL)`` steps; the dyadic ones keep a few
-nodes in their queue.
-
-Messages: ``index`` is the heap index ``h >= 1`` of the selected node (its
-depth is ``floor(log2 h)``, its path the binary digits below the leading one;
-the candidate index ``N`` for ``"gprs"``); ``factor`` is 0.  Write heap indices
-to bytes with :func:`encode_tree_messages` and a :class:`TreeIndexCode`, which
-codes the depth with fitted probabilities and each step of the path with the
-left child's share of the prior mass (known to both sides from the seed), so
-a message costs about ``-log2 P(node)`` bits; or, index-only like PFR's
-streams, with :func:`encode_index_messages` and any :class:`rcc.IndexCode`
-(:func:`heap_index_code` fits a :class:`rcc.BucketIndexCode`: uniform path bits).
-
-Limits: one dimension per element; Normal, TruncatedNormal and Uniform
-targets under Normal and Uniform priors (a Normal at least as wide as a
-Normal prior needs a bounded support); searches deeper than ``MAX_DEPTH``
-levels (about 40 bits of KL for sample splits, 60 for dyadic ones) raise.
+Everything here is a pure function of packed per-element parameters (one
+float64 row each, see ``P_*``); validation lives in :mod:`rcc.samplers.core`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
 
 import numba
 import numpy as np
 
-from . import kernels
-from .random import (_GAMMA, _S11, _TWO_M53, DOMAIN_PRIVATE, DOMAIN_SHARED, _mix64, _private_uniform,
-                     _shared_dither, _stream_prefix)
+from .. import kernels as base_kernels
+from ..random import (_GAMMA, _S11, _TWO_M53, DOMAIN_PRIVATE, DOMAIN_SHARED, _mix64, _private_uniform,
+                      _shared_dither, _stream_prefix)
 
 __all__ = [
     "SAMPLER_METHODS",
     "MAX_DEPTH",
-    "encode_tree_sample",
-    "decode_tree_sample",
-    "heap_index_code",
+    "NUM_PARAMS",
+    "encode_batch",
+    "decode_batch",
+    "decode_candidates_batch",
     "left_fractions",
-    "TreeIndexCode",
-    "encode_tree_messages",
-    "decode_tree_messages",
-    "encode_index_messages",
-    "decode_index_messages",
-    "stretch_function",
-    "log_ratio_max",
 ]
 
 #: ``method=`` values handled by this module (``encode_sample`` / ``decode_sample`` dispatch here).
@@ -511,8 +426,8 @@ def _pair_ppf(u, c, prior_family, prior_loc, prior_scale):
     if prior_family == UNIFORM:
         return prior_loc + prior_scale * u if u <= 0.5 else (prior_loc + prior_scale) - prior_scale * c
     if u <= 0.5:
-        return prior_loc + prior_scale * kernels.ndtri_lower(u)
-    return prior_loc - prior_scale * kernels.ndtri_lower(c)
+        return prior_loc + prior_scale * base_kernels.ndtri_lower(u)
+    return prior_loc - prior_scale * base_kernels.ndtri_lower(c)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -695,7 +610,7 @@ def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
     t = 0.0
     for n in range(1, max_steps + 1):
         t += -math.log(_private_uniform(private, np.uint64(n)))
-        z = kernels.prior_ppf_scaled(0.0, _shared_dither(shared, np.uint64(n), 0) + 0.5, 1.0,
+        z = base_kernels.prior_ppf_scaled(0.0, _shared_dither(shared, np.uint64(n), 0) + 0.5, 1.0,
                                      p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
         if _under_graph(t, _log_ratio(z, p), p, table, kinks):
             return n, z, n, OK
@@ -757,6 +672,15 @@ def decode_batch(seed, stream_offset, index, split, prior_family, prior_loc, pri
                               prior_loc[i], prior_scale[i])
 
 
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def decode_candidates_batch(seed, stream_offset, index, prior_family, prior_loc, prior_scale, out):
+    """Global GPRS: candidate ``index[i]`` of element ``i``'s unsplit process, as :func:`_global_gprs` built it."""
+    for i in numba.prange(index.shape[0]):
+        shared = _stream_prefix(DOMAIN_SHARED, seed, stream_offset + np.uint64(i))
+        out[i] = base_kernels.prior_ppf_scaled(0.0, _shared_dither(shared, np.uint64(index[i]), 0) + 0.5, 1.0,
+                                          prior_family[i], prior_loc[i], prior_scale[i])
+
+
 @numba.njit(cache=True, error_model="numpy")
 def left_fractions(seed, stream_offset, index, split, out):
     """The left child's share of the prior mass of node ``index[i]`` of element ``i`` (into ``out``).
@@ -786,434 +710,3 @@ def _sigma_batch(params, log_values, out):
     _sigma_setup(params, table, kinks)
     for i in range(log_values.shape[0]):
         out[i] = _sigma_at_s(_level_s(log_values[i], params), params, table, kinks)
-
-
-# --------------------------------------------------------------------------- Python side
-
-
-def _check_method(method):
-    if method not in SAMPLER_METHODS:
-        raise ValueError(f"method must be one of {SAMPLER_METHODS}, got {method!r}")
-    return method
-
-
-def _params(target, prior, tail_mass):
-    """Validated ``(params (count, NUM_PARAMS), batch shape)`` of a 1-D target batch."""
-    from .coding import _check_prior, _check_prior_support, _check_tail_mass, _prior_arrays
-    from .targets import Distribution, Normal, Product, TruncatedNormal, Uniform
-
-    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform)):
-        kind = type(target).__name__
-        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal or rcc.Uniform targets "
-                        f"(one dimension per element), got {kind}"
-                        + ("" if isinstance(target, Distribution) else "; use method='hybrid' or 'pfr'"))
-    prior = _check_prior(prior)
-    tail_mass = _check_tail_mass(tail_mass)
-    shape = target.shape
-    spec = target._spec(tail_mass)
-    family, loc, scale = _prior_arrays(prior, shape)
-    _check_prior_support(prior, spec, loc, scale)
-    values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
-              family, loc, scale)
-    columns = tuple(np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), shape)).reshape(-1)
-                    for v in values)
-    count = columns[0].size
-    params = np.empty((count, NUM_PARAMS), dtype=np.float64)
-    log_rmax = np.empty(count, dtype=np.float64)
-    if count:
-        _fill_params_batch(columns, params, log_rmax)
-    bad = np.flatnonzero(~np.isfinite(log_rmax))
-    if bad.size:
-        raise ValueError(
-            f"the density ratio of the target to the prior is unbounded for {bad.size} element(s) (first: flat "
-            f"index {bad[0]}): a target at least as wide as a Normal prior needs a bounded support; "
-            "use tail_mass > 0 or a TruncatedNormal")
-    return params, shape, prior, tail_mass
-
-
-def log_ratio_max(target, prior=None, tail_mass=0.0):
-    """``D_inf[target || prior] = log2 sup dq/dp`` in bits, per element (batch shape)."""
-    params, shape, _, _ = _params(target, prior, tail_mass)
-    return params[:, P_LOG_RMAX].reshape(shape) / math.log(2.0)
-
-
-def stretch_function(target, levels, prior=None, tail_mass=0.0):
-    """GPRS's stretch function ``sigma(h)`` of one scalar target at ratios ``levels`` (``0 <= h``).
-
-    ``sigma(h) = int_0^h d eta / (w_Q(eta) - eta w_P(eta))`` (Flamich 2023,
-    Section 3); ``inf`` from ``h >= r_max (1 - 1e-13)`` on.
-    """
-    params, shape, _, _ = _params(target, prior, tail_mass)
-    if shape != ():
-        raise ValueError("stretch_function takes a scalar target")
-    levels = np.asarray(levels, dtype=np.float64)
-    if (levels < 0).any() or np.isnan(levels).any():
-        raise ValueError("levels must be >= 0")
-    with np.errstate(divide="ignore"):
-        logs = np.log(levels).reshape(-1)
-    out = np.empty(logs.size, dtype=np.float64)
-    _sigma_batch(params[0], logs, out)
-    return out.reshape(levels.shape)
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _run_search(params, seed, key, stream_offset, method, max_candidates):
-    """The kernel call on packed parameters: ``(index, sample, steps, status)``."""
-    rule, split = _RULES.get(method, (RULE_GPRS, -1))
-    count = params.shape[0]
-    index = np.empty(count, dtype=np.int64)
-    sample = np.empty(count, dtype=np.float64)
-    steps = np.empty(count, dtype=np.int64)
-    status = np.empty(count, dtype=np.int64)
-    if count:
-        encode_batch(np.uint64(seed), np.uint64(key), np.uint64(stream_offset), params, rule, split,
-                     max_candidates, index, sample, steps, status)
-    return index, sample, steps, status
-
-
-def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_mass=0.0,
-                       max_candidates=2**24, rng=None, num_threads=None, stream_offset=0):
-    """Encode exact samples with A* coding, greedy Poisson rejection sampling or greedy rejection coding.
-
-    Called by :func:`rcc.encode_sample` for the methods in
-    :data:`SAMPLER_METHODS`; the algorithms are explained in :ref:`samplers`.
-
-    Parameters
-    ----------
-    target : rcc.Normal, rcc.TruncatedNormal or rcc.Uniform
-        One-dimensional targets (a batch); element ``i`` uses stream
-        ``(seed, stream_offset + i)``.
-    seed : int
-    prior : rcc.Normal or rcc.Uniform, optional
-    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
-    tail_mass : float
-        Truncation of Normal targets, as for the other methods; ``0``
-        (untruncated, exact) is the default here.
-    max_candidates : int
-        Bound on the points examined per element; exceeding it raises.
-    rng : None, int or numpy.random.Generator
-        The sender's private randomness (the arrival times; greedy rejection coding's coins).
-    num_threads : int, optional
-        Threads over the batch; results do not depend on it.
-    stream_offset : int
-        First stream of the batch.
-
-    Returns
-    -------
-    rcc.EncodedSample
-        ``index`` holds heap indices (the candidate index for ``"gprs"``),
-        ``candidates`` the points examined, ``factor`` zeros, ``width`` ones.
-    """
-    from .coding import EncodedSample, _Threads, _scalar_or_array, kl_divergence_bits
-    from .random import check_seed, private_key
-
-    method = _check_method(method)
-    seed_u64 = check_seed(seed)
-    offset = check_seed(stream_offset, "stream_offset")
-    max_candidates = _check_positive_int(max_candidates, "max_candidates")
-    params, shape, prior, tail_mass = _params(target, prior, tail_mass)
-    if method.startswith(("gprs", "grc")):
-        linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
-        if linear.any():
-            raise ValueError(
-                f"GPRS needs a target std different from the Normal prior's std (flat index "
-                f"{int(np.flatnonzero(linear)[0])} has equal stds: a linear log ratio); use method='astar'")
-    key = private_key(seed_u64, rng)
-    with _Threads(num_threads):
-        index, sample, steps, status = _run_search(params, seed_u64, key, offset, method, max_candidates)
-    failed = np.flatnonzero(status)
-    if failed.size:
-        first = int(failed[0])
-        why = {STATUS_MAX_STEPS: f"examined more than max_candidates={max_candidates} points; increase it",
-               STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
-               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
-               STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
-                               "precision)"}[int(status[first])]
-        raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
-    kl_bits = np.asarray(kl_divergence_bits(target, prior, tail_mass), dtype=np.float64)
-    return EncodedSample(
-        index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
-        sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
-        width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
-        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), shape)),
-        kl_bits=_scalar_or_array(kl_bits), method=method,
-    )
-
-
-def decode_tree_sample(index, seed, *, prior=None, method="gprs-dyadic", num_threads=None, stream_offset=0):
-    """The samples of heap indices written by :func:`encode_tree_sample`, bit for bit.
-
-    Parameters
-    ----------
-    index : int or array_like of int
-        Heap indices ``>= 1`` (candidate indices for ``"gprs"``).
-    seed : int
-    prior : rcc.Normal or rcc.Uniform, optional
-    method : str
-        The encoder's method (it fixes the split rule).
-    num_threads : int, optional
-    stream_offset : int
-
-    Returns
-    -------
-    float or ndarray of float64
-    """
-    from .coding import _Threads, _check_prior, _integer_array, _prior_arrays, _scalar_or_array
-    from .random import check_seed
-
-    method = _check_method(method)
-    seed_u64 = check_seed(seed)
-    offset = check_seed(stream_offset, "stream_offset")
-    index = _integer_array(index, "index")
-    if (index < 1).any():
-        raise ValueError(f"index must be >= 1 (heap indices count from 1), got {index[index < 1].ravel()[:3]}")
-    prior = _check_prior(prior)
-    family, loc, scale = _prior_arrays(prior, index.shape)
-    if method == "gprs":
-        from .coding import decode_sample  # global GPRS examines the prior-proposal race's candidates
-
-        return decode_sample(index, np.zeros_like(index), seed_u64, prior=prior, method="pfr",
-                             num_threads=num_threads, stream_offset=offset)
-    out = np.empty(index.size, dtype=np.float64)
-    with _Threads(num_threads):
-        if index.size:
-            decode_batch(seed_u64, offset, np.ascontiguousarray(index.reshape(-1)), _RULES[method][1],
-                         np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
-                         np.ascontiguousarray(loc, dtype=np.float64).reshape(-1),
-                         np.ascontiguousarray(scale, dtype=np.float64).reshape(-1), out)
-    return _scalar_or_array(out.reshape(index.shape))
-
-
-# --------------------------------------------------------------------------- messages to bytes
-
-
-def heap_index_code(indices, **fit_options):
-    """A :class:`rcc.BucketIndexCode` fitted to heap indices of representative targets.
-
-    ``P(h) = p_d / 2**d`` for depth ``d = floor(log2 h)``: a fitted mass per
-    depth and ``d`` uniform path bits.  The path of a target placed by the
-    prior is close to uniform, so this costs about ``d + H(depth)`` bits.
-    """
-    from .entropy import BucketIndexCode
-
-    return BucketIndexCode.fit(indices, **fit_options)
-
-
-def _as_index_message(enc):
-    from .coding import EncodedSample
-
-    if not isinstance(enc, EncodedSample) or enc.method not in SAMPLER_METHODS:
-        raise TypeError(f"enc must be an EncodedSample of one of {SAMPLER_METHODS}")
-    # An index-only message: the stream layout of the prior-proposal methods (factor 0, not sent).
-    return dataclasses.replace(enc, method="pfr")
-
-
-def encode_index_messages(enc, seed, *, index_code):
-    """Entropy code the indices of a tree-sampler batch to bytes (:func:`rcc.encode_messages`)."""
-    from .entropy import encode_messages
-
-    return encode_messages(_as_index_message(enc), seed, index_code=index_code)
-
-
-def decode_index_messages(data, count, seed, *, index_code):
-    """The indices written by :func:`encode_index_messages` (flat, int64)."""
-    from .entropy import decode_messages
-
-    index, _ = decode_messages(data, count, seed, index_code=index_code, method="pfr")
-    return index
-
-
-# --------------------------------------------------------------------------- path code
-
-_TREE_MAGIC = b"RCT"
-_TREE_VERSION = 1
-
-
-class TreeIndexCode:
-    """Code of heap indices that spends ``-log2`` of the node's prior mass on the path (:ref:`samplers-message`).
-
-    The depth ``d = floor(log2 h)`` is coded with fitted probabilities; then the
-    path, level by level, each step ``left`` with the probability of the left
-    child's share of the prior mass (the shared point ``V`` of the node for
-    sample splits, 1/2 for dyadic ones).  Sender and receiver both know these
-    shares from the seed, so the path costs ``-log2 P(node)`` bits instead of
-    ``d``: for sample splits, whose paths are about 1.4 times deeper than the
-    information, this saves most of the difference.
-
-    Parameters
-    ----------
-    depth_weights : array_like of float, shape (MAX_DEPTH + 1,)
-        Positive weights of the depths ``0 .. MAX_DEPTH``.
-    """
-
-    def __init__(self, depth_weights):
-        weights = np.asarray(depth_weights, dtype=np.float64).reshape(-1)
-        if weights.size != MAX_DEPTH + 1 or not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
-            raise ValueError(f"depth_weights must be {MAX_DEPTH + 1} positive finite numbers")
-        self.depth_weights = weights
-        self.depth_probabilities = weights / weights.sum()
-
-    @classmethod
-    def fit(cls, indices, *, pseudo_count=0.5, tail_ratio=0.5):
-        """Depth probabilities from heap indices of representative targets (as :class:`rcc.BucketIndexCode`)."""
-        from .entropy import BucketIndexCode
-
-        weights = BucketIndexCode.fit(indices, pseudo_count=pseudo_count, tail_ratio=tail_ratio).bucket_weights
-        return cls(weights[: MAX_DEPTH + 1])
-
-    def to_dict(self):
-        return {"format": "rcc.TreeIndexCode", "version": 1, "depth_weights": [float(w) for w in self.depth_weights]}
-
-    @classmethod
-    def from_dict(cls, data):
-        if not isinstance(data, dict) or data.get("format") != "rcc.TreeIndexCode" or data.get("version") != 1:
-            raise ValueError("not a version-1 rcc.TreeIndexCode description")
-        return cls(data["depth_weights"])
-
-    def bits(self, index, seed, *, method, stream_offset=0):
-        """Ideal information content ``-log2 P(depth) - log2 P(path)`` of each message, in bits."""
-        from .random import check_seed
-
-        index = _flat_heap_indices(index)
-        depth = _depths(index)
-        total = -np.log2(self.depth_probabilities[depth])
-        seed_u64, offset, split = check_seed(seed), check_seed(stream_offset, "stream_offset"), _split_of(method)
-        share = np.empty(index.size, dtype=np.float64)
-        for level in range(int(depth.max(initial=0))):
-            active = depth > level
-            nodes = np.where(active, index >> np.maximum(depth - level, 0), 1)
-            left_fractions(seed_u64, offset, nodes, split, share)
-            go_right = ((index >> np.maximum(depth - level - 1, 0)) & 1).astype(bool)
-            with np.errstate(divide="ignore"):
-                cost = -np.log2(np.where(go_right, 1.0 - share, share))
-            total += np.where(active, cost, 0.0)
-        return total
-
-
-def _split_of(method):
-    method = _check_method(method)
-    if method == "gprs":
-        raise ValueError("method='gprs' sends a candidate index, not a heap index: use encode_index_messages")
-    return _RULES[method][1]
-
-
-def _flat_heap_indices(index):
-    index = np.asarray(index)
-    if index.dtype.kind not in "iu" or (index.size and index.min() < 1):
-        raise ValueError("heap indices must be integers >= 1")
-    if index.dtype.kind == "u" and index.size and index.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"heap indices must be below 2**{MAX_DEPTH + 1}")
-    return index.astype(np.int64).reshape(-1)
-
-
-def _depths(index):
-    depth = np.zeros(index.shape, dtype=np.int64)
-    rest = index >> 1
-    while rest.any():
-        depth += rest > 0
-        rest = rest >> 1
-    return depth
-
-
-def _bernoulli(share):
-    return np.ascontiguousarray(np.stack([share, 1.0 - share], axis=1).clip(0.0, 1.0))
-
-
-def encode_tree_messages(enc, seed, *, index_code, stream_offset=0):
-    """Bytes of a batch's heap indices under a :class:`TreeIndexCode` (range coded).
-
-    Layout: ``b"RCT"``, a version byte, the method, the count (varint), a
-    CRC32 of the seed, method, code and count, a CRC32 of the payload, and the
-    payload (depths, then the paths level by level).
-    """
-    import zlib
-
-    from .coding import EncodedSample
-    from .entropy import _constriction, _read_varint, _varint
-    from .random import check_seed
-
-    if not isinstance(enc, EncodedSample) or enc.method not in SAMPLER_METHODS:
-        raise TypeError(f"enc must be an EncodedSample of one of {SAMPLER_METHODS}")
-    if not isinstance(index_code, TreeIndexCode):
-        raise TypeError(f"index_code must be a TreeIndexCode, got {type(index_code).__name__}")
-    split = _split_of(enc.method)
-    seed_u64, offset = check_seed(seed), check_seed(stream_offset, "stream_offset")
-    index = _flat_heap_indices(enc.index)
-    depth = _depths(index)
-    cons = _constriction()
-    family = cons.stream.model.Categorical(perfect=False)
-    encoder = cons.stream.queue.RangeEncoder()
-    if index.size:
-        encoder.encode(depth.astype(np.int32), cons.stream.model.Categorical(index_code.depth_probabilities,
-                                                                             perfect=False))
-    share = np.empty(index.size, dtype=np.float64)
-    for level in range(int(depth.max(initial=0))):
-        active = np.flatnonzero(depth > level)
-        nodes = np.ones(index.size, dtype=np.int64)
-        nodes[active] = index[active] >> (depth[active] - level)
-        left_fractions(seed_u64, offset, nodes, split, share)
-        bits = (index[active] >> (depth[active] - level - 1)) & 1
-        encoder.encode(bits.astype(np.int32), family, _bernoulli(share[active]))
-    payload = np.asarray(encoder.get_compressed(), dtype=np.uint32).astype(">u4").tobytes()
-    prefix = _TREE_MAGIC + bytes([_TREE_VERSION, SAMPLER_METHODS.index(enc.method)]) + _varint(index.size)
-    context = zlib.crc32(repr((int(seed_u64), int(offset), index_code.to_dict())).encode(), zlib.crc32(prefix))
-    return prefix + context.to_bytes(4, "little") + zlib.crc32(payload).to_bytes(4, "little") + payload
-
-
-def decode_tree_messages(data, count, seed, *, index_code, method, stream_offset=0):
-    """Heap indices (flat, int64) from bytes written by :func:`encode_tree_messages`.
-
-    Raises ``ValueError`` for truncated or corrupted bytes and for a stream
-    written with another count, method, seed, stream offset or code.
-    """
-    import zlib
-
-    from .entropy import _constriction, _read_varint, _varint
-    from .random import check_seed
-
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    if not isinstance(index_code, TreeIndexCode):
-        raise TypeError(f"index_code must be a TreeIndexCode, got {type(index_code).__name__}")
-    data = bytes(data)
-    split = _split_of(method)
-    seed_u64, offset = check_seed(seed), check_seed(stream_offset, "stream_offset")
-    if len(data) < 5 or data[:3] != _TREE_MAGIC:
-        raise ValueError("not an rcc tree message stream (bad magic bytes or too short)")
-    if data[3] != _TREE_VERSION:
-        raise ValueError(f"unsupported tree message stream version {data[3]}")
-    if data[4] >= len(SAMPLER_METHODS) or SAMPLER_METHODS[data[4]] != method:
-        raise ValueError(f"the stream was not written with method={method!r}")
-    stored, pos = _read_varint(data, 5)
-    if stored != count:
-        raise ValueError(f"the stream holds {stored} messages, expected count={count}")
-    if len(data) < pos + 8:
-        raise ValueError("tree message stream truncated inside its header")
-    context = zlib.crc32(repr((int(seed_u64), int(offset), index_code.to_dict())).encode(), zlib.crc32(data[:pos]))
-    if int.from_bytes(data[pos:pos + 4], "little") != context:
-        raise ValueError("the stream was written with another seed, stream offset or index code")
-    payload = data[pos + 8:]
-    if zlib.crc32(payload) != int.from_bytes(data[pos + 4:pos + 8], "little"):
-        raise ValueError("tree message stream corrupted or truncated (payload checksum mismatch)")
-    if len(payload) % 4:
-        raise ValueError("tree message stream truncated (payload is not whole 32-bit words)")
-    cons = _constriction()
-    decoder = cons.stream.queue.RangeDecoder(np.frombuffer(payload, dtype=">u4").astype(np.uint32))
-    if count == 0:
-        return np.zeros(0, dtype=np.int64)
-    depth = np.asarray(decoder.decode(cons.stream.model.Categorical(index_code.depth_probabilities,
-                                                                     perfect=False), count), dtype=np.int64)
-    index = np.ones(count, dtype=np.int64)
-    family = cons.stream.model.Categorical(perfect=False)
-    share = np.empty(count, dtype=np.float64)
-    for level in range(int(depth.max(initial=0))):
-        active = np.flatnonzero(depth > level)
-        left_fractions(seed_u64, offset, index, split, share)
-        bits = np.asarray(decoder.decode(family, _bernoulli(share[active])), dtype=np.int64)
-        index[active] = 2 * index[active] + bits
-    return index
