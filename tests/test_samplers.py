@@ -104,6 +104,20 @@ def test_sac_search_follows_one_path_and_matches_published_steps():
             assert np.all(depth <= enc.candidates - 1)
 
 
+def test_global_gprs_mean_steps_is_the_ratio_bound():
+    """Global GPRS examines exp(D_inf) = r_max candidates on average per target (Flamich 2023, Section 3).
+
+    Averaged over the Gaussian channel's targets (mu ~ N(0, 1 - s^2)) that mean diverges, since
+    E[r_max] = E[exp(mu^2 / (2 (1 - s^2)))] / s is infinite: the sample mean there is heavy tailed.
+    """
+    target = rcc.Normal(np.full(6000, 0.8), 2.0**-4)
+    r_max = float(2.0 ** samplers.log_ratio_max(rcc.Normal(0.8, 2.0**-4)))
+    steps = rcc.encode_sample(target, 8, method="gprs", tail_mass=0.0, rng=9).candidates.astype(float)
+    standard_error = steps.std() / np.sqrt(steps.size)
+    assert abs(steps.mean() - r_max) < 4 * standard_error, (steps.mean(), r_max, standard_error)
+    assert 4 * standard_error < 0.1 * r_max  # the test has power against a 10% error in the mean
+
+
 def test_steps_grow_linearly_in_the_information():
     """Mean steps of the branch-and-bound variants, I = 2 .. 24 bits: increments stay bounded."""
     rng = np.random.default_rng(2)
