@@ -338,7 +338,7 @@ def encode_sample(
         if encoded is not None:
             return encoded
     if isinstance(method, str) and method in _TREE_METHODS:
-        from .samplers import encode_tree_sample  # imported on use: the tree samplers load their own kernels
+        from .samplers.core import encode_tree_sample  # imported on use: the tree samplers load their own kernels
 
         if not _is_unit_width(width):
             raise ValueError(f"width applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
@@ -530,7 +530,7 @@ def decode_sample(index: ArrayLike, factor: ArrayLike, seed: int | np.integer, *
         Same shape as ``factor``.
     """
     if isinstance(method, str) and method in _TREE_METHODS:
-        from .samplers import decode_tree_sample  # heap indices (factor unused, must be 0)
+        from .samplers.core import decode_tree_sample  # heap indices (factor unused, must be 0)
 
         if (_integer_array(factor, "factor") != 0).any():
             raise ValueError(f"factor must be 0 for method={method!r}")

@@ -11,9 +11,11 @@ import numbers
 
 import numpy as np
 
-# The argument checks and the result type shared with the other coders (the only imports from rcc.coding).
-from ..coding import (EncodedSample, _check_prior, _check_prior_support, _check_tail_mass, _integer_array,
-                      _prior_arrays, _scalar_or_array, _Threads, kl_divergence_bits)
+# The argument checks and the result type shared with the other coders.
+from ..checks import (_check_prior, _check_prior_support, _check_tail_mass, _integer_array, _prior_arrays,
+                      _scalar_or_array, _Threads)
+from ..encoded import EncodedSample
+from ..race_inputs import kl_divergence_bits
 from ..random import check_seed, private_key
 from ..targets import Distribution, Normal, Product, TruncatedNormal, Uniform
 from .kernels import (MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,

@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from ..coding import EncodedSample
+from ..encoded import EncodedSample
 from ..entropy import BucketIndexCode, _constriction, _read_varint, _varint, decode_messages, encode_messages
 from ..random import check_seed
 from .kernels import MAX_DEPTH, SAMPLER_METHODS, _RULES, left_fractions
