@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence, cast
+
 import math
 import numbers
 
@@ -189,20 +191,32 @@ class RCCChannel(_StreamCoding, nn.Module):
     True
     """
 
+    blocks: str | int
+    # The calibrated state (buffers, see ``__init__``).
+    latent_shape_buffer: torch.Tensor
+    widths: torch.Tensor
+    prior_scales: torch.Tensor
+    wide_prior_scale: torch.Tensor
+    block_dims: torch.Tensor
+    index_code_json: torch.Tensor
+    fallback_index_kl_bits: torch.Tensor
+    calibration_kl_bits: torch.Tensor
+    factor_tables: torch.Tensor
+
     def __init__(
         self,
-        latent_shape,
+        latent_shape: int | Sequence[int],
         *,
-        block_budget_bits=12.0,
-        blocks="auto",
-        coverage=0.999,
-        tail_mass=1e-4,
-        max_log2_candidates=20.0,
-        index_code="bucket",
-        coding_prior_scale=None,
-        factor_code="fitted",
-        generator=None,
-    ):
+        block_budget_bits: float = 12.0,
+        blocks: str | int = "auto",
+        coverage: float = 0.999,
+        tail_mass: float = 1e-4,
+        max_log2_candidates: float = 20.0,
+        index_code: str = "bucket",
+        coding_prior_scale: float | None = None,
+        factor_code: str = "fitted",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         latent_shape = _check_shape(latent_shape, "latent_shape")
         if len(latent_shape) == 0 or math.prod(latent_shape) == 0:
@@ -263,26 +277,26 @@ class RCCChannel(_StreamCoding, nn.Module):
     # -- configuration -------------------------------------------------------------
 
     @property
-    def num_latents(self):
+    def num_latents(self) -> int:
         """Number of coded dimensions per item, ``prod(latent_shape)``."""
         return int(math.prod(self.latent_shape))
 
     @property
-    def is_calibrated(self):
+    def is_calibrated(self) -> bool:
         """Whether :meth:`calibrate` has run (or a calibrated state was loaded)."""
         return bool(self.block_dims.numel()) and bool((self.widths > 0).all())
 
     @property
-    def num_blocks(self):
+    def num_blocks(self) -> int:
         """Number of blocks per item (0 before calibration)."""
         return int(self.block_dims.shape[0])
 
     @property
-    def block_size(self):
+    def block_size(self) -> int:
         """Dimensions per block, padding included (0 before calibration)."""
         return int(self.block_dims.shape[1])
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         state = (
             f"num_blocks={self.num_blocks}, block_size={self.block_size}"
             if self.is_calibrated
@@ -291,7 +305,7 @@ class RCCChannel(_StreamCoding, nn.Module):
         return f"latent_shape={tuple(self.latent_shape)}, {state}, tail_mass={self.tail_mass}"
 
     @classmethod
-    def from_state_dict(cls, state_dict, **kwargs):
+    def from_state_dict(cls, state_dict: dict[str, Any], **kwargs: Any) -> RCCChannel:
         """A channel rebuilt from a :meth:`state_dict` alone (what a receiver holds).
 
         Parameters
@@ -374,7 +388,7 @@ class RCCChannel(_StreamCoding, nn.Module):
 
     # -- training-time rate ----------------------------------------------------------
 
-    def kl_bits(self, mean, log_scale):
+    def kl_bits(self, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         """Analytic ``D_KL[N(mean, exp(log_scale)**2) || N(0, 1)]`` in bits per item.
 
         Differentiable; summed over the latent dimensions.
@@ -395,7 +409,8 @@ class RCCChannel(_StreamCoding, nn.Module):
 
     # -- forward -------------------------------------------------------------------------
 
-    def forward(self, mean, log_scale, seed=None, *, return_data=False):
+    def forward(self, mean: torch.Tensor, log_scale: torch.Tensor, seed: int | None = None, *,
+                return_data: bool = False) -> Any:
         """Sample the latent and its rate.
 
         Parameters
@@ -437,7 +452,8 @@ class RCCChannel(_StreamCoding, nn.Module):
 
     # -- calibration ---------------------------------------------------------------------
 
-    def calibrate(self, mean, log_scale, *, seed=0, progress=False):
+    def calibrate(self, mean: torch.Tensor, log_scale: torch.Tensor, *, seed: int = 0,
+                  progress: bool = False) -> dict[str, Any]:
         """Fix the widths, the block layout and the index code from representative posteriors.
 
         The analogue of CompressAI's ``update()``: run it once after training on the
@@ -510,7 +526,7 @@ class RCCChannel(_StreamCoding, nn.Module):
         if self.blocks == "auto":
             num_blocks = int(min(d, max(1, math.ceil(float(index_kl.sum()) / self.block_budget_bits - 1e-9))))
         else:
-            num_blocks = self.blocks
+            num_blocks = int(self.blocks)
         block_dims = _balanced_blocks(index_kl, num_blocks)
 
         device = self.widths.device
@@ -759,7 +775,8 @@ class RCCChannel(_StreamCoding, nn.Module):
         kl = kl_divergence_bits(Product(Normal(mean64, std64)), tail_mass=self.tail_mass)
         return np.asarray(kl, dtype=np.float64).reshape(-1)
 
-    def compress(self, mean, log_scale, seed, *, return_stats=False, progress=False, per_item=False):
+    def compress(self, mean: torch.Tensor, log_scale: torch.Tensor, seed: int, *, return_stats: bool = False,
+                 progress: bool = False, per_item: bool = False) -> Any:
         """Code exact samples of the posteriors into bytes: one stream for the batch, or one per item.
 
         Every item-block is coded by hybrid coding (``rcc.encode_sample``) with the
@@ -858,7 +875,8 @@ class RCCChannel(_StreamCoding, nn.Module):
         }
         return data, item_bits_t, stats
 
-    def decompress(self, data, seed, shape, *, device=None):
+    def decompress(self, data: bytes | Sequence[bytes], seed: int, shape: Sequence[int] | int, *,
+                   device: torch.device | str | None = None) -> torch.Tensor:
         """Decode :meth:`compress`'s bytes into the encoder's latents, bit for bit.
 
         Needs only the bytes, the seed, the shape and the calibrated state (widths,
@@ -887,19 +905,19 @@ class RCCChannel(_StreamCoding, nn.Module):
         if not per_item and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes or a list of bytes (one per item), got {type(data).__name__}")
         seed = _check_seed(seed)
-        shape = _check_shape(shape)
+        size = _check_shape(shape)
         k = len(self.latent_shape)
-        if len(shape) < k or tuple(shape[len(shape) - k:]) != tuple(self.latent_shape):
-            raise ValueError(f"shape {tuple(shape)} must end with latent_shape {tuple(self.latent_shape)}")
+        if len(size) < k or tuple(size[len(size) - k:]) != tuple(self.latent_shape):
+            raise ValueError(f"shape {tuple(size)} must end with latent_shape {tuple(self.latent_shape)}")
         self._require_calibration()
-        batch_shape = tuple(shape[: len(shape) - k])
+        batch_shape = tuple(size[: len(size) - k])
         n = math.prod(batch_shape)
         latents = np.zeros((n, self.num_latents), dtype=np.float64)
         if per_item:
             dtype = self._decompress_items(data, seed, n, latents)
         else:
-            dtype = self._decompress_batch(bytes(data), seed, batch_shape, n, latents)
-        out = torch.from_numpy(latents).to(dtype).reshape(shape)
+            dtype = self._decompress_batch(bytes(cast(bytes, data)), seed, batch_shape, n, latents)
+        out = torch.from_numpy(latents).to(dtype).reshape(size)
         device = torch.device("cpu") if device is None else device
         return out.to(device)
 
