@@ -204,12 +204,20 @@ def encode_fallback_mask(encoder, mask):
     """Write which item-blocks of a batch fall back, adaptively (``P(1) = (n_1 + 1/2) / (n + 1)``,
     Krichevsky & Trofimov 1981); returns the bits of each symbol."""
     mask = np.asarray(mask, dtype=np.int64)
-    ones = np.concatenate([[0], np.cumsum(mask)[:-1]])
-    seen = np.arange(mask.size)
+    bits = np.zeros(mask.size)
+    ones = 0
+    for i, symbol in enumerate(mask.tolist()):
+        # One model per symbol, built exactly as the decoder builds it.
+        probabilities = _mask_probabilities(ones, i)
+        encoder.encode(symbol, _model(probabilities))
+        bits[i] = -math.log2(probabilities[symbol])
+        ones += symbol
+    return bits
+
+
+def _mask_probabilities(ones, seen):
     p_one = (ones + 0.5) / (seen + 1.0)
-    probabilities = np.stack([1.0 - p_one, p_one], axis=1)
-    encoder.encode(mask.astype(np.int32), _constriction().stream.model.Categorical(perfect=False), probabilities)
-    return -np.log2(probabilities[seen, mask])
+    return np.array([1.0 - p_one, p_one])
 
 
 def decode_fallback_mask(decoder, total):
@@ -217,7 +225,6 @@ def decode_fallback_mask(decoder, total):
     mask = np.zeros(total, dtype=np.int64)
     ones = 0
     for i in range(total):
-        p_one = (ones + 0.5) / (i + 1.0)
-        mask[i] = int(decoder.decode(_model(np.array([1.0 - p_one, p_one]))))
+        mask[i] = int(decoder.decode(_model(_mask_probabilities(ones, i))))
         ones += int(mask[i])
     return mask
