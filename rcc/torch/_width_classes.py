@@ -30,7 +30,10 @@ import math
 
 import numpy as np
 
+from ..coding import _hybrid_bounds
 from ..entropy import BucketIndexCode
+from ..targets import Normal, Product
+from ._calibration import _PRIOR
 from ._common import _constriction
 
 __all__ = []
@@ -228,3 +231,33 @@ def decode_fallback_mask(decoder, total):
         mask[i] = int(decoder.decode(_model(_mask_probabilities(ones, i))))
         ones += int(mask[i])
     return mask
+
+
+def choose_width_classes(mu, sd, widths, scales, tail_mass, max_log2_candidates):
+    """Mode and width classes of fallback blocks ``(mu, sd)`` of shape (count, B), calibrated ``widths``
+    and coding-prior ``scales`` of the same shape (see the module docstring).
+
+    Dimension ``j`` gets the smallest class ``c`` whose width ``max(1, M_j >> c)`` it fits;
+    the block takes one race with those widths if its candidates stay within
+    ``2**(max_log2_candidates + 2)``, else the width-1 race per dimension.
+    """
+    count = mu.shape[0]
+    modes = np.full(count, _MODE_WIDTH_ONE, dtype=np.int64)
+    shifts = np.zeros(mu.shape, dtype=np.int64)
+    if count == 0:
+        return modes, shifts
+    transform = Normal(0.0, scales)
+    chosen = np.full(widths.shape, -1, dtype=np.int64)
+    for c in range(_MAX_CLASS + 1):
+        fits = _hybrid_bounds(Normal(mu, sd), _PRIOR, class_widths(widths, c), tail_mass, transform)[0]
+        chosen[(chosen < 0) & fits] = c
+        if (chosen >= 0).all():
+            break
+    found = (chosen >= 0).all(axis=1)
+    chosen = np.maximum(chosen, 0)
+    fits, log2_candidates, _ = _hybrid_bounds(Product(Normal(mu, sd)), _PRIOR, class_widths(widths, chosen),
+                                              tail_mass, transform)
+    classed = found & fits & (log2_candidates <= max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES)
+    modes[classed] = _MODE_CLASSES
+    shifts[classed] = chosen[classed]
+    return modes, shifts

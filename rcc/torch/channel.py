@@ -16,8 +16,8 @@ from ..coding import _hybrid_bounds
 from ..entropy import BucketIndexCode
 from ..targets import Normal, Product
 from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
-from ._calibration import _FIT_MARGIN, _MAX_WIDTH, _PRIOR, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
-from ._width_classes import _CLASS_EXTRA_LOG2_CANDIDATES, _MAX_CLASS, _MODE_CLASSES, _MODE_WIDTH_ONE, class_widths
+from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
+from ._width_classes import _CLASS_EXTRA_LOG2_CANDIDATES, _MODE_WIDTH_ONE, choose_width_classes, class_widths
 from .streams import _STREAM_JOINT, _StreamCoding, _derive_seed
 
 __all__ = ["RCCChannel"]
@@ -499,30 +499,9 @@ class RCCChannel(_StreamCoding, nn.Module):
             raise ValueError("calibration needs at least one item (mean has no items)")
         kl = _gaussian_kl_bits_np(mean64, log_scale64).mean(axis=0)
 
-        def widths_and_index_kl(prior_scale):
-            length = _hybrid_bounds(Normal(mean64, std64), _PRIOR, 1, self.tail_mass, Normal(0.0, prior_scale))[2]
-            reference = np.quantile(length, self.coverage, axis=0, method="higher")
-            widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
-            kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
-            return widths, np.maximum(kl_to_prior - np.log2(widths), 0.0)
-
-        widths, index_kl = widths_and_index_kl(1.0)
-        prior_scales = np.ones(d)
+        widths, index_kl, prior_scales, fallback_kl = _widths_and_coding_priors(
+            mean64, std64, log_scale64, self.tail_mass, self.coverage, self.coding_prior_scale)
         wide = self.coding_prior_scale
-        if wide != 1.0:
-            wide_widths, wide_index_kl = widths_and_index_kl(wide)
-            # N(0, 1) only where it carries no factor and its index costs no more than the wide
-            # transform's index and factor (the factor about log2 M - D[N(0, 1) || N(0, wide^2)]).
-            divergence = (math.log(wide) + 0.5 / wide**2 - 0.5) / _LN2
-            wide_factor_bits = np.maximum(np.log2(wide_widths) - divergence, 0.0)
-            unit = (widths == 1) & (index_kl <= wide_index_kl + wide_factor_bits)
-            widths = np.where(unit, widths, wide_widths)
-            index_kl = np.where(unit, index_kl, wide_index_kl)
-            prior_scales = np.where(unit, 1.0, wide)
-        # KL a width-1 race carries per dimension (the fallback's index code).
-        fallback_kl = np.mean([
-            _gaussian_kl_to_prior_bits_np(mean64[:, j], log_scale64[:, j], prior_scales[j]).mean() for j in range(d)
-        ])
         if self.blocks == "auto":
             num_blocks = int(min(d, max(1, math.ceil(float(index_kl.sum()) / self.block_budget_bits - 1e-9))))
         else:
@@ -645,7 +624,10 @@ class RCCChannel(_StreamCoding, nn.Module):
         mu = mu.reshape(n * self.num_blocks, self.block_size)
         sd = sd.reshape(n * self.num_blocks, self.block_size)
         fallback = np.flatnonzero(~flat_joint)
-        modes, shifts = self._width_classes(mu[fallback], sd[fallback], fallback % self.num_blocks, layout)
+        blocks = fallback % self.num_blocks
+        modes, shifts = choose_width_classes(mu[fallback], sd[fallback], layout["block_widths"][blocks],
+                                             layout["block_scales"][blocks], self.tail_mass,
+                                             self.max_log2_candidates)
         all_modes = np.full(n * self.num_blocks, _MODE_WIDTH_ONE, dtype=np.int64)
         all_shifts = np.zeros((n * self.num_blocks, self.block_size), dtype=np.int64)
         all_modes[fallback], all_shifts[fallback] = modes, shifts
@@ -660,35 +642,6 @@ class RCCChannel(_StreamCoding, nn.Module):
             "modes": all_modes,
             "shifts": all_shifts,
         }
-
-    def _width_classes(self, mu, sd, blocks, layout):
-        """Mode and width classes of fallback blocks (see :mod:`rcc.torch._width_classes`).
-
-        Dimension ``j`` gets the smallest class ``c`` whose width ``max(1, M_j >> c)`` it fits;
-        the block takes one race with those widths if its candidates stay within
-        ``2**(max_log2_candidates + 2)``, else the width-1 race per dimension.
-        """
-        count = mu.shape[0]
-        modes = np.full(count, _MODE_WIDTH_ONE, dtype=np.int64)
-        shifts = np.zeros((count, self.block_size), dtype=np.int64)
-        if count == 0:
-            return modes, shifts
-        widths = layout["block_widths"][blocks]
-        transform = Normal(0.0, layout["block_scales"][blocks])
-        chosen = np.full(widths.shape, -1, dtype=np.int64)
-        for c in range(_MAX_CLASS + 1):
-            fits = _hybrid_bounds(Normal(mu, sd), _PRIOR, class_widths(widths, c), self.tail_mass, transform)[0]
-            chosen[(chosen < 0) & fits] = c
-            if (chosen >= 0).all():
-                break
-        found = (chosen >= 0).all(axis=1)
-        chosen = np.maximum(chosen, 0)
-        fits, log2_candidates, _ = _hybrid_bounds(Product(Normal(mu, sd)), _PRIOR, class_widths(widths, chosen),
-                                                  self.tail_mass, transform)
-        classed = found & fits & (log2_candidates <= self.max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES)
-        modes[classed] = _MODE_CLASSES
-        shifts[classed] = chosen[classed]
-        return modes, shifts
 
     def _encode_classed(self, plan, positions, shifts, seed, progress=False):
         """Races of fallback blocks with width classes ``shifts`` (one joint race per block)."""
