@@ -145,3 +145,15 @@ def test_rcc_channel_decoded_tensor_is_pinned():
     out = channel.decompress(batch, seed=77, shape=mean.shape)
     assert out.dtype == torch.float32
     assert digest(out.numpy().tobytes()) == RCC_DECODED
+
+
+def test_rcc_channel_item_streams_do_not_depend_on_drifted_neighbours():
+    channel = rcc_channel("default")
+    mean, log_scale = rcc_items("default")
+    pinned = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    drifted = log_scale.clone()
+    drifted[3, :4] += 0.7  # the informative latents of item 3 twice as wide: it leaves the calibrated race
+    items, _, stats = channel.compress(mean, drifted, seed=77, per_item=True, return_stats=True)
+    assert stats["fallback_blocks"] >= 1
+    assert [blob for i, blob in enumerate(items) if i != 3] == [blob for i, blob in enumerate(pinned) if i != 3]
+    assert items[3] != pinned[3]

@@ -7,10 +7,12 @@ holds (:ref:`transform-width-m`, :ref:`blocks-product`).
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import torch
 
+from ..coding import _hybrid_bounds
 from ..entropy import IndexCode
 from ..targets import Normal
 from ._common import _LN2
@@ -165,3 +167,34 @@ def _code_from_buffer(buffer):
     except json.JSONDecodeError as exc:
         raise ValueError(f"index_code_json buffer does not hold a valid index code: {exc}") from None
     return IndexCode.from_dict(data)
+
+
+def _widths_and_coding_priors(mean64, std64, log_scale64, tail_mass, coverage, wide):
+    """Per dimension: the width, the index KL ``D_j``, the coding prior's scale (1 or ``wide``),
+    and the mean KL a width-1 race carries (the fallback's index code); see ``RCCChannel.calibrate``."""
+    d = mean64.shape[1]
+
+    def widths_and_index_kl(prior_scale):
+        length = _hybrid_bounds(Normal(mean64, std64), _PRIOR, 1, tail_mass, Normal(0.0, prior_scale))[2]
+        reference = np.quantile(length, coverage, axis=0, method="higher")
+        widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
+        kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
+        return widths, np.maximum(kl_to_prior - np.log2(widths), 0.0)
+
+    widths, index_kl = widths_and_index_kl(1.0)
+    prior_scales = np.ones(d)
+    if wide != 1.0:
+        wide_widths, wide_index_kl = widths_and_index_kl(wide)
+        # N(0, 1) only where it carries no factor and its index costs no more than the wide
+        # transform's index and factor (the factor about log2 M - D[N(0, 1) || N(0, wide^2)]).
+        divergence = (math.log(wide) + 0.5 / wide**2 - 0.5) / _LN2
+        wide_factor_bits = np.maximum(np.log2(wide_widths) - divergence, 0.0)
+        unit = (widths == 1) & (index_kl <= wide_index_kl + wide_factor_bits)
+        widths = np.where(unit, widths, wide_widths)
+        index_kl = np.where(unit, index_kl, wide_index_kl)
+        prior_scales = np.where(unit, 1.0, wide)
+    # KL a width-1 race carries per dimension (the fallback's index code).
+    fallback_kl = np.mean([
+        _gaussian_kl_to_prior_bits_np(mean64[:, j], log_scale64[:, j], prior_scales[j]).mean() for j in range(d)
+    ])
+    return widths, index_kl, prior_scales, fallback_kl

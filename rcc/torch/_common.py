@@ -44,7 +44,7 @@ def _compute_dtype(dtype):
     return torch.float32 if dtype in _HALF_DTYPES else dtype
 
 
-def _check_alpha(alpha, like, name="alpha"):
+def _check_alpha(alpha, like, name="alpha") -> torch.Tensor:
     """Return ``alpha`` as a tensor broadcastable to ``like``.
 
     The tensor has ``like``'s device and computation dtype (float32 for half
@@ -103,7 +103,7 @@ def _check_seed(seed, name="seed"):
     return seed
 
 
-def _check_shape(shape, name="shape"):
+def _check_shape(shape, name="shape") -> torch.Size:
     if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:

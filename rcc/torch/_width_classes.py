@@ -30,7 +30,10 @@ import math
 
 import numpy as np
 
+from ..coding import _hybrid_bounds
 from ..entropy import BucketIndexCode
+from ..targets import Normal, Product
+from ._calibration import _PRIOR
 from ._common import _constriction
 
 __all__ = []
@@ -204,12 +207,20 @@ def encode_fallback_mask(encoder, mask):
     """Write which item-blocks of a batch fall back, adaptively (``P(1) = (n_1 + 1/2) / (n + 1)``,
     Krichevsky & Trofimov 1981); returns the bits of each symbol."""
     mask = np.asarray(mask, dtype=np.int64)
-    ones = np.concatenate([[0], np.cumsum(mask)[:-1]])
-    seen = np.arange(mask.size)
+    bits = np.zeros(mask.size)
+    ones = 0
+    for i, symbol in enumerate(mask.tolist()):
+        # One model per symbol, built exactly as the decoder builds it.
+        probabilities = _mask_probabilities(ones, i)
+        encoder.encode(symbol, _model(probabilities))
+        bits[i] = -math.log2(probabilities[symbol])
+        ones += symbol
+    return bits
+
+
+def _mask_probabilities(ones, seen):
     p_one = (ones + 0.5) / (seen + 1.0)
-    probabilities = np.stack([1.0 - p_one, p_one], axis=1)
-    encoder.encode(mask.astype(np.int32), _constriction().stream.model.Categorical(perfect=False), probabilities)
-    return -np.log2(probabilities[seen, mask])
+    return np.array([1.0 - p_one, p_one])
 
 
 def decode_fallback_mask(decoder, total):
@@ -217,7 +228,36 @@ def decode_fallback_mask(decoder, total):
     mask = np.zeros(total, dtype=np.int64)
     ones = 0
     for i in range(total):
-        p_one = (ones + 0.5) / (i + 1.0)
-        mask[i] = int(decoder.decode(_model(np.array([1.0 - p_one, p_one]))))
+        mask[i] = int(decoder.decode(_model(_mask_probabilities(ones, i))))
         ones += int(mask[i])
     return mask
+
+
+def choose_width_classes(mu, sd, widths, scales, tail_mass, max_log2_candidates):
+    """Mode and width classes of fallback blocks ``(mu, sd)`` of shape (count, B), calibrated ``widths``
+    and coding-prior ``scales`` of the same shape (see the module docstring).
+
+    Dimension ``j`` gets the smallest class ``c`` whose width ``max(1, M_j >> c)`` it fits;
+    the block takes one race with those widths if its candidates stay within
+    ``2**(max_log2_candidates + 2)``, else the width-1 race per dimension.
+    """
+    count = mu.shape[0]
+    modes = np.full(count, _MODE_WIDTH_ONE, dtype=np.int64)
+    shifts = np.zeros(mu.shape, dtype=np.int64)
+    if count == 0:
+        return modes, shifts
+    transform = Normal(0.0, scales)
+    chosen = np.full(widths.shape, -1, dtype=np.int64)
+    for c in range(_MAX_CLASS + 1):
+        fits = _hybrid_bounds(Normal(mu, sd), _PRIOR, class_widths(widths, c), tail_mass, transform)[0]
+        chosen[(chosen < 0) & fits] = c
+        if (chosen >= 0).all():
+            break
+    found = (chosen >= 0).all(axis=1)
+    chosen = np.maximum(chosen, 0)
+    fits, log2_candidates, _ = _hybrid_bounds(Product(Normal(mu, sd)), _PRIOR, class_widths(widths, chosen),
+                                              tail_mass, transform)
+    classed = found & fits & (log2_candidates <= max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES)
+    modes[classed] = _MODE_CLASSES
+    shifts[classed] = chosen[classed]
+    return modes, shifts

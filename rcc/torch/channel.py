@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence, cast
+
 import math
 import numbers
 
@@ -14,8 +16,8 @@ from ..coding import _hybrid_bounds
 from ..entropy import BucketIndexCode
 from ..targets import Normal, Product
 from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
-from ._calibration import _FIT_MARGIN, _MAX_WIDTH, _PRIOR, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
-from ._width_classes import _CLASS_EXTRA_LOG2_CANDIDATES, _MAX_CLASS, _MODE_CLASSES, _MODE_WIDTH_ONE, class_widths
+from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
+from ._width_classes import _CLASS_EXTRA_LOG2_CANDIDATES, _MODE_WIDTH_ONE, choose_width_classes, class_widths
 from .streams import _STREAM_JOINT, _StreamCoding, _derive_seed
 
 __all__ = ["RCCChannel"]
@@ -189,20 +191,32 @@ class RCCChannel(_StreamCoding, nn.Module):
     True
     """
 
+    blocks: str | int
+    # The calibrated state (buffers, see ``__init__``).
+    latent_shape_buffer: torch.Tensor
+    widths: torch.Tensor
+    prior_scales: torch.Tensor
+    wide_prior_scale: torch.Tensor
+    block_dims: torch.Tensor
+    index_code_json: torch.Tensor
+    fallback_index_kl_bits: torch.Tensor
+    calibration_kl_bits: torch.Tensor
+    factor_tables: torch.Tensor
+
     def __init__(
         self,
-        latent_shape,
+        latent_shape: int | Sequence[int],
         *,
-        block_budget_bits=12.0,
-        blocks="auto",
-        coverage=0.999,
-        tail_mass=1e-4,
-        max_log2_candidates=20.0,
-        index_code="bucket",
-        coding_prior_scale=None,
-        factor_code="fitted",
-        generator=None,
-    ):
+        block_budget_bits: float = 12.0,
+        blocks: str | int = "auto",
+        coverage: float = 0.999,
+        tail_mass: float = 1e-4,
+        max_log2_candidates: float = 20.0,
+        index_code: str = "bucket",
+        coding_prior_scale: float | None = None,
+        factor_code: str = "fitted",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         latent_shape = _check_shape(latent_shape, "latent_shape")
         if len(latent_shape) == 0 or math.prod(latent_shape) == 0:
@@ -263,26 +277,26 @@ class RCCChannel(_StreamCoding, nn.Module):
     # -- configuration -------------------------------------------------------------
 
     @property
-    def num_latents(self):
+    def num_latents(self) -> int:
         """Number of coded dimensions per item, ``prod(latent_shape)``."""
         return int(math.prod(self.latent_shape))
 
     @property
-    def is_calibrated(self):
+    def is_calibrated(self) -> bool:
         """Whether :meth:`calibrate` has run (or a calibrated state was loaded)."""
         return bool(self.block_dims.numel()) and bool((self.widths > 0).all())
 
     @property
-    def num_blocks(self):
+    def num_blocks(self) -> int:
         """Number of blocks per item (0 before calibration)."""
         return int(self.block_dims.shape[0])
 
     @property
-    def block_size(self):
+    def block_size(self) -> int:
         """Dimensions per block, padding included (0 before calibration)."""
         return int(self.block_dims.shape[1])
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         state = (
             f"num_blocks={self.num_blocks}, block_size={self.block_size}"
             if self.is_calibrated
@@ -291,7 +305,7 @@ class RCCChannel(_StreamCoding, nn.Module):
         return f"latent_shape={tuple(self.latent_shape)}, {state}, tail_mass={self.tail_mass}"
 
     @classmethod
-    def from_state_dict(cls, state_dict, **kwargs):
+    def from_state_dict(cls, state_dict: dict[str, Any], **kwargs: Any) -> RCCChannel:
         """A channel rebuilt from a :meth:`state_dict` alone (what a receiver holds).
 
         Parameters
@@ -374,7 +388,7 @@ class RCCChannel(_StreamCoding, nn.Module):
 
     # -- training-time rate ----------------------------------------------------------
 
-    def kl_bits(self, mean, log_scale):
+    def kl_bits(self, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         """Analytic ``D_KL[N(mean, exp(log_scale)**2) || N(0, 1)]`` in bits per item.
 
         Differentiable; summed over the latent dimensions.
@@ -395,7 +409,8 @@ class RCCChannel(_StreamCoding, nn.Module):
 
     # -- forward -------------------------------------------------------------------------
 
-    def forward(self, mean, log_scale, seed=None, *, return_data=False):
+    def forward(self, mean: torch.Tensor, log_scale: torch.Tensor, seed: int | None = None, *,
+                return_data: bool = False) -> Any:
         """Sample the latent and its rate.
 
         Parameters
@@ -437,7 +452,8 @@ class RCCChannel(_StreamCoding, nn.Module):
 
     # -- calibration ---------------------------------------------------------------------
 
-    def calibrate(self, mean, log_scale, *, seed=0, progress=False):
+    def calibrate(self, mean: torch.Tensor, log_scale: torch.Tensor, *, seed: int = 0,
+                  progress: bool = False) -> dict[str, Any]:
         """Fix the widths, the block layout and the index code from representative posteriors.
 
         The analogue of CompressAI's ``update()``: run it once after training on the
@@ -483,34 +499,13 @@ class RCCChannel(_StreamCoding, nn.Module):
             raise ValueError("calibration needs at least one item (mean has no items)")
         kl = _gaussian_kl_bits_np(mean64, log_scale64).mean(axis=0)
 
-        def widths_and_index_kl(prior_scale):
-            length = _hybrid_bounds(Normal(mean64, std64), _PRIOR, 1, self.tail_mass, Normal(0.0, prior_scale))[2]
-            reference = np.quantile(length, self.coverage, axis=0, method="higher")
-            widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
-            kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
-            return widths, np.maximum(kl_to_prior - np.log2(widths), 0.0)
-
-        widths, index_kl = widths_and_index_kl(1.0)
-        prior_scales = np.ones(d)
+        widths, index_kl, prior_scales, fallback_kl = _widths_and_coding_priors(
+            mean64, std64, log_scale64, self.tail_mass, self.coverage, self.coding_prior_scale)
         wide = self.coding_prior_scale
-        if wide != 1.0:
-            wide_widths, wide_index_kl = widths_and_index_kl(wide)
-            # N(0, 1) only where it carries no factor and its index costs no more than the wide
-            # transform's index and factor (the factor about log2 M - D[N(0, 1) || N(0, wide^2)]).
-            divergence = (math.log(wide) + 0.5 / wide**2 - 0.5) / _LN2
-            wide_factor_bits = np.maximum(np.log2(wide_widths) - divergence, 0.0)
-            unit = (widths == 1) & (index_kl <= wide_index_kl + wide_factor_bits)
-            widths = np.where(unit, widths, wide_widths)
-            index_kl = np.where(unit, index_kl, wide_index_kl)
-            prior_scales = np.where(unit, 1.0, wide)
-        # KL a width-1 race carries per dimension (the fallback's index code).
-        fallback_kl = np.mean([
-            _gaussian_kl_to_prior_bits_np(mean64[:, j], log_scale64[:, j], prior_scales[j]).mean() for j in range(d)
-        ])
         if self.blocks == "auto":
             num_blocks = int(min(d, max(1, math.ceil(float(index_kl.sum()) / self.block_budget_bits - 1e-9))))
         else:
-            num_blocks = self.blocks
+            num_blocks = int(self.blocks)
         block_dims = _balanced_blocks(index_kl, num_blocks)
 
         device = self.widths.device
@@ -629,7 +624,10 @@ class RCCChannel(_StreamCoding, nn.Module):
         mu = mu.reshape(n * self.num_blocks, self.block_size)
         sd = sd.reshape(n * self.num_blocks, self.block_size)
         fallback = np.flatnonzero(~flat_joint)
-        modes, shifts = self._width_classes(mu[fallback], sd[fallback], fallback % self.num_blocks, layout)
+        blocks = fallback % self.num_blocks
+        modes, shifts = choose_width_classes(mu[fallback], sd[fallback], layout["block_widths"][blocks],
+                                             layout["block_scales"][blocks], self.tail_mass,
+                                             self.max_log2_candidates)
         all_modes = np.full(n * self.num_blocks, _MODE_WIDTH_ONE, dtype=np.int64)
         all_shifts = np.zeros((n * self.num_blocks, self.block_size), dtype=np.int64)
         all_modes[fallback], all_shifts[fallback] = modes, shifts
@@ -644,35 +642,6 @@ class RCCChannel(_StreamCoding, nn.Module):
             "modes": all_modes,
             "shifts": all_shifts,
         }
-
-    def _width_classes(self, mu, sd, blocks, layout):
-        """Mode and width classes of fallback blocks (see :mod:`rcc.torch._width_classes`).
-
-        Dimension ``j`` gets the smallest class ``c`` whose width ``max(1, M_j >> c)`` it fits;
-        the block takes one race with those widths if its candidates stay within
-        ``2**(max_log2_candidates + 2)``, else the width-1 race per dimension.
-        """
-        count = mu.shape[0]
-        modes = np.full(count, _MODE_WIDTH_ONE, dtype=np.int64)
-        shifts = np.zeros((count, self.block_size), dtype=np.int64)
-        if count == 0:
-            return modes, shifts
-        widths = layout["block_widths"][blocks]
-        transform = Normal(0.0, layout["block_scales"][blocks])
-        chosen = np.full(widths.shape, -1, dtype=np.int64)
-        for c in range(_MAX_CLASS + 1):
-            fits = _hybrid_bounds(Normal(mu, sd), _PRIOR, class_widths(widths, c), self.tail_mass, transform)[0]
-            chosen[(chosen < 0) & fits] = c
-            if (chosen >= 0).all():
-                break
-        found = (chosen >= 0).all(axis=1)
-        chosen = np.maximum(chosen, 0)
-        fits, log2_candidates, _ = _hybrid_bounds(Product(Normal(mu, sd)), _PRIOR, class_widths(widths, chosen),
-                                                  self.tail_mass, transform)
-        classed = found & fits & (log2_candidates <= self.max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES)
-        modes[classed] = _MODE_CLASSES
-        shifts[classed] = chosen[classed]
-        return modes, shifts
 
     def _encode_classed(self, plan, positions, shifts, seed, progress=False):
         """Races of fallback blocks with width classes ``shifts`` (one joint race per block)."""
@@ -759,7 +728,8 @@ class RCCChannel(_StreamCoding, nn.Module):
         kl = kl_divergence_bits(Product(Normal(mean64, std64)), tail_mass=self.tail_mass)
         return np.asarray(kl, dtype=np.float64).reshape(-1)
 
-    def compress(self, mean, log_scale, seed, *, return_stats=False, progress=False, per_item=False):
+    def compress(self, mean: torch.Tensor, log_scale: torch.Tensor, seed: int, *, return_stats: bool = False,
+                 progress: bool = False, per_item: bool = False) -> Any:
         """Code exact samples of the posteriors into bytes: one stream for the batch, or one per item.
 
         Every item-block is coded by hybrid coding (``rcc.encode_sample``) with the
@@ -858,7 +828,8 @@ class RCCChannel(_StreamCoding, nn.Module):
         }
         return data, item_bits_t, stats
 
-    def decompress(self, data, seed, shape, *, device=None):
+    def decompress(self, data: bytes | Sequence[bytes], seed: int, shape: Sequence[int] | int, *,
+                   device: torch.device | str | None = None) -> torch.Tensor:
         """Decode :meth:`compress`'s bytes into the encoder's latents, bit for bit.
 
         Needs only the bytes, the seed, the shape and the calibrated state (widths,
@@ -887,19 +858,19 @@ class RCCChannel(_StreamCoding, nn.Module):
         if not per_item and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes or a list of bytes (one per item), got {type(data).__name__}")
         seed = _check_seed(seed)
-        shape = _check_shape(shape)
+        size = _check_shape(shape)
         k = len(self.latent_shape)
-        if len(shape) < k or tuple(shape[len(shape) - k:]) != tuple(self.latent_shape):
-            raise ValueError(f"shape {tuple(shape)} must end with latent_shape {tuple(self.latent_shape)}")
+        if len(size) < k or tuple(size[len(size) - k:]) != tuple(self.latent_shape):
+            raise ValueError(f"shape {tuple(size)} must end with latent_shape {tuple(self.latent_shape)}")
         self._require_calibration()
-        batch_shape = tuple(shape[: len(shape) - k])
+        batch_shape = tuple(size[: len(size) - k])
         n = math.prod(batch_shape)
         latents = np.zeros((n, self.num_latents), dtype=np.float64)
         if per_item:
             dtype = self._decompress_items(data, seed, n, latents)
         else:
-            dtype = self._decompress_batch(bytes(data), seed, batch_shape, n, latents)
-        out = torch.from_numpy(latents).to(dtype).reshape(shape)
+            dtype = self._decompress_batch(bytes(cast(bytes, data)), seed, batch_shape, n, latents)
+        out = torch.from_numpy(latents).to(dtype).reshape(size)
         device = torch.device("cpu") if device is None else device
         return out.to(device)
 

@@ -24,7 +24,7 @@ __all__ = ["soft_round", "soft_round_inverse", "soft_round_conditional_mean", "D
 DEFAULT_EPS = 1e-3
 
 
-def soft_round(y, alpha, eps=DEFAULT_EPS):
+def soft_round(y: torch.Tensor, alpha: float | torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
     r"""Differentiable approximation of ``round`` with sharpness ``alpha``.
 
     .. math::
@@ -118,7 +118,7 @@ def _atanh_2rt(r, a):
     return torch.where(small, near_zero, far)
 
 
-def soft_round_inverse(y, alpha, eps=DEFAULT_EPS):
+def soft_round_inverse(y: torch.Tensor, alpha: float | torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
     r"""Inverse of :func:`soft_round`.
 
     .. math::
@@ -172,7 +172,8 @@ def soft_round_inverse(y, alpha, eps=DEFAULT_EPS):
     return torch.where(alpha < eps, series, closed)
 
 
-def soft_round_conditional_mean(z, alpha, eps=DEFAULT_EPS):
+def soft_round_conditional_mean(z: torch.Tensor, alpha: float | torch.Tensor,
+                                eps: float = DEFAULT_EPS) -> torch.Tensor:
     r"""Reconstruction ``E[Y | s_alpha(Y) + U = z]`` with ``U ~ U[-1/2, 1/2)``.
 
     Given ``z``, ``s_alpha(Y) = z - U`` lies in ``(z - 1/2, z + 1/2]``, i.e. ``Y``

@@ -8,6 +8,8 @@ logistic marginal with a ``constriction`` range coder.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import math
 import numbers
 import zlib
@@ -153,20 +155,28 @@ class UniformNoiseChannel(nn.Module):
     IEEE Trans. IT 31(3), 1985.
     """
 
+    num_channels: int
+    channel_dim: int
+    conditional_mean: bool
+    generator: torch.Generator | None
+    # Parameters of the logistic marginal (nn.Parameter when learnable, else buffers).
+    loc: torch.Tensor
+    log_scale: torch.Tensor
+
     def __init__(
         self,
-        num_channels=1,
+        num_channels: int = 1,
         *,
-        channel_dim=1,
-        alpha=None,
-        conditional_mean=True,
-        loc=0.0,
-        scale=1.0,
-        learnable=True,
-        generator=None,
-        tail_mass=1e-9,
-        max_halfwidth=4096,
-    ):
+        channel_dim: int = 1,
+        alpha: float | torch.Tensor | None = None,
+        conditional_mean: bool = True,
+        loc: float | Sequence[float] = 0.0,
+        scale: float | Sequence[float] = 1.0,
+        learnable: bool = True,
+        generator: torch.Generator | None = None,
+        tail_mass: float = 1e-9,
+        max_halfwidth: int = 4096,
+    ) -> None:
         super().__init__()
         if isinstance(num_channels, (bool, np.bool_)) or not isinstance(num_channels, numbers.Integral):
             raise TypeError(f"num_channels must be a positive integer, got {num_channels!r}")
@@ -224,12 +234,12 @@ class UniformNoiseChannel(nn.Module):
         return arr.clone()
 
     @property
-    def alpha(self):
+    def alpha(self) -> float | torch.Tensor | None:
         """Soft-rounding sharpness (``None`` for plain additive noise)."""
         return self._alpha
 
     @alpha.setter
-    def alpha(self, value):
+    def alpha(self, value: float | torch.Tensor | None) -> None:
         if value is not None:
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
                 raise TypeError(f"alpha must be a non-negative float or None, got {value!r}")
@@ -241,11 +251,11 @@ class UniformNoiseChannel(nn.Module):
         self._alpha = value
 
     @property
-    def scale(self):
+    def scale(self) -> torch.Tensor:
         """Per-channel logistic scale ``exp(log_scale)``."""
         return torch.exp(self.log_scale)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"num_channels={self.num_channels}, channel_dim={self.channel_dim}, "
             f"alpha={self.alpha}, conditional_mean={self.conditional_mean}"
@@ -296,7 +306,7 @@ class UniformNoiseChannel(nn.Module):
 
     # -- training-time rate ------------------------------------------------------
 
-    def bits(self, z):
+    def bits(self, z: torch.Tensor) -> torch.Tensor:
         r"""Information content ``-log2 p(z)`` of the noisy values, elementwise.
 
         ``p(z) = F(z + 1/2) - F(z - 1/2)`` is the density of ``V + U`` (the logistic
@@ -323,7 +333,7 @@ class UniformNoiseChannel(nn.Module):
 
     # -- forward ----------------------------------------------------------------
 
-    def forward(self, y, seed=None, *, return_bits=False):
+    def forward(self, y: torch.Tensor, seed: int | None = None, *, return_bits: bool = False) -> Any:
         """Pass ``y`` through the channel.
 
         Parameters
@@ -364,7 +374,7 @@ class UniformNoiseChannel(nn.Module):
 
     # -- universal quantisation --------------------------------------------------
 
-    def quantize(self, y, seed):
+    def quantize(self, y: torch.Tensor, seed: int) -> torch.Tensor:
         """Integer message ``K = round(v - U)`` with the shared dither ``U`` of ``seed``.
 
         ``v = y``, or ``s_alpha(y)`` in the soft-rounding mode.  The subtraction and
@@ -398,7 +408,8 @@ class UniformNoiseChannel(nn.Module):
         z = k.detach().to(device="cpu", dtype=torch.float64) + u
         return z.to(dtype=dtype, device=device)
 
-    def dequantize(self, k, seed, *, dtype=None, device=None):
+    def dequantize(self, k: torch.Tensor, seed: int, *, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> torch.Tensor:
         """Receiver side: ``K + U`` (then the reconstruction in the ``alpha`` mode).
 
         Parameters
@@ -466,7 +477,7 @@ class UniformNoiseChannel(nn.Module):
         tails = lower[:, :1] + upper[:, -1:]
         return np.concatenate([np.maximum(cells, 0.0), tails], axis=1)
 
-    def ideal_bits(self, y, seed):
+    def ideal_bits(self, y: torch.Tensor, seed: int) -> float:
         """Ideal information content ``sum -log2 P(K = k | U = u)`` of ``quantize(y, seed)``.
 
         Compare with the measured ``8 * len(compress(y, seed))``.
@@ -488,7 +499,7 @@ class UniformNoiseChannel(nn.Module):
         crc = zlib.crc32(repr((self.tail_mass, self.max_halfwidth)).encode(), crc)
         return zlib.crc32(payload, crc)
 
-    def compress(self, y, seed, *, return_stats=False):
+    def compress(self, y: torch.Tensor, seed: int, *, return_stats: bool = False) -> Any:
         """Entropy code ``K = quantize(y, seed)`` given the shared dither.
 
         A ``constriction`` range coder (``stream.queue.RangeEncoder``) codes each
@@ -554,7 +565,8 @@ class UniformNoiseChannel(nn.Module):
         }
         return data, stats
 
-    def decompress(self, data, seed, shape, *, device=None):
+    def decompress(self, data: bytes, seed: int, shape: Sequence[int] | int, *,
+                   device: torch.device | str | None = None) -> torch.Tensor:
         """Decode :meth:`compress` output; bit-for-bit equal to the eval-mode ``forward``.
 
         Parameters
