@@ -34,9 +34,10 @@ Wall times on a shared machine measure the other load as much as rcc, so the
 CPU seconds of the best run are recorded too (user + system, of this process
 for the kernel rows, of each worker process for the cluster):
 ``cpu_speedup`` is the speedup over one worker that the busiest worker's CPU
-time allows on an idle machine, and ``worker_busy`` the fraction of the wall
+time allows on an idle machine, ``worker_busy`` the fraction of the wall
 time the workers spent running tasks (from the task stream; 1 = no idle
-worker).
+worker) and ``busiest_chunk_share`` the fraction of the chunks the busiest
+worker encoded (``1 / w`` = balanced).
 
 Bytes row ("weights"): the same targets stand in for the weights of a model
 with a variational posterior; on the largest cluster they are encoded and
@@ -65,7 +66,7 @@ import numpy as np
 
 import rcc
 
-from .common import new_figure, output_dir, run_script, save_figure, write_csv
+from .common import legend_below, new_figure, output_dir, run_script, save_figure, write_csv
 
 __all__ = ["grid", "main"]
 
@@ -138,10 +139,10 @@ def _chunk_loop(mean, std, chunk):
     """The in-process reference: the cluster's work, chunk after chunk, without dask."""
     index_sum, kl_sum = 0, 0.0
     for start in range(0, mean.size, chunk):
-        enc = rcc.encode_sample(rcc.Normal(mean[start:start + chunk], std), _SEED, num_threads=1,
-                                stream_offset=start)
-        index_sum += int(enc.index.sum())
-        kl_sum += float(enc.kl_bits.sum())
+        sums = _sums(rcc.encode_sample(rcc.Normal(mean[start:start + chunk], std), _SEED, num_threads=1,
+                                       stream_offset=start))
+        index_sum += sums[0]
+        kl_sum += sums[1]
     return index_sum, kl_sum
 
 
@@ -159,6 +160,20 @@ def _compute_seconds(task_stream):
     """Seconds the workers spent running tasks, summed over the task stream's records."""
     return sum(part["stop"] - part["start"] for task in task_stream for part in task["startstops"]
                if part["action"] == "compute")
+
+
+def _busiest_share(task_stream):
+    """The largest fraction of the encode tasks that one worker ran (1/w = balanced)."""
+    counts = {}
+    for task in task_stream:
+        key = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
+        if str(key).startswith("rcc-encode"):
+            counts[task["worker"]] = counts.get(task["worker"], 0) + 1
+    return max(counts.values()) / sum(counts.values()) if counts else math.nan
+
+
+def _sums(enc):
+    return int(enc.index.sum()), float(enc.kl_bits.sum())
 
 
 def _kernel_row(variant, threads, count, chunk, timing, load):
@@ -186,7 +201,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     rows.append(_kernel_row("chunk loop", 1, count, chunk, loop, os.getloadavg()[0]))
     target = rcc.Normal(mean_local, std)
     for threads in sorted({1, os.cpu_count() or 1}):
-        call = _timed(lambda: _encode_all(rcc.encode_sample(target, _SEED, num_threads=threads)), repeats, self_cpu)
+        call = _timed(lambda: _sums(rcc.encode_sample(target, _SEED, num_threads=threads)), repeats, self_cpu)
         rows.append(_kernel_row("one call", threads, count, count, call, os.getloadavg()[0]))
     reference = rcc.encode_sample(target, _SEED, num_threads=1).sample[::_STRIDE].copy()
     expected = _chunk_loop(mean_local, std, chunk)
@@ -211,7 +226,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
             rows.append(dict(mode="dask", variant="LocalCluster", workers=workers, threads=1, count=count,
                              chunk=chunk, seconds=seconds, median_seconds=median, samples_per_s=count / seconds,
                              cpu_seconds=sum(cpu.values()), busiest_cpu_seconds=max(cpu.values()),
-                             worker_busy=busy, load_average=os.getloadavg()[0]))
+                             worker_busy=busy, busiest_chunk_share=_busiest_share(stream.data),
+                             load_average=os.getloadavg()[0]))
     reference_seconds = rows[0]["seconds"]
     for row in rows:
         row["speedup"] = cluster_seconds[1] / row["seconds"]
@@ -228,6 +244,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     write_csv(out / "dask_scaling.csv", rows)
     _plot(rows, out / "dask_scaling.png")
     one = next(r for r in rows if r["mode"] == "dask" and r["workers"] == 1)
+    largest = next(r for r in rows if r["mode"] == "dask" and r["workers"] == most)
     call = next(r for r in rows if r["variant"] == "one call" and r["threads"] == 1)
     return {
         "timed": (f"encode {count:.0e} targets in chunks of {chunk:.0e} + two sums, best of {repeats}, "
@@ -237,12 +254,15 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         "dask overhead at 1 worker vs the chunk loop (wall; CPU)": f"{one['overhead']:+.1%}; {one['cpu_overhead']:+.1%}",
         f"speedup 1 -> {most} workers (wall; from CPU time)":
             f"{cluster_seconds[1] / cluster_seconds[most]:.2f}x; {cluster_busiest[1] / cluster_busiest[most]:.2f}x",
-        f"workers busy at {most} workers (task stream)": f"{rows[len(rows) - 2]['worker_busy']:.0%}",
+        f"at {most} workers: time busy running tasks; most chunks on one worker":
+            f"{largest['worker_busy']:.0%}; {largest['busiest_chunk_share']:.0%}",
         "bits per weight (KL per weight)":
             f"{weights_row['bits_per_element']:.3f} ({weights_row['kl_bits_per_element']:.3f})",
         "worker memory growth (MiB) / one chunk (MiB)":
             f"{weights_row['worker_peak_growth_mib']:.0f} / {weights_row['chunk_mib']:.0f}",
-        "load average (1 min) at the start": f"{load:.1f}",
+        "load average (1 min) at the start": f"{load:.1f} on {os.cpu_count()} cores"
+        + (" (busy: these timings measure the other load; rerun on an idle machine)"
+           if load > 0.25 * (os.cpu_count() or 1) else ""),
     }
 
 
@@ -325,7 +345,7 @@ def _plot(rows, path):
     axes[0].set_title(f"{one['count']:.0e} targets, chunks of {one['chunk']:.0e} (load average {load:.1f})\n"
                       f"dask at 1 worker: {one['overhead']:+.0%} time vs one process")
     axes[1].set_title(f"the same runs by CPU time\ndask at 1 worker: {one['cpu_overhead']:+.0%} CPU vs one process")
-    axes[0].legend(fontsize=6, loc="lower right")
+    legend_below(fig, axes, ncol=2)
     save_figure(fig, path)
 
 
