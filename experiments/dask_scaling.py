@@ -176,6 +176,16 @@ def _sums(enc):
     return int(enc.index.sum()), float(enc.kl_bits.sum())
 
 
+def _report(progress, label, row):
+    """One line per measured row, as it is measured."""
+    if not progress:
+        return
+    median = f", median {row['median_seconds']:.2f} s" if "median_seconds" in row else ""
+    cpu = f", CPU {row['cpu_seconds']:.2f} s" if "cpu_seconds" in row else ""
+    print(f"{label}: {row['seconds']:.2f} s{median} ({row['samples_per_s'] / 1e6:.2f}M samples/s){cpu}, "
+          f"load {row['load_average']:.1f}", flush=True)
+
+
 def _kernel_row(variant, threads, count, chunk, timing, load):
     seconds, median, _, cpu = timing
     return dict(mode="kernel", variant=variant, workers=1, threads=threads, count=count, chunk=chunk,
@@ -195,14 +205,19 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     mean_local = mean.compute(scheduler="threads")
     _warm_process()
     load = os.getloadavg()[0]
+    if progress:
+        print(f"timing: encode {count:.0e} targets in chunks of {chunk:.0e} and sum two outputs (best of {repeats}, "
+              f"warm, parameters in memory); load average {load:.1f} on {os.cpu_count()} cores", flush=True)
     self_cpu = lambda: {"self": _cpu_seconds()}  # noqa: E731
     rows = []
     loop = _timed(lambda: _chunk_loop(mean_local, std, chunk), repeats, self_cpu)
     rows.append(_kernel_row("chunk loop", 1, count, chunk, loop, os.getloadavg()[0]))
+    _report(progress, "in one process, the same chunks one after another, 1 thread", rows[-1])
     target = rcc.Normal(mean_local, std)
     for threads in sorted({1, os.cpu_count() or 1}):
         call = _timed(lambda: _sums(rcc.encode_sample(target, _SEED, num_threads=threads)), repeats, self_cpu)
         rows.append(_kernel_row("one call", threads, count, count, call, os.getloadavg()[0]))
+        _report(progress, f"in one process, one call on the whole batch, {threads} thread(s)", rows[-1])
     reference = rcc.encode_sample(target, _SEED, num_threads=1).sample[::_STRIDE].copy()
     expected = _chunk_loop(mean_local, std, chunk)
     del target, mean_local
@@ -228,6 +243,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
                              cpu_seconds=sum(cpu.values()), busiest_cpu_seconds=max(cpu.values()),
                              worker_busy=busy, busiest_chunk_share=_busiest_share(stream.data),
                              load_average=os.getloadavg()[0]))
+            _report(progress, f"dask.compute on a LocalCluster of {workers} worker process(es)", rows[-1])
     reference_seconds = rows[0]["seconds"]
     for row in rows:
         row["speedup"] = cluster_seconds[1] / row["seconds"]
@@ -240,6 +256,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         client.run(_warm_process)
         weights_row = _weights(client, mean, std, count, chunk, reference)
     rows.append(weights_row)
+    _report(progress, f"bytes: encode + write on {most} workers (one pass)", weights_row)
     out = output_dir(out_dir)
     write_csv(out / "dask_scaling.csv", rows)
     _plot(rows, out / "dask_scaling.png")
