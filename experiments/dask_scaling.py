@@ -100,7 +100,10 @@ def _cpu_seconds():
 
 
 def _timed(function, repeats, cpu):
-    """Best, median and total wall time of ``repeats`` runs, and the CPU seconds ``cpu()`` (a dict per process) of the best."""
+    """Best, median and total wall time of ``repeats`` runs, and the CPU seconds of the best.
+
+    ``cpu()`` returns the CPU seconds so far of each process, as a dict.
+    """
     times, best_cpu = [], None
     for _ in range(repeats):
         before = cpu()
@@ -268,7 +271,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
                   "warm, parameters already in memory"),
         "reference (in-process chunk loop, 1 thread) samples/s": f"{count / reference_seconds:.3g}",
         "one in-process call on the whole batch, 1 thread, samples/s": f"{call['samples_per_s']:.3g}",
-        "dask overhead at 1 worker vs the chunk loop (wall; CPU)": f"{one['overhead']:+.1%}; {one['cpu_overhead']:+.1%}",
+        "dask overhead at 1 worker vs the chunk loop (wall; CPU)":
+            f"{one['overhead']:+.1%}; {one['cpu_overhead']:+.1%}",
         f"speedup 1 -> {most} workers (wall; from CPU time)":
             f"{cluster_seconds[1] / cluster_seconds[most]:.2f}x; {cluster_busiest[1] / cluster_busiest[most]:.2f}x",
         f"at {most} workers: time busy running tasks; most chunks on one worker":
@@ -324,7 +328,8 @@ def _weights(client, mean, std, count, chunk, reference):
     if not exact:
         raise RuntimeError("rcc.dask's samples differ from the in-process call's or from their decoding")
     growth = max(after[w] - before[w] for w in after)
-    return dict(mode="weights", variant="LocalCluster", workers=len(after), threads=1, count=count, chunk=chunk, seconds=encode_seconds,
+    return dict(mode="weights", variant="LocalCluster", workers=len(after), threads=1, count=count, chunk=chunk,
+                seconds=encode_seconds,
                 samples_per_s=count / encode_seconds, decode_seconds=decode_seconds, bytes=len(data),
                 bits_per_element=8.0 * len(data) / count, kl_bits_per_element=float(kl_total) / count,
                 exact=exact, worker_peak_rss_mib=max(after.values()), worker_peak_growth_mib=growth,
@@ -360,8 +365,9 @@ def _plot(rows, path):
     load = max(r["load_average"] for r in rows)
     one = dask_rows[0]
     axes[0].set_title(f"{one['count']:.0e} targets, chunks of {one['chunk']:.0e} (load average {load:.1f})\n"
-                      f"dask at 1 worker: {one['overhead']:+.0%} time vs one process")
-    axes[1].set_title(f"the same runs by CPU time\ndask at 1 worker: {one['cpu_overhead']:+.0%} CPU vs one process")
+                      f"dask at 1 worker: {one['overhead']:+.0%} time vs one process, same chunks")
+    axes[1].set_title(f"the same runs by CPU time\n"
+                      f"dask at 1 worker: {one['cpu_overhead']:+.0%} CPU vs one process, same chunks")
     legend_below(fig, axes, ncol=2)
     save_figure(fig, path)
 
