@@ -209,7 +209,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     _warm_process()
     load = os.getloadavg()[0]
     if progress:
-        print(f"timing: encode {count:.0e} targets in chunks of {chunk:.0e} and sum two outputs (best of {repeats}, "
+        print(f"timing: encode {count:.0e} targets in chunks of {chunk:,} and sum two outputs (best of {repeats}, "
               f"warm, parameters in memory); load average {load:.1f} on {os.cpu_count()} cores", flush=True)
     self_cpu = lambda: {"self": _cpu_seconds()}  # noqa: E731
     rows = []
@@ -267,7 +267,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
     largest = next(r for r in rows if r["mode"] == "dask" and r["workers"] == most)
     call = next(r for r in rows if r["variant"] == "one call" and r["threads"] == 1)
     return {
-        "timed": (f"encode {count:.0e} targets in chunks of {chunk:.0e} + two sums, best of {repeats}, "
+        "timed": (f"encode {count:.0e} targets in chunks of {chunk:,} + two sums, best of {repeats}, "
                   "warm, parameters already in memory"),
         "reference (in-process chunk loop, 1 thread) samples/s": f"{count / reference_seconds:.3g}",
         "one in-process call on the whole batch, 1 thread, samples/s": f"{call['samples_per_s']:.3g}",
@@ -338,7 +338,7 @@ def _weights(client, mean, std, count, chunk, reference):
 
 
 def _plot(rows, path):
-    fig, axes = new_figure(ncols=2, width=5.0)
+    fig, axes = new_figure(ncols=2, width=5.6)
     dask_rows = [r for r in rows if r["mode"] == "dask"]
     reference = next(r for r in rows if r["variant"] == "chunk loop")
     workers = [r["workers"] for r in dask_rows]
@@ -352,7 +352,7 @@ def _plot(rows, path):
             ax.annotate(note, (r["workers"], r["count"] / r[key]), textcoords="offset points", xytext=(4, -10),
                         fontsize=7)
         ax.axhline(reference["count"] / reference[key], ls="--", color="black",
-                   label="rcc.encode_sample in one process, same chunks, 1 thread")
+                   label="chunk loop: rcc.encode_sample on the same chunks in one process, 1 thread")
         for r in rows:
             # A threaded process's CPU time sums its threads: only one-thread rows go in the CPU panel.
             if r["variant"] == "one call" and (panel == 0 or int(r["threads"]) == 1):
@@ -364,10 +364,9 @@ def _plot(rows, path):
         ax.set_ylim(bottom=0)
     load = max(r["load_average"] for r in rows)
     one = dask_rows[0]
-    axes[0].set_title(f"{one['count']:.0e} targets, chunks of {one['chunk']:.0e} (load average {load:.1f})\n"
-                      f"dask at 1 worker: {one['overhead']:+.0%} time vs one process, same chunks")
-    axes[1].set_title(f"the same runs by CPU time\n"
-                      f"dask at 1 worker: {one['cpu_overhead']:+.0%} CPU vs one process, same chunks")
+    axes[0].set_title(f"{int(one['count']):.0e} targets, chunks of {int(one['chunk']):,} (load average {load:.1f})\n"
+                      f"dask at 1 worker: {one['overhead']:+.0%} time vs the chunk loop")
+    axes[1].set_title(f"the same runs by CPU time\ndask at 1 worker: {one['cpu_overhead']:+.0%} CPU vs the chunk loop")
     legend_below(fig, axes, ncol=2)
     save_figure(fig, path)
 
