@@ -58,11 +58,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numba
 import numpy as np
 from numba import types
+from numba.core.errors import NumbaExperimentalFeatureWarning
 from numpy.typing import ArrayLike
 
 from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample
@@ -406,11 +408,15 @@ def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Norm
                                   numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         kernel = _encode_general_batch if count >= _SERIAL_BELOW else _encode_general_batch_serial
-        kernel(
-            seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
-            *columns[:10], hybrid, columns[10], max_candidates, bool(check_bound), index, factor, sample, examined,
-            status,
-        )
+        with warnings.catch_warnings():
+            # The log density reaches the race as a first-class function; numba flags that
+            # feature on every first compile, which tells a user nothing they can act on.
+            warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+            kernel(
+                seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
+                *columns[:10], hybrid, columns[10], max_candidates, bool(check_bound), index, factor, sample,
+                examined, status,
+            )
     finally:
         numba.set_num_threads(previous)
     for code, message in (
