@@ -27,7 +27,7 @@ __all__ = ["SCRIPTS", "run_one", "main"]
 
 #: Experiment modules in the order they run (``experiments.<name>``, each with ``main``).
 SCRIPTS = ("bits_vs_kl", "runtime_vs_kl", "exactness", "truncation", "nongaussian", "model_params", "vae_digits",
-           "samplers", "learned_compression")
+           "samplers", "learned_compression", "channel_drift")
 
 
 def run_one(name, quick=False, *, out_dir=None, tiny=False, progress=True):

@@ -31,23 +31,31 @@ Methods (:ref:`race-rule`, :ref:`race-baselines`, :ref:`hybrid-window`,
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass
+from typing import Any, cast
 
-import numba
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import kernels
+# The coder layer's shared pieces, importable from here as before (rcc.coding re-exports them).
+from .checks import (  # noqa: F401 - re-exported
+    _CHUNK, _INT64_MAX, _SERIAL_BELOW, _STANDARD_NORMAL, _Threads, _as_int64, _check_method, _check_positive_int,
+    _check_prior, _check_prior_support, _check_tail_mass, _check_target, _check_width_array, _flat,
+    _integer_array, _is_unit_width, _prior_arrays, _read_only, _run_chunks, _scalar_or_array,
+)
+from .encoded import (  # noqa: F401 - re-exported
+    _TREE_METHODS, DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, DEFAULT_TRANSFORM_SCALE, METHODS, EncodedSample,
+    _scalar_encoded_sample,
+)
+from .general import encode_general
+from .race_inputs import (  # noqa: F401 - re-exported
+    _BatchInputs, _column, _hybrid_bounds, _raise_prepare_error, _width_mode, kl_divergence_bits,
+)
 from .random import MAX_SEED, check_seed, check_stream_offset, private_key
-from .targets import (
-    NORMAL_FAMILY,
-    normal_half_width,
-    UNIFORM_FAMILY,
-    Distribution,
-    Normal,
-    Product,
-    Uniform,
-    _convert_scipy,
+from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Distribution, Normal, Uniform, _convert_scipy, normal_half_width
+from .targets.general import GeneralTarget
+from .transform import (  # noqa: F401 - re-exported
+    _LAST_DEFAULT_TRANSFORM, _STANDARD_TRANSFORM, _check_transform, _half_width, coding_transform, gaussian_width,
 )
 
 __all__ = [
@@ -63,437 +71,9 @@ __all__ = [
     "kl_divergence_bits",
 ]
 
-METHODS = ("hybrid", "pfr", "orc", "mrc")
-# A* coding and GPRS (rcc.samplers); kept out of METHODS, whose order the bitstream header encodes.
-_TREE_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
-DEFAULT_TAIL_MASS = 1e-4
-DEFAULT_MAX_CANDIDATES = 2**24
-#: The default coding transform of a Normal prior N(m, s^2) is N(m, (8 s)^2)
-#: (:func:`coding_transform`).  Measured on the Gaussian channel: the mean
-#: candidate count of a target at ``mu`` prior stds grows like
-#: ``exp(mu^2 / (2 * 8^2))`` (1.3x at ``mu = 6``), the bits equal those of
-#: narrower transforms, and the width's rounding loss at small ``I`` shrinks.
-DEFAULT_TRANSFORM_SCALE = 8.0
 _MODES = {"hybrid": kernels.RACE, "pfr": kernels.RACE, "orc": kernels.ORC, "mrc": kernels.MRC}
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_CHUNK = 1 << 16
 _LOG2 = math.log(2.0)
-_SERIAL_BELOW = 2048
-_INT64_MAX = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class EncodedSample:
-    """What :func:`encode_sample` returns.
-
-    Attributes
-    ----------
-    index : int or ndarray of int64
-        The selected candidate ``N >= 1`` (batch shape).
-    factor : int or ndarray of int64
-        Decoding factors ``K_N`` (batch shape + event shape); zeros for the
-        prior-proposal methods.
-    sample : float or ndarray of float64
-        Exactly what :func:`decode_sample` returns for this message.
-    candidates : int or ndarray of int64
-        How many candidates the selection examined (weights evaluated).
-    width : int or ndarray of int64
-        The width ``M`` of the CDF transform (1 for prior-proposal methods).
-    tail_mass : float or ndarray
-        Total-variation distance between the target and the distribution
-        actually sampled (the truncation of :ref:`truncation-tv`).
-    kl_bits : float or ndarray
-        ``D_KL[truncated target || prior]`` in bits: what an ideal coder pays.
-    method : str
-    num_candidates : int or ndarray or None
-        The fixed candidate count of ORC/MRC, else ``None``.
-    seed : int or None
-        The shared seed the message was encoded with (what
-        :func:`rcc.encode_messages` codes the factors against).
-    """
-
-    index: object
-    factor: object
-    sample: object
-    candidates: object
-    width: object
-    tail_mass: object
-    kl_bits: object
-    method: str
-    num_candidates: object = None
-    seed: object = None
-
-
-def _scalar_encoded_sample(**fields):
-    """``EncodedSample(**fields)`` for the scalar path, without the frozen dataclass's ``__init__``.
-
-    That ``__init__`` sets each field through ``object.__setattr__`` (about
-    1 µs of a 5 µs scalar encode); filling ``__dict__`` directly builds the
-    same object (equal, hashable alike, still frozen).  Fields left out take
-    their class defaults, like keyword arguments left out.
-    """
-    encoded = object.__new__(EncodedSample)
-    encoded.__dict__.update(fields)
-    return encoded
-
-
-def _scalar_or_array(arr):
-    arr = np.asarray(arr)
-    if arr.ndim:
-        return arr
-    return arr.item()
-
-
-def _check_method(method):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return method
-
-
-_STANDARD_NORMAL = Normal(0.0, 1.0)
-_STANDARD_TRANSFORM = Normal(0.0, DEFAULT_TRANSFORM_SCALE * 1.0)
-_LAST_DEFAULT_TRANSFORM = [(_STANDARD_NORMAL, _STANDARD_TRANSFORM)]
-
-
-def _check_prior(prior):
-    if prior is None:
-        return _STANDARD_NORMAL
-    if type(prior) is Normal or type(prior) is Uniform:  # the common case, without the ABC checks
-        return prior
-    prior = _convert_scipy(prior)  # frozen scipy.stats norm / uniform
-    if not isinstance(prior, (Normal, Uniform)):
-        raise TypeError(f"prior must be rcc.Normal or rcc.Uniform (or scipy.stats.norm / uniform), "
-                        f"got {type(prior).__name__}")
-    return prior
-
-
-def coding_transform(prior=None, transform=None):
-    """The coding transform ``c`` through whose CDF hybrid candidates are built.
-
-    Hybrid coding places its candidates on the transformed axis
-    ``z' = M F_c(z)``.  Building that axis through the prior itself
-    (``transform="prior"``, Theis & Yosri 2022) makes a target far in the
-    prior's tail fill a small part of its window, so its race examines about
-    ``exp(mu^2 / 2)`` more candidates.  A transform wider than the prior keeps
-    the cost nearly flat; the prior still describes the samples' marginal, so
-    the KL and the factor code (:class:`rcc.MarginalFactorCode`) use it.
-
-    Parameters
-    ----------
-    prior : rcc.Normal or rcc.Uniform, optional
-        The shared prior, ``Normal(0, 1)`` by default.
-    transform : None, "prior", rcc.Normal or rcc.Uniform
-        ``None`` (default): ``Normal(prior.mean, DEFAULT_TRANSFORM_SCALE * prior.std)``
-        for a Normal prior, and the prior itself for a Uniform prior (whose
-        targets lie inside its support, which a uniform transform already
-        covers evenly).  ``"prior"``: the prior itself.  A distribution: that
-        transform (parameters broadcast against the prior's); both sides must
-        use the same.
-
-    Returns
-    -------
-    rcc.Normal or rcc.Uniform
-
-    Examples
-    --------
-    >>> import rcc
-    >>> rcc.coding_transform(rcc.Normal(0.0, 1.0))
-    Normal(mean=0.0, std=8.0)
-    """
-    prior = _check_prior(prior)
-    if transform is None:
-        if prior is _STANDARD_NORMAL:
-            return _STANDARD_TRANSFORM  # built once: constructing a Normal is most of a scalar call
-        if isinstance(prior, Normal):
-            # Distributions are immutable: the last prior's transform is reused (one entry, by identity).
-            last_prior, last_transform = _LAST_DEFAULT_TRANSFORM[0]
-            if last_prior is prior:
-                return last_transform
-            transform = Normal(prior.mean, DEFAULT_TRANSFORM_SCALE * np.asarray(prior.std))
-            _LAST_DEFAULT_TRANSFORM[0] = (prior, transform)
-            return transform
-        return prior
-    if isinstance(transform, str):
-        if transform == "prior":
-            return prior
-        raise ValueError(f"transform must be None, 'prior', an rcc.Normal or an rcc.Uniform, got {transform!r}")
-    if not isinstance(transform, (Normal, Uniform)):
-        raise TypeError(f"transform must be None, 'prior', an rcc.Normal or an rcc.Uniform, "
-                        f"got {type(transform).__name__}")
-    return transform
-
-
-def _check_transform(transform, prior, hybrid):
-    """The transform the kernels use: :func:`coding_transform` for hybrid, the prior otherwise."""
-    if not hybrid:
-        if transform is not None and transform is not prior and not (isinstance(transform, str)
-                                                                     and transform == "prior"):
-            raise ValueError("transform applies to method='hybrid' only; the prior-proposal methods use the prior")
-        return prior
-    return coding_transform(prior, transform)
-
-
-def _prior_arrays(prior, shape):
-    """Family, location and scale of the prior (or transform) broadcast to ``shape``."""
-    try:
-        if isinstance(prior, Normal):
-            loc, scale = np.broadcast_to(prior.mean, shape), np.broadcast_to(prior.std, shape)
-            family = NORMAL_FAMILY
-        else:
-            loc = np.broadcast_to(prior.low, shape)
-            scale = np.broadcast_to(prior.high - prior.low, shape)
-            family = UNIFORM_FAMILY
-    except ValueError as exc:
-        raise ValueError(f"prior parameters of shape {prior.batch_shape} do not broadcast to {shape}") from exc
-    return np.broadcast_to(np.int64(family), shape), loc, scale
-
-
-def gaussian_width(std, prior=None, tail_mass=DEFAULT_TAIL_MASS, transform=None):
-    """Largest width ``M`` such that every ``Normal(mean, std)`` target fits.
-
-    A truncated Gaussian of fixed std has its widest transformed support when
-    it sits at the coding transform's mode (:ref:`transform-choosing-width`), so this width depends
-    on the std, the prior (through the transform) and the tail mass alone and
-    can be known to the receiver.  It is exactly the width ``encode_sample``
-    uses with ``width=None``.
-
-    Parameters
-    ----------
-    std : array_like
-        Target standard deviations (> 0).
-    prior : rcc.Normal or rcc.Uniform, optional
-        The shared prior, ``Normal(0, 1)`` by default.
-    tail_mass : float
-        Total tail mass removed from each target (:ref:`truncation-central`).
-    transform : None, "prior", rcc.Normal or rcc.Uniform
-        The coding transform (:func:`coding_transform`).
-
-    Returns
-    -------
-    int or ndarray of int64
-    """
-    transform = coding_transform(prior, transform)
-    half_width = _half_width(_check_tail_mass(tail_mass))
-    std = Normal(0.0, std).std
-    try:
-        shape = np.broadcast_shapes(std.shape, transform.batch_shape)
-    except ValueError as exc:
-        raise ValueError(f"std of shape {std.shape} does not broadcast against the transform's "
-                         f"{transform.batch_shape}") from exc
-    std = np.broadcast_to(std, shape)
-    family, _, scale = _prior_arrays(transform, std.shape)
-    widths = np.empty(std.size, dtype=np.int64)
-    kernels.gaussian_width_array(
-        _read_only(np.ascontiguousarray(std, dtype=np.float64).reshape(-1)), half_width,
-        _read_only(np.ascontiguousarray(family, dtype=np.int64).reshape(-1)),
-        _read_only(np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)), widths,
-    )
-    return _scalar_or_array(widths.reshape(std.shape))
-
-
-def _half_width(tail_mass):
-    """Half-width in stds of the central interval of a Normal with this tail mass."""
-    return normal_half_width(tail_mass)
-
-
-def _check_tail_mass(tail_mass):
-    if type(tail_mass) is not float and (
-            isinstance(tail_mass, (bool, np.bool_)) or not isinstance(tail_mass, numbers.Real)):
-        raise TypeError(f"tail_mass must be a float in [0, 1), got {tail_mass!r}")
-    tail_mass = float(tail_mass)
-    if not 0.0 <= tail_mass < 1.0:
-        raise ValueError(f"tail_mass must be in [0, 1), got {tail_mass}")
-    return tail_mass
-
-
-def _check_positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if type(value) is not int and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    if value > _INT64_MAX:
-        raise ValueError(f"{name} must be < 2**63 (an int64), got {int(value)}")
-    return int(value)
-
-
-def _check_width_array(width, shape):
-    """Validate an explicit integer width (scalar or array) and broadcast it."""
-    arr = _as_int64(width, "width", "a positive integer or array of them")
-    if (arr < 1).any():
-        raise ValueError(f"width must be >= 1, got {arr[arr < 1].ravel()[:3]}")
-    try:
-        return np.broadcast_to(arr.astype(np.int64), shape)
-    except ValueError as exc:
-        raise ValueError(f"width of shape {arr.shape} does not broadcast to {shape}") from exc
-
-
-def _as_int64(value, name, what):
-    """``value`` as an int64 array; values beyond int64 raise ``ValueError`` showing them as given.
-
-    Python integers too large for int64 would become an object array (or wrap
-    when cast); unsigned values above ``2**63 - 1`` would wrap; floats must be
-    integer-valued and inside the int64 range.
-    """
-    try:
-        arr = np.asarray(value)
-    except OverflowError:
-        arr = np.asarray(value, dtype=object)
-    if arr.dtype == object:
-        flat = arr.ravel().tolist()
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in flat):
-            raise TypeError(f"{name} must be {what}, got {value!r}")
-        big = [int(v) for v in flat if not -_INT64_MAX - 1 <= int(v) <= _INT64_MAX]
-        if big:
-            raise ValueError(f"{name} must fit in int64 (|value| < 2**63), got {big[0]}")
-        return np.array(flat, dtype=np.int64).reshape(arr.shape)
-    if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise TypeError(f"{name} must be {what} (integer-valued), got {value!r}")
-        if arr.size and (np.abs(arr) >= 2.0**63).any():
-            raise ValueError(f"{name} must fit in int64 (|value| < 2**63), got {arr[np.abs(arr) >= 2.0**63].ravel()[0]!r}")
-    if arr.dtype.kind == "u" and arr.size and arr.max() > _INT64_MAX:
-        raise ValueError(f"{name} must fit in int64 (< 2**63), got {int(arr.max())}")
-    return arr.astype(np.int64)
-
-
-def kl_divergence_bits(target, prior=None, tail_mass=DEFAULT_TAIL_MASS):
-    """``D_KL[target.truncate(tail_mass) || prior]`` in bits (summed over the event)."""
-    prior = _check_prior(prior)
-    inputs = _BatchInputs(_check_target(target), prior, _check_tail_mass(tail_mass),
-                          hybrid=False, width=None, transform=prior)
-    kl_bits = inputs.prepare(0, inputs.count, _Threads(None))[2]
-    return _scalar_or_array(kl_bits.reshape(target.batch_shape))
-
-
-def _is_unit_width(width):
-    """Prior-proposal methods accept ``width=None`` or widths that are all 1."""
-    if width is None:
-        return True
-    if isinstance(width, str):
-        return False
-    arr = np.asarray(width)
-    return arr.dtype.kind in "iuf" and bool((arr == 1).all())
-
-
-def _check_target(target):
-    target = _convert_scipy(target)  # frozen scipy.stats norm / truncnorm / uniform
-    if not isinstance(target, Distribution):
-        raise TypeError(
-            "target must be an rcc distribution (rcc.Normal, rcc.TruncatedNormal, rcc.Uniform "
-            f"or rcc.Product), got {type(target).__name__}"
-        )
-    return target
-
-
-def _run_chunks(function, count, progress, description, chunk=_CHUNK):
-    """Call ``function(start, stop)`` over chunks of the batch, with an optional progress bar."""
-    bar = None
-    if progress and count > chunk:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=count, desc=description, unit="sample")
-    try:
-        for start in range(0, max(count, 1), chunk):
-            stop = min(count, start + chunk)
-            function(start, stop)
-            if bar is not None:
-                bar.update(stop - start)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-class _Threads:
-    """Temporarily set numba's thread count (results do not depend on it)."""
-
-    def __init__(self, num_threads):
-        self.num_threads = _check_positive_int(num_threads, "num_threads", allow_none=True)
-
-    def __enter__(self):
-        if self.num_threads is not None:
-            self.previous = numba.get_num_threads()
-            numba.set_num_threads(min(self.num_threads, numba.config.NUMBA_NUM_THREADS))
-        return self
-
-    def __exit__(self, *exc):
-        if self.num_threads is not None:
-            numba.set_num_threads(self.previous)
-
-    def kernel(self, name, count):
-        """The threaded kernel ``name``, or its serial twin for small batches.
-
-        Both twins run the same compiled per-block function; the serial one
-        only saves waking the thread pool, which costs more than a small batch.
-        """
-        return getattr(kernels, name + "_serial" if count < _SERIAL_BELOW else name)
-
-
-def _read_only(arr):
-    """A read-only view of ``arr`` (O(1)), as every kernel input is passed.
-
-    numba compiles a separate version of a kernel for read-only and writable
-    arrays (tens of seconds each for the batch kernels); inputs may arrive
-    either way (``np.broadcast_to`` views are read-only), so they are all
-    passed read-only and each kernel keeps one signature.
-    """
-    view = arr.view()
-    view.flags.writeable = False
-    return view
-
-
-def _flat(value, shape, count, dims, dtype=np.float64):
-    """``value`` broadcast to ``shape`` as a read-only, C-contiguous (count, dims) array."""
-    arr = np.asarray(value)
-    if arr.shape == shape:
-        return _read_only(np.ascontiguousarray(arr, dtype=dtype).reshape(count, dims))
-    if arr.ndim == 0:
-        return _read_only(np.full((count, dims), arr, dtype=dtype))
-    return _read_only(np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(count, dims))
-
-
-def _check_prior_support(prior, spec, prior_loc, prior_scale, what="prior", has_batch=True):
-    if isinstance(prior, Uniform):
-        outside = (spec["low"] < prior_loc) | (spec["high"] > prior_loc + prior_scale)
-        if np.any(outside):
-            first = int(np.flatnonzero(np.ravel(outside))[0])
-            where = f" (first: flat index {first})" if has_batch else ""
-            raise ValueError(
-                f"the target's support must lie inside the Uniform {what}'s support [low, high]; "
-                f"{int(np.sum(outside))} element(s) do not{where}"
-            )
-
-
-def _width_mode(target, width, hybrid, shape):
-    """How the kernels choose the width, and the given widths (docs/transform.rst, 'Choosing the width')."""
-    normal_base = target.base if isinstance(target, Product) else target
-    if not hybrid or width is None and isinstance(normal_base, Normal):
-        return kernels.WIDTH_GAUSSIAN, 1
-    if width is None or isinstance(width, str) and width == "adaptive":
-        return kernels.WIDTH_SUPPORT, 1
-    if isinstance(width, str):
-        raise ValueError(f"width must be an integer, an array of integers, 'adaptive' or None, got {width!r}")
-    return kernels.WIDTH_GIVEN, _check_width_array(width, shape)
-
-
-def _raise_prepare_error(problem, where, width=None, length=None):
-    if problem == kernels.PREP_NO_MASS:
-        raise ValueError(
-            f"the target's support carries no mass under the prior in double precision{where}: "
-            "it lies too far in the prior's tail; use a wider prior"
-        )
-    if problem == kernels.PREP_TOO_WIDE:
-        raise ValueError(
-            f"target does not fit width {width}{where}: its transformed support has length {length:.4g} > 1. "
-            "Use a smaller width (width=None derives one), or a larger tail_mass for Gaussian targets"
-        )
-    raise ValueError(
-        f"the target's density ratio to the proposal is unbounded{where} (a target wider than the "
-        "prior over an infinite support); use tail_mass > 0"
-    )
 
 
 def _raise_too_many_candidates(log_w_max, max_candidates, hybrid, through_prior, where="", describe=""):
@@ -528,124 +108,6 @@ def _describe_element(inputs, i):
             parts.append(f"Uniform({value(kernels.C_LOW):.6g}, {value(kernels.C_HIGH):.6g})")
     more = f", ... ({inputs.dims} dimensions)" if inputs.dims > 3 else ""
     return f" (target {', '.join(parts)}{more})" if parts else ""
-
-
-def _column(value, shape, count, dims):
-    """``value`` broadcast to ``shape`` as a kernel column ``(data, row_step, column_step)``.
-
-    Element (i, j) of the flattened (count, dims) batch is
-    ``data[i * row_step + j * column_step]`` (:mod:`rcc.kernels`).  Scalars
-    and zero-stride broadcasts stay one value, full arrays stay views, and
-    per-dimension values stay ``dims`` long, so a batch costs no O(count)
-    copies beyond what its parameters already hold.
-    """
-    arr = np.asarray(value)
-    if arr.ndim == 0 or arr.size and not any(arr.strides):
-        data, rows, columns = np.full(1, arr.flat[0] if arr.size else arr.item(), dtype=np.float64), 0, 0
-    elif arr.shape == shape:
-        data, rows, columns = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), dims, 1
-    elif dims > 1 and arr.size == dims and arr.shape[-1:] == (dims,):
-        data, rows, columns = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1), 0, 1
-    else:
-        data, rows, columns = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=np.float64).reshape(-1), dims, 1
-    return _read_only(data), rows, columns
-
-
-class _BatchInputs:
-    """A batch's target, prior and width parameters as the kernels' columns.
-
-    Scalars (and zero-stride broadcasts) stay scalars and full-shape arrays
-    stay views (:func:`_column`), so encoding a batch takes O(1) memory
-    beyond the caller's arrays and the outputs.
-    """
-
-    def __init__(self, target, prior, tail_mass, hybrid, width, transform=None):
-        shape = target.shape
-        spec = target._spec(tail_mass)
-        transform = _check_transform(transform, prior, hybrid)
-        prior_family, prior_loc, prior_scale = _prior_arrays(prior, shape)
-        has_batch = bool(target.batch_shape)
-        _check_prior_support(prior, spec, prior_loc, prior_scale, has_batch=has_batch)
-        transform_family, transform_loc, transform_scale = _prior_arrays(transform, shape)
-        if transform is not prior:
-            _check_prior_support(transform, spec, transform_loc, transform_scale, "transform", has_batch)
-        self.width_mode, width_given = _width_mode(target, width, hybrid, shape)
-        self.hybrid = hybrid
-        # Through the prior although a wider default exists (a Normal prior): the error hint says so.
-        self.through_prior = transform is prior and isinstance(prior, Normal)
-        self.half_width = _half_width(tail_mass)
-        self.has_batch = bool(target.batch_shape)
-        self.count = int(np.prod(target.batch_shape, dtype=np.int64))
-        self.dims = int(shape[-1]) if target.event_shape else 1
-        # Order as kernels.C_*.
-        values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
-                  prior_family, prior_loc, prior_scale, transform_family, transform_loc, transform_scale,
-                  width_given)
-        columns = [_column(value, shape, self.count, self.dims) for value in values]
-        self.columns = tuple(data for data, _, _ in columns)
-        self.steps = _read_only(np.array([[rows, cols] for _, rows, cols in columns], dtype=np.int64))
-
-    def prepare(self, begin, end, threads):
-        """Race parameters of elements ``begin:end``; raises on the first bad element.
-
-        Returns the packed parameters (end - begin, dims, NUM_FIELDS), the
-        bound ``log w_max`` and the KL in bits of each element.
-        """
-        rows = end - begin
-        params = np.empty((rows, self.dims, kernels.NUM_FIELDS), dtype=np.float64)
-        log_w_max = np.empty(rows, dtype=np.float64)
-        kl_nats = np.empty(rows, dtype=np.float64)
-        status = np.empty(rows, dtype=np.int64)
-        threads.kernel("prepare_batch", rows)(
-            begin, end, self.columns, self.steps, self.width_mode, self.half_width, self.hybrid,
-            params, log_w_max, kl_nats, status,
-        )
-        failed = np.flatnonzero(status)
-        if failed.size:
-            first = int(failed[0])
-            row = params[first]
-            lengths = row[:, kernels.F_WINDOW_HIGH] - row[:, kernels.F_WINDOW_LOW]
-            j = int(np.argmax(lengths))
-            where = f" (first: flat index {begin + first})" if self.has_batch else ""
-            _raise_prepare_error(int(status[first]), where, int(row[j, kernels.F_WIDTH]), lengths[j])
-        return params, log_w_max, kl_nats / math.log(2.0)
-
-
-def _hybrid_bounds(target, prior, width, tail_mass, transform=None):
-    """Per element of a hybrid batch, without raising: ``(fits, log2 w_max, support lengths)``.
-
-    ``fits`` (batch shape) is True where every dimension's transformed support fits
-    its window; ``log2 w_max`` (batch shape) is the race's bound, the log2 of its
-    expected number of candidates; the lengths (batch + event shape) are the
-    transformed supports' lengths at width 1, ``F_c(high) - F_c(low)``.  Exactly the
-    encoder's arithmetic (``kernels.prepare_batch``), for callers that choose widths
-    or decide between coding paths (``rcc.torch.RCCChannel``).
-    """
-    inputs = _BatchInputs(_check_target(target), _check_prior(prior), _check_tail_mass(tail_mass),
-                          hybrid=True, width=width, transform=transform)
-    count, dims = inputs.count, inputs.dims
-    status = np.empty(count, dtype=np.int64)
-    log_w_max = np.empty(count, dtype=np.float64)
-    lengths = np.empty((count, dims), dtype=np.float64)
-    threads = _Threads(None)
-
-    def run(begin, end):
-        rows = end - begin
-        params = np.empty((rows, dims, kernels.NUM_FIELDS), dtype=np.float64)
-        kl_nats = np.empty(rows, dtype=np.float64)
-        threads.kernel("prepare_batch", rows)(
-            begin, end, inputs.columns, inputs.steps, inputs.width_mode, inputs.half_width, True,
-            params, log_w_max[begin:end], kl_nats, status[begin:end],
-        )
-        window = params[:, :, kernels.F_WINDOW_HIGH] - params[:, :, kernels.F_WINDOW_LOW]
-        lengths[begin:end] = window / params[:, :, kernels.F_WIDTH]
-
-    if count:
-        _run_chunks(run, count, False, "")
-    batch_shape = tuple(target.batch_shape)
-    event_shape = tuple(target.event_shape)
-    return ((status == kernels.PREP_OK).reshape(batch_shape), (log_w_max / math.log(2.0)).reshape(batch_shape),
-            lengths.reshape(batch_shape + event_shape))
 
 
 def _raise_encode_error(status, inputs, threads, max_candidates):
@@ -744,22 +206,55 @@ def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candid
     )
 
 
+_DEFAULT_HALF_WIDTH = normal_half_width(DEFAULT_TAIL_MASS)
+_DEFAULT_LOG_NORMALIZER = math.log1p(-DEFAULT_TAIL_MASS)
+_LOG_DEFAULT_MAX_CANDIDATES = math.log(DEFAULT_MAX_CANDIDATES)
+_STREAM_ZERO = np.uint64(0)
+
+
+def _encode_default_normal(target, seed, hybrid):
+    """:func:`_encode_scalar` specialised to the defaults, for a scalar Normal target and a plain int seed.
+
+    The caller checked that every other argument has its default (standard
+    Normal prior, default transform, width, tail mass, candidate cap, no
+    ``rng``, stream 0), so the constants of that case are passed straight to
+    the kernel: the same arithmetic on the same values as the general scalar
+    path (so the same bits), without its per-call checks.  Returns None where
+    the target cannot be encoded, so that the checked path raises its error.
+    """
+    mean, std = float(target.mean), float(target.std)
+    transform_scale = DEFAULT_TRANSFORM_SCALE if hybrid else 1.0
+    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
+        np.uint64(seed), _NO_KEY, True, _STREAM_ZERO, NORMAL_FAMILY, mean, std,
+        mean - _DEFAULT_HALF_WIDTH * std, mean + _DEFAULT_HALF_WIDTH * std, _DEFAULT_LOG_NORMALIZER,
+        NORMAL_FAMILY, 0.0, 1.0, NORMAL_FAMILY, 0.0, transform_scale, kernels.WIDTH_GAUSSIAN, 1,
+        _DEFAULT_HALF_WIDTH, hybrid, kernels.RACE, 0, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
+    )
+    if prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK or log_w_max > _LOG_DEFAULT_MAX_CANDIDATES:
+        return None
+    encoded = object.__new__(EncodedSample)
+    encoded.__dict__.update(index=index, factor=factor, sample=sample, candidates=examined, width=width_used,
+                            tail_mass=DEFAULT_TAIL_MASS, kl_bits=kl / _LOG2,
+                            method="hybrid" if hybrid else "pfr", num_candidates=None, seed=seed)
+    return encoded
+
+
 def encode_sample(
-    target,
-    seed,
+    target: Distribution | GeneralTarget | Any,
+    seed: int | np.integer,
     *,
-    prior=None,
-    width=None,
-    method="hybrid",
-    tail_mass=DEFAULT_TAIL_MASS,
-    max_candidates=DEFAULT_MAX_CANDIDATES,
-    num_candidates=None,
-    rng=None,
-    num_threads=None,
-    progress=False,
-    transform=None,
-    stream_offset=0,
-):
+    prior: Normal | Uniform | Any | None = None,
+    width: ArrayLike | None = None,
+    method: str = "hybrid",
+    tail_mass: float = DEFAULT_TAIL_MASS,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    num_candidates: int | None = None,
+    rng: int | np.random.Generator | None = None,
+    num_threads: int | None = None,
+    progress: bool = False,
+    transform: Normal | Uniform | str | None = None,
+    stream_offset: int = 0,
+) -> EncodedSample:
     """Encode an exact sample of ``target`` as a message ``(index, factor)``.
 
     Parameters
@@ -833,8 +328,17 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
+    if (type(target) is Normal and type(seed) is int and prior is None and width is None and transform is None
+            and rng is None and num_threads is None and num_candidates is None and tail_mass is DEFAULT_TAIL_MASS
+            and max_candidates is DEFAULT_MAX_CANDIDATES and type(stream_offset) is int and stream_offset == 0
+            and type(method) is str and (method == "hybrid" or method == "pfr") and not target.mean.shape
+            and 0 <= seed <= MAX_SEED):
+        # The most common call (a scalar Normal target, every option at its default): one kernel call.
+        encoded = _encode_default_normal(target, seed, method == "hybrid")
+        if encoded is not None:
+            return encoded
     if isinstance(method, str) and method in _TREE_METHODS:
-        from .samplers import encode_tree_sample  # the tree samplers build on this module
+        from .samplers.core import encode_tree_sample  # imported on use: the tree samplers load their own kernels
 
         if not _is_unit_width(width):
             raise ValueError(f"width applies to method='hybrid' only; {method!r} searches the prior's CDF axis")
@@ -849,14 +353,12 @@ def encode_sample(
     if not plain and not isinstance(target, Distribution):
         target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
     if not plain and not isinstance(target, Distribution):
-        from .general import GeneralTarget, encode_general  # general builds on this module
-
         if isinstance(target, GeneralTarget):
             # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
             return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,
                                   max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                                   transform=transform, stream_offset=stream_offset)
-        _check_target(target)
+        target = _check_target(target)  # raises: neither an rcc distribution nor a general target
     # Fast path for the common plain int; check_seed handles (and rejects) the rest.
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
     prior = _check_prior(prior)
@@ -925,16 +427,13 @@ def encode_sample(
         sample=_scalar_or_array(sample.reshape(shape)),
         candidates=_scalar_or_array(examined.reshape(batch_shape)),
         width=_scalar_or_array(widths.reshape(shape)),
-        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), batch_shape)),
+        tail_mass=_scalar_or_array(np.broadcast_to(cast(Distribution, target).tail_mass_of(tail_mass),
+                                                   batch_shape)),
         kl_bits=_scalar_or_array(kl_bits.reshape(batch_shape)),
         method=method,
         num_candidates=None if mode == kernels.RACE else _scalar_or_array(counts.reshape(batch_shape)),
         seed=int(seed_u64),
     )
-
-
-def _integer_array(value, name):
-    return _as_int64(value, name, "an integer or an array of integers")
 
 
 _MAX_INT64 = 2**63 - 1
@@ -993,9 +492,10 @@ def _decode_scalar(index, factor, seed, prior, width, method, num_threads, trans
     return sample if status == kernels.STATUS_OK else None
 
 
-
-def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid", num_threads=None,
-                  transform=None, stream_offset=0):
+def decode_sample(index: ArrayLike, factor: ArrayLike, seed: int | np.integer, *,
+                  prior: Normal | Uniform | Any | None = None, width: ArrayLike | None = None, method: str = "hybrid",
+                  num_threads: int | None = None, transform: Normal | Uniform | str | None = None,
+                  stream_offset: int = 0) -> Any:
     """Reproduce the sample of a message ``(index, factor)``, bit for bit.
 
     Decoding costs O(1) per sample whatever the index: the receiver jumps
@@ -1030,7 +530,7 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
         Same shape as ``factor``.
     """
     if isinstance(method, str) and method in _TREE_METHODS:
-        from .samplers import decode_tree_sample  # heap indices (factor unused, must be 0)
+        from .samplers.core import decode_tree_sample  # heap indices (factor unused, must be 0)
 
         if (_integer_array(factor, "factor") != 0).any():
             raise ValueError(f"factor must be 0 for method={method!r}")
@@ -1086,10 +586,10 @@ def decode_sample(index, factor, seed, *, prior=None, width=None, method="hybrid
             flat(prior_family, np.int64), flat(prior_loc, np.float64), flat(prior_scale, np.float64),
             hybrid, sample, status,
         )
-    bad = np.flatnonzero(status != kernels.STATUS_OK)
-    if bad.size:
+    failed = np.flatnonzero(status != kernels.STATUS_OK)
+    if failed.size:
         raise ValueError(
-            f"factor is inconsistent with the shared dither for {bad.size} element(s) (first: flat index "
-            f"{bad[0]}): K + U_N must lie in [0, width). Check the seed, width and message"
+            f"factor is inconsistent with the shared dither for {failed.size} element(s) (first: flat index "
+            f"{failed[0]}): K + U_N must lie in [0, width). Check the seed, width and message"
         )
     return _scalar_or_array(sample.reshape(shape))

@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .coding import (DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, _check_prior, coding_transform, decode_sample,
-                     encode_sample)
-from .entropy import (_DECODE_ERRORS, _FACTORS_PER_BYTE, _FREE_FACTORS, _bytes_to_words, _constriction, _parse_header, _read_varint, _varint,
-                      _words_to_bytes, ConditionedIndexCode, IndexCode, ZipfIndexCode, decode_messages,
-                      encode_messages)
+from .coding import (DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample, _check_prior, coding_transform,
+                     decode_sample, encode_sample)
+from .entropy import (_DECODE_ERRORS, _FACTORS_PER_BYTE, _FREE_FACTORS, ConditionedIndexCode, FactorCode, IndexCode,
+                      ZipfIndexCode, _bytes_to_words, _constriction, _parse_header, _read_varint, _varint,
+                      _words_to_bytes, decode_messages, encode_messages)
+from .targets import Normal, Uniform
 
 __all__ = ["CONTAINER_VERSION", "compress", "decompress"]
 
@@ -104,10 +107,13 @@ def _widths_section(widths, count, dims):
     return _WIDTHS_TABLE, bytes(out) + _varint(len(coded)) + coded
 
 
-def compress(target, seed, *, prior=None, width=None, method="hybrid", tail_mass=DEFAULT_TAIL_MASS,
-             max_candidates=DEFAULT_MAX_CANDIDATES, num_candidates=None, index_code=None, factor_code=None,
-             factor_context=None, rng=None, num_threads=None, transform=None, stream_offset=0,
-             return_encoded=False):
+def compress(target: Any, seed: int, *, prior: Normal | Uniform | None = None, width: ArrayLike | None = None,
+             method: str = "hybrid", tail_mass: float = DEFAULT_TAIL_MASS,
+             max_candidates: int = DEFAULT_MAX_CANDIDATES, num_candidates: int | None = None,
+             index_code: IndexCode | ConditionedIndexCode | None = None, factor_code: FactorCode | None = None,
+             factor_context: ArrayLike | None = None, rng: np.random.Generator | int | None = None,
+             num_threads: int | None = None, transform: str | Normal | Uniform | None = None,
+             stream_offset: int = 0, return_encoded: bool = False) -> bytes | tuple[bytes, EncodedSample]:
     """Encode an exact sample of ``target`` and write it as self-describing, checked bytes.
 
     Parameters
@@ -200,8 +206,10 @@ def _read_widths(data, pos, mode):
     return ("table", values, counts, data[pos : pos + length]), pos + length
 
 
-def decompress(data, seed, *, prior=None, index_code=None, factor_code=None, factor_context=None,
-               num_threads=None, transform=None, stream_offset=0):
+def decompress(data: bytes, seed: int, *, prior: Normal | Uniform | None = None,
+               index_code: IndexCode | ConditionedIndexCode | None = None, factor_code: FactorCode | None = None,
+               factor_context: ArrayLike | None = None, num_threads: int | None = None,
+               transform: str | Normal | Uniform | None = None, stream_offset: int = 0) -> np.ndarray:
     """Decode :func:`compress` output into the sender's samples, bit for bit, in the batch shape.
 
     Parameters

@@ -56,19 +56,30 @@ Ready-made targets with stated certificates: :class:`Laplace` (truncated),
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
+import warnings
+from typing import Any
 
 import numba
 import numpy as np
 from numba import types
-from scipy import special
+from numba.core.errors import NumbaExperimentalFeatureWarning
+from numpy.typing import ArrayLike
 
-from .coding import DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample, _check_transform, coding_transform
-from .kernels import _candidate_factor, prior_ppf_scaled
-from .random import check_seed, check_stream_offset, exponential, private_key, uniform_centered
-from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Uniform
+from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample
+from .kernels import _candidate_factor, prior_ppf_scaled, race
+from .random import (DOMAIN_PRIVATE, DOMAIN_SHARED, _shared_dither, _stream_prefix, check_seed, check_stream_offset,
+                     private_key, uniform_centered)
+from .targets import NORMAL_FAMILY, Normal, Uniform
+# The target definitions live in the targets layer; importable from here as before.
+from .targets.general import (  # noqa: F401 - re-exported
+    _F1, _F2, _I1, _LOGPDF_TYPE, LOGPDF_SIGNATURE, GeneralTarget, _b1,
+    _check_prior, _f8, _i8, _minus_log_prior_constant, _minus_log_prior_variable, _owned, _prior_arrays,
+    _real_array, _scalar_prior_key, _transformed_support, _typed_kernel, _u8,
+)
+from .targets.general_families import GaussianMixture, Laplace, ScaledBeta  # noqa: F401 - re-exported
+from .transform import _check_transform, coding_transform
 
 __all__ = [
     "LOGPDF_SIGNATURE",
@@ -80,114 +91,49 @@ __all__ = [
     "general_width",
 ]
 
-#: Numba signature every log density is called with: ``logpdf(z, params)``.
-LOGPDF_SIGNATURE = types.float64(types.float64, types.Array(types.float64, 1, "A"))
-_LOGPDF_TYPE = types.FunctionType(LOGPDF_SIGNATURE)
-
 STATUS_OK, STATUS_MAX_CANDIDATES, STATUS_BOUND_VIOLATED, STATUS_NAN = 0, 1, 2, 3
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_CERTIFY_CELLS = 1024
-_CERTIFY_DEPTH = 40
-_CERTIFY_TOLERANCE = 1e-4
-_CERTIFY_MAX_EVALUATIONS = 200_000
-_QUADRATURE_CELLS = 128
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(10)
-_GL_NODES = 0.5 * (_GL_NODES + 1.0)  # on [0, 1]
-_GL_WEIGHTS = 0.5 * _GL_WEIGHTS
-_MARGIN = 1e-9
 _SERIAL_BELOW = 64  # smaller batches run on the calling thread (a race per element costs microseconds)
 
-_f8, _i8, _u8, _b1 = types.float64, types.int64, types.uint64, types.boolean
-_F1 = types.Array(_f8, 1, "A")
-_F2 = types.Array(_f8, 2, "A")
-_I1 = types.Array(_i8, 1, "A")
 
-
-def _typed_kernel(signature, **options):
-    """``numba.njit(signature, **options)``, compiled (or loaded from the cache) on the first call.
-
-    An explicit signature compiles at decoration time, i.e. at ``import rcc``;
-    this decorator defers that to the first call.  The signature is still
-    fixed: the kernels take the log density as a first-class function
-    (:data:`LOGPDF_SIGNATURE`), so one machine-code version serves every target.
-    """
-
-    def decorate(function):
-        dispatcher = numba.njit(**options)(function)
-        ready = []  # a flag: Dispatcher.signatures costs tens of microseconds per call
-
-        def call(*args):
-            if not ready:
-                dispatcher.compile(signature)
-                dispatcher.disable_compile()
-                ready.append(True)
-            return dispatcher(*args)
-
-        call.__name__, call.__qualname__, call.__doc__ = function.__name__, function.__qualname__, function.__doc__
-        call.dispatcher = dispatcher
-        return call
-
-    return decorate
 
 
 # --------------------------------------------------------------------------- kernels
 
 
+
+
+
 @numba.njit(cache=True, inline="always")
-def _minus_log_prior_variable(z, prior_family, prior_loc, prior_scale):
-    """The z-dependent part of ``-log p(z)``: ``s**2 / 2`` (Normal) or 0 (Uniform)."""
-    if prior_family == NORMAL_FAMILY:
-        s = (z - prior_loc) / prior_scale
-        return 0.5 * s * s
-    return 0.0
+def _general_log_weight(state, shared, n):
+    """:func:`rcc.kernels.race`'s weight of a general target: its log-density callback.
 
-
-@numba.njit(cache=True)
-def _race_general(seed, key, stream, logpdf, params, low, high, log_const, prior_family, prior_loc,
-                  prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
-                  max_candidates, check_bound):
-    """One exponential race (:ref:`race-rule`) with candidates built as in rcc.kernels.
-
-    Returns ``(index, examined, status)``.
+    Candidates are built as in :mod:`rcc.kernels` (the same shared dither,
+    decoding factor and inverse CDF of the coding transform);
+    ``log w(z) = logpdf(z) + s**2 / 2 + log_const``.  A NaN log density, or a
+    weight above the certified bound, stops the race with its status.
     """
-    best = np.inf
-    best_n = 0
-    arrival = 0.0
-    examined = 0
-    n = 0
-    while True:
-        n += 1
-        if n > max_candidates:
-            return best_n, examined, STATUS_MAX_CANDIDATES
-        arrival += exponential(key, stream, np.uint64(n))
-        log_arrival = math.log(arrival)
-        if log_arrival - log_w_max >= best:
-            break
-        examined += 1
-        u = uniform_centered(seed, stream, np.uint64(n), np.uint64(0))
-        if hybrid:
-            k = _candidate_factor(centre, u)
-            offset = u
-        else:
-            k = 0.0
-            offset = u + 0.5
-        position = k + offset
-        lw = -np.inf
-        if position >= window_low and position <= window_high:
-            z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
-            if z >= low and z <= high and math.isfinite(z):
-                value = logpdf(z, params)
-                if math.isnan(value):
-                    return n, examined, STATUS_NAN
-                lw = value + _minus_log_prior_variable(z, prior_family, prior_loc, prior_scale) + log_const
-                if check_bound and lw > log_w_max:
-                    return n, examined, STATUS_BOUND_VIOLATED
-        score = log_arrival - lw
-        if score < best:
-            best = score
-            best_n = n
-    return best_n, examined, STATUS_OK
+    (logpdf, params, low, high, log_const, prior_family, prior_loc, prior_scale, width, centre, window_low,
+     window_high, hybrid, check_bound, log_w_max) = state
+    u = _shared_dither(shared, n, 0)
+    if hybrid:
+        k = _candidate_factor(centre, u)
+        offset = u
+    else:
+        k = 0.0
+        offset = u + 0.5
+    position = k + offset
+    if not (position >= window_low and position <= window_high):
+        return -np.inf, STATUS_OK
+    z = prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale)
+    if not (z >= low and z <= high and math.isfinite(z)):
+        return -np.inf, STATUS_OK
+    value = logpdf(z, params)
+    if math.isnan(value):
+        return -np.inf, STATUS_NAN
+    lw = value + _minus_log_prior_variable(z, prior_family, prior_loc, prior_scale) + log_const
+    if check_bound and lw > log_w_max:
+        return lw, STATUS_BOUND_VIOLATED
+    return lw, STATUS_OK
 
 
 @numba.njit(cache=True)
@@ -197,11 +143,11 @@ def _encode_general_element(i, seed, key, stream_offset, logpdf, params, low, hi
                             status_out):
     """Encode element ``i`` of a batch of 1-D general targets (stream ``stream_offset + i``)."""
     stream = stream_offset + np.uint64(i)
-    n, examined, status = _race_general(
-        seed, key, stream, logpdf, params[i], low[i], high[i], log_const[i], prior_family[i],
-        prior_loc[i], prior_scale[i], width[i], centre[i], window_low[i], window_high[i], hybrid,
-        log_w_max[i], max_candidates, check_bound,
-    )
+    # The one race loop of the built-in targets, with this target's log-density callback as its weight.
+    state = (logpdf, params[i], low[i], high[i], log_const[i], prior_family[i], prior_loc[i], prior_scale[i],
+             width[i], centre[i], window_low[i], window_high[i], hybrid, check_bound, log_w_max[i])
+    n, examined, status = race(_general_log_weight, state, _stream_prefix(DOMAIN_SHARED, seed, stream),
+                               _stream_prefix(DOMAIN_PRIVATE, key, stream), log_w_max[i], max_candidates)
     index_out[i] = n
     examined_out[i] = examined
     status_out[i] = status
@@ -252,741 +198,11 @@ def _encode_general_batch_serial(seed, key, stream_offset, logpdf, params, low, 
                                 status_out)
 
 
-@numba.njit(cache=True, inline="always")
-def _cell_bound(a, b, lq_a, lq_b, mode, mode_value, use_mode, lipschitz, concavity, prior_curvature, lp_a, lp_b):
-    """Upper bound of ``log q - (z-dependent part of log p)`` on ``[a, b]`` (module notes)."""
-    cell = np.inf
-    if use_mode:
-        if a <= mode and mode <= b:
-            cell = mode_value
-        else:
-            cell = max(lq_a, lq_b)
-    if math.isfinite(lipschitz):
-        cell = min(cell, 0.5 * (lq_a + lq_b) + 0.5 * lipschitz * (b - a))
-    bound = cell + max(lp_a, lp_b)
-    if math.isfinite(concavity):
-        gap = max(concavity - prior_curvature, 0.0) * (b - a) * (b - a) / 8.0
-        bound = min(bound, max(lq_a + lp_a, lq_b + lp_b) + gap)
-    return bound
-
-
-@_typed_kernel(
-    types.void(_LOGPDF_TYPE, _F2, _F1, _F1, _F1, _b1, _F1, _F1, _I1, _F1, _F1, _i8, _i8, _f8, _i8, _F1),
-    cache=True, parallel=True,
-)
-def _certify_batch(logpdf, params, low, high, mode, use_mode, lipschitz, concavity, prior_family, prior_loc,
-                   prior_scale, cells, max_depth, tolerance, max_evaluations, out):
-    """``out[r] >= sup_{[low, high]} log q - (z-dependent part of log p)``, per row.
-
-    Branch and bound: start from ``cells`` equal cells, and bisect every cell
-    whose certified bound exceeds the best value seen so far by more than
-    ``tolerance`` (down to ``max_depth`` bisections, and only while fewer
-    than ``max_evaluations`` log densities have been evaluated).  Every
-    cell's bound is a true upper bound, so the result is certified whatever the refinement; the
-    refinement only makes it tight.  NaN (or -inf under a finite Lipschitz
-    constant, a contradiction) gives NaN.
-    """
-    capacity = cells + 2 * max_depth + 4
-    for r in numba.prange(low.shape[0]):
-        row = params[r]
-        pf, ploc, pscale, lip, conc = prior_family[r], prior_loc[r], prior_scale[r], lipschitz[r], concavity[r]
-        prior_curvature = 1.0 / (pscale * pscale) if pf == NORMAL_FAMILY else 0.0
-        mode_value = logpdf(mode[r], row) if use_mode else 0.0
-        lower = mode_value + _minus_log_prior_variable(mode[r], pf, ploc, pscale) if use_mode else -np.inf
-        upper = -np.inf
-        failed = math.isnan(mode_value)
-        # Stack of cells (a, b, log q(a), log q(b), depth), pushed in reverse so cells pop left to right.
-        stack_a = np.empty(capacity)
-        stack_b = np.empty(capacity)
-        stack_qa = np.empty(capacity)
-        stack_qb = np.empty(capacity)
-        stack_depth = np.empty(capacity, dtype=np.int64)
-        step = (high[r] - low[r]) / cells
-        top = 0
-        evaluations = cells + 1
-        q_right = logpdf(high[r], row)
-        for c in range(cells - 1, -1, -1):
-            a = low[r] + c * step
-            q_left = logpdf(a, row)
-            stack_a[top], stack_b[top] = a, (high[r] if c == cells - 1 else low[r] + (c + 1) * step)
-            stack_qa[top], stack_qb[top], stack_depth[top] = q_left, q_right, 0
-            top += 1
-            q_right = q_left
-        while top > 0 and not failed:
-            top -= 1
-            a, b, qa, qb, depth = stack_a[top], stack_b[top], stack_qa[top], stack_qb[top], stack_depth[top]
-            finite_claimed = math.isfinite(lip) or math.isfinite(conc)
-            if math.isnan(qa) or math.isnan(qb) or (finite_claimed and (qa == -np.inf or qb == -np.inf)):
-                failed = True
-                break
-            pa = _minus_log_prior_variable(a, pf, ploc, pscale)
-            pb = _minus_log_prior_variable(b, pf, ploc, pscale)
-            lower = max(lower, qa + pa, qb + pb)
-            bound = _cell_bound(a, b, qa, qb, mode[r], mode_value, use_mode, lip, conc, prior_curvature, pa, pb)
-            if bound <= lower + tolerance or depth >= max_depth or evaluations >= max_evaluations:
-                upper = max(upper, bound)
-                continue
-            mid = a + 0.5 * (b - a)
-            qm = logpdf(mid, row)
-            evaluations += 1
-            stack_a[top], stack_b[top], stack_qa[top], stack_qb[top], stack_depth[top] = mid, b, qm, qb, depth + 1
-            top += 1
-            stack_a[top], stack_b[top], stack_qa[top], stack_qb[top], stack_depth[top] = a, mid, qa, qm, depth + 1
-            top += 1
-        out[r] = np.nan if failed else upper
-
-
-@_typed_kernel(
-    types.void(_LOGPDF_TYPE, _F2, _F1, _F1, _F2, _I1, _F1, _F1, _i8, _F1, _F1, _F1),
-    cache=True, parallel=True,
-)
-def _quadrature_batch(logpdf, params, low, high, breakpoints, prior_family, prior_loc, prior_scale, cells,
-                      nodes, weights, out):
-    """Per row: ``out[r, 0] = log Z`` and ``out[r, 1] = D_KL[q || p]`` (nats), composite Gauss-Legendre.
-
-    Cells: ``cells`` equal cells on ``[low, high]`` split at the breakpoints.
-    ``out`` is a flat view of shape ``(2 R,)``; NaN (or +inf) from logpdf
-    gives NaN.
-    """
-    for r in numba.prange(low.shape[0]):
-        row = params[r]
-        inner = 0
-        for j in range(breakpoints.shape[1]):
-            if breakpoints[r, j] > low[r] and breakpoints[r, j] < high[r]:
-                inner += 1
-        edges = np.empty(cells + 1 + inner)
-        for c in range(cells + 1):
-            edges[c] = low[r] + (high[r] - low[r]) * (c / cells)
-        edges[cells] = high[r]
-        k = cells + 1
-        for j in range(breakpoints.shape[1]):
-            if breakpoints[r, j] > low[r] and breakpoints[r, j] < high[r]:
-                edges[k] = breakpoints[r, j]
-                k += 1
-        edges = np.sort(edges)
-        # One pass with a running shift (online log-sum-exp): total = sum w e^(v - shift).
-        shift = -np.inf
-        total = 0.0
-        moment = 0.0
-        bad = False
-        for c in range(edges.shape[0] - 1):
-            width = edges[c + 1] - edges[c]
-            for m in range(nodes.shape[0]):
-                z = edges[c] + width * nodes[m]
-                v = logpdf(z, row)
-                if math.isnan(v) or v == np.inf:
-                    bad = True
-                    break
-                if v == -np.inf:
-                    continue
-                if v > shift:
-                    rescale = math.exp(shift - v)
-                    total *= rescale
-                    moment *= rescale
-                    shift = v
-                mass = weights[m] * width * math.exp(v - shift)
-                total += mass
-                moment += mass * (v + _minus_log_prior_variable(z, prior_family[r], prior_loc[r], prior_scale[r]))
-            if bad:
-                break
-        if bad:
-            out[2 * r], out[2 * r + 1] = np.nan, np.nan
-        elif total == 0.0:
-            out[2 * r], out[2 * r + 1] = -np.inf, np.nan
-        else:
-            log_z = shift + math.log(total)
-            out[2 * r] = log_z
-            out[2 * r + 1] = moment / total - log_z  # plus the prior's constant, added by the caller
-
-
-@_typed_kernel(types.void(_LOGPDF_TYPE, _F2, _I1, _F1, _F1), cache=True)
-def _evaluate_logpdf(logpdf, params, row, z, out):
-    """``out[i] = logpdf(z[i], params[row[i]])``."""
-    for i in range(z.shape[0]):
-        out[i] = logpdf(z[i], params[row[i]])
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _owned(value, dtype=np.float64):
-    """A fresh, writable, C-contiguous copy (numba's typed signatures reject read-only views)."""
-    return np.array(value, dtype=dtype, order="C", copy=True)
-
-
-def _real_array(value, name):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be real numbers, got {value!r}")
-    arr = np.asarray(value)
-    if arr.dtype == bool or arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    return arr
-
-
-def _finite_array(value, name):
-    arr = _real_array(value, name)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)].ravel()[:3]}")
-    return arr
-
-
-_TWO_ARGUMENT_ADAPTERS: dict = {}  # one-argument log density -> its compiled (z, params) adapter
-
-
-def _check_logpdf(logpdf):
-    """Return a dispatcher callable as ``logpdf(z, params)`` with LOGPDF_SIGNATURE."""
-    if not isinstance(logpdf, numba.core.registry.CPUDispatcher):
-        raise TypeError(
-            "logpdf must be a numba.njit-compiled function logpdf(z) or logpdf(z, params), got "
-            f"{type(logpdf).__name__}"
-        )
-    try:
-        arity = len(inspect.signature(logpdf.py_func).parameters)
-    except (TypeError, ValueError) as exc:  # pragma: no cover - builtins have no signature
-        raise TypeError("logpdf: cannot read its signature") from exc
-    if arity == 2:
-        return logpdf
-    if arity == 1:
-        # One adapter per function and process: it cannot be cached on disk
-        # (a closure), and compiling it costs a fraction of a second.
-        if logpdf not in _TWO_ARGUMENT_ADAPTERS:
-            one_argument = logpdf
-
-            def two_arguments(z, params):
-                return one_argument(z)
-
-            _TWO_ARGUMENT_ADAPTERS[logpdf] = numba.njit(LOGPDF_SIGNATURE)(two_arguments)
-        return _TWO_ARGUMENT_ADAPTERS[logpdf]
-    raise TypeError(f"logpdf must take (z) or (z, params), got {arity} parameters")
-
-
-_STANDARD_NORMAL = Normal(0.0, 1.0)
-
-
-def _check_prior(prior):
-    if prior is None:
-        return _STANDARD_NORMAL
-    if not isinstance(prior, (Normal, Uniform)):
-        raise TypeError(f"prior must be rcc.Normal or rcc.Uniform, got {type(prior).__name__}")
-    return prior
-
-
-def _prior_arrays(prior, shape):
-    """Family code, location and scale of the prior, broadcast to ``shape``."""
-    if isinstance(prior, Normal):
-        loc, scale, family = prior.mean, prior.std, NORMAL_FAMILY
-    else:
-        loc, scale, family = prior.low, prior.high - prior.low, UNIFORM_FAMILY
-    try:
-        loc, scale = np.broadcast_to(loc, shape), np.broadcast_to(scale, shape)
-    except ValueError as exc:
-        raise ValueError(f"prior parameters of shape {np.shape(loc)} do not broadcast to {shape}") from exc
-    return np.full(shape, family, dtype=np.int64), loc, scale
-
-
-def _scalar_prior_key(prior):
-    """A hashable key of a prior with scalar parameters, or None for a batch of priors."""
-    if isinstance(prior, Normal) and not prior.batch_shape:
-        return "normal", float(prior.mean), float(prior.std)
-    if isinstance(prior, Uniform) and not prior.batch_shape:
-        return "uniform", float(prior.low), float(prior.high)
-    return None
-
-
-def _prior_cdf_pair(x, family, loc, scale):
-    """``(F(x), 1 - F(x))`` without cancellation in either tail."""
-    t = (np.asarray(x, dtype=np.float64) - loc) / scale
-    normal = family == NORMAL_FAMILY
-    lower = np.where(normal, special.ndtr(t), np.clip(t, 0.0, 1.0))
-    upper = np.where(normal, special.ndtr(-t), np.clip(1.0 - t, 0.0, 1.0))
-    return lower, upper
-
-
-def _transformed_support(low, high, width, family, loc, scale):
-    """``[M F(low), M F(high)]`` and ``F(high) - F(low)``, accurate in both tails."""
-    f_low, fc_low = _prior_cdf_pair(low, family, loc, scale)
-    f_high, fc_high = _prior_cdf_pair(high, family, loc, scale)
-    upper_half = f_low > 0.5
-    length = np.where(upper_half, fc_low - fc_high, f_high - f_low)
-    start = np.where(upper_half, width - width * fc_low, width * f_low)
-    stop = np.where(f_high > 0.5, width - width * fc_high, width * f_high)
-    return start, stop, length
-
-
-def _minus_log_prior_constant(family, scale):
-    """The z-independent part of ``-log p(z)``."""
-    return np.where(family == NORMAL_FAMILY, np.log(scale) + _HALF_LOG_2PI, np.log(scale))
-
-
-# --------------------------------------------------------------------------- targets
-
-
-class GeneralTarget:
-    """A batch of 1-D targets given by a numba log density on ``[low, high]``.
-
-    Parameters
-    ----------
-    logpdf : numba.njit function
-        ``logpdf(z, params) -> float`` (or ``logpdf(z)``) returning the log
-        density at ``z`` in ``[low, high]``, up to an additive constant (the
-        normaliser is computed by quadrature).  ``params`` is one row of
-        ``params`` (a float64 array), so one compiled function serves a whole
-        family.  The encoder calls it through the first-class function type
-        :data:`LOGPDF_SIGNATURE`, so the kernels compile once for all targets.
-    low, high : array_like
-        Finite bounds of the support, ``low < high``; broadcast to the batch.
-    params : array_like, optional
-        Parameters, shape ``batch_shape + (P,)``; default no parameters.
-    mode : array_like, optional
-        A point such that ``logpdf`` is non-decreasing on ``[low, mode]`` and
-        non-increasing on ``[mode, high]`` (true of every log-concave density).
-        Certifies ``w_max`` exactly cell by cell (see module notes).
-    lipschitz : array_like, optional
-        A bound ``L >= |d logpdf / dz|`` on ``[low, high]``.  Certifies
-        ``w_max`` cell by cell (see module notes).
-    concavity : array_like, optional
-        A bound ``C >= -d^2 logpdf / dz^2`` on ``[low, high]`` (any real;
-        ``logpdf`` twice differentiable).  Certifies ``w_max`` cell by cell with
-        quadratic convergence.  When several of ``mode``, ``lipschitz`` and
-        ``concavity`` are given, each cell uses the smallest of their bounds.
-    breakpoints : array_like, optional
-        Points where ``logpdf`` is not smooth (kinks, jumps), shape
-        ``batch_shape + (nb,)``; quadrature cells are split there.  ``mode`` is
-        always a breakpoint.
-    tail_mass : array_like, optional
-        Total-variation distance between this (possibly truncated) target and
-        the distribution the user had in mind; reported, not used.  Default 0.
-    name : str, optional
-        Shown in ``repr`` and figure legends.
-
-    Notes
-    -----
-    Without ``mode``, ``lipschitz`` or ``concavity`` the target can still be encoded when the
-    caller supplies ``log_ratio_max`` to :func:`encode_general`.
-    """
-
-    event_shape = ()
-
-    def __init__(self, logpdf, low, high, params=None, *, mode=None, lipschitz=None, concavity=None, breakpoints=None,
-                 tail_mass=0.0, name=None):
-        self.logpdf_function = _check_logpdf(logpdf)
-        low = _finite_array(low, "low")
-        high = _finite_array(high, "high")
-        params = np.zeros((0,)) if params is None else _finite_array(params, "params")
-        if params.ndim == 0:
-            raise ValueError("params must have a trailing parameter axis, e.g. shape (P,) or batch + (P,)")
-        mode_arr = None if mode is None else _finite_array(mode, "mode")
-        lipschitz_arr = None if lipschitz is None else _real_array(lipschitz, "lipschitz")
-        if lipschitz_arr is not None and (lipschitz_arr < 0).any():
-            raise ValueError("lipschitz must be >= 0 (or inf for 'unknown')")
-        concavity_arr = None if concavity is None else _real_array(concavity, "concavity")
-        if concavity_arr is not None and np.isneginf(concavity_arr).any():
-            raise ValueError("concavity must be > -inf (or +inf for 'unknown')")
-        tail = _real_array(tail_mass, "tail_mass")
-        if ((tail < 0) | (tail >= 1)).any():
-            raise ValueError("tail_mass must lie in [0, 1)")
-        shapes = [low.shape, high.shape, params.shape[:-1], tail.shape]
-        shapes += [] if mode_arr is None else [mode_arr.shape]
-        shapes += [] if lipschitz_arr is None else [lipschitz_arr.shape]
-        shapes += [] if concavity_arr is None else [concavity_arr.shape]
-        try:
-            batch_shape = np.broadcast_shapes(*shapes)
-        except ValueError as exc:
-            raise ValueError(
-                f"low, high, params[..., :], mode, lipschitz, concavity shapes do not broadcast: {shapes}"
-            ) from exc
-        self.batch_shape = tuple(batch_shape)
-        self.low = np.broadcast_to(low, batch_shape)
-        self.high = np.broadcast_to(high, batch_shape)
-        if (self.low >= self.high).any():
-            raise ValueError("low must be < high for every element")
-        self.params = np.broadcast_to(params, batch_shape + params.shape[-1:])
-        self.mode = None if mode_arr is None else np.clip(np.broadcast_to(mode_arr, batch_shape), self.low, self.high)
-        self.lipschitz = None if lipschitz_arr is None else np.broadcast_to(lipschitz_arr, batch_shape)
-        self.concavity = None if concavity_arr is None else np.broadcast_to(concavity_arr, batch_shape)
-        self.tail_mass = np.broadcast_to(tail, batch_shape)
-        if breakpoints is None:
-            breaks = np.zeros(batch_shape + (0,))
-        else:
-            breaks = _finite_array(breakpoints, "breakpoints")
-            breaks = breaks.reshape(breaks.shape + (1,)) if breaks.ndim == 0 else breaks
-            try:
-                breaks = np.broadcast_to(breaks, batch_shape + breaks.shape[-1:])
-            except ValueError as exc:
-                raise ValueError("breakpoints must have shape batch_shape + (nb,)") from exc
-        if self.mode is not None:
-            breaks = np.concatenate([breaks, self.mode[..., None]], axis=-1)
-        self.breakpoints = breaks
-        self.name = type(self).__name__ if name is None else str(name)
-        self._rows = None
-        self._params_flat = None
-        self._tables = {}
-        self._per_prior_values = {}
-        # Normalise now: this also checks that logpdf is finite somewhere on the support.
-        self.log_normalizer, _ = self._quadrature(Normal(0.0, 1.0))
-
-    # ----------------------------------------------------------------- structure
-
-    @property
-    def shape(self):
-        """Batch shape (the event is 1-D scalar)."""
-        return self.batch_shape
-
-    def __repr__(self):
-        return f"{self.name}(batch_shape={self.batch_shape}, low={_short(self.low)}, high={_short(self.high)})"
-
-    @property
-    def _count(self):
-        return int(np.prod(self.batch_shape, dtype=np.int64))
-
-    def _unique_rows(self):
-        """First flat index of each distinct element and, per element, its distinct row."""
-        if self._rows is None:
-            count = self._count
-            columns = [self.params, self.low[..., None], self.high[..., None], self.breakpoints]
-            columns += [] if self.mode is None else [self.mode[..., None]]
-            columns += [] if self.lipschitz is None else [self.lipschitz[..., None]]
-            columns += [] if self.concavity is None else [self.concavity[..., None]]
-            table = np.concatenate([np.reshape(c, (count, c.shape[-1])) for c in columns], axis=1)
-            _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
-            self._rows = (first, inverse.reshape(-1))
-        return self._rows
-
-    def _flat(self, arr):
-        return _owned(np.broadcast_to(arr, self.batch_shape)).reshape(-1)
-
-    def _flat_params(self):
-        """Parameters as a C-contiguous ``(count, P)`` array (built once; the target is immutable)."""
-        if self._params_flat is None:
-            self._params_flat = _owned(np.reshape(self.params, (self._count, self.params.shape[-1])))
-        return self._params_flat
-
-    def raw_logpdf_flat(self, flat_index, z):
-        """``logpdf(z[i], params[flat_index[i]])`` (unnormalised), vectorised."""
-        z = _owned(z, dtype=np.float64).reshape(-1)
-        rows = _owned(np.broadcast_to(flat_index, z.shape), dtype=np.int64)
-        out = np.empty(z.shape, dtype=np.float64)
-        _evaluate_logpdf(self.logpdf_function, self._flat_params(), rows, z, out)
-        return out
-
-    # ----------------------------------------------------------------- quadrature
-
-    def _cells(self, flat_index):
-        """Cell edges of the quadrature grid for one element (uniform grid plus breakpoints)."""
-        low, high = float(self._flat(self.low)[flat_index]), float(self._flat(self.high)[flat_index])
-        breaks = np.reshape(self.breakpoints, (self._count, self.breakpoints.shape[-1]))[flat_index]
-        breaks = breaks[(breaks > low) & (breaks < high)]
-        return np.unique(np.concatenate([np.linspace(low, high, _QUADRATURE_CELLS + 1), breaks]))
-
-    def _table(self, flat_index):
-        """Edges, log cell masses (normalised) and the CDF at the edges of one element."""
-        flat_index = int(flat_index)
-        if flat_index not in self._tables:
-            edges = self._cells(flat_index)
-            a, step = edges[:-1], np.diff(edges)
-            nodes = a[:, None] + step[:, None] * _GL_NODES[None, :]
-            lq = self.raw_logpdf_flat(flat_index, nodes).reshape(nodes.shape)
-            if np.isnan(lq).any():
-                raise ValueError(f"logpdf returned NaN on the support of element {flat_index}")
-            if np.isposinf(lq).any():
-                raise ValueError(f"logpdf returned +inf on the support of element {flat_index}")
-            with np.errstate(divide="ignore"):
-                log_terms = lq + np.log(step)[:, None] + np.log(_GL_WEIGHTS)[None, :]
-            log_cell = special.logsumexp(log_terms, axis=1)
-            log_norm = special.logsumexp(log_cell)
-            if not np.isfinite(log_norm):
-                raise ValueError(f"logpdf is -inf (zero density) everywhere on [low, high] of element {flat_index}")
-            cell_mass = np.exp(log_cell - log_norm)
-            cdf_edges = np.concatenate([[0.0], np.cumsum(cell_mass)])
-            cdf_edges /= cdf_edges[-1]
-            self._tables[flat_index] = (edges, log_norm, cdf_edges, nodes, lq, step)
-        return self._tables[flat_index]
-
-    def _quadrature(self, prior):
-        """``(log Z, D_KL[q || prior] in nats)`` per element, by composite Gauss-Legendre (numba)."""
-        family, loc, scale = _prior_arrays(prior, self.batch_shape)
-        first, inverse = self._unique_rows()
-
-        def take(arr, dtype=np.float64):
-            return _owned(np.reshape(np.broadcast_to(arr, self.batch_shape), -1)[first], dtype)
-
-        breaks = _owned(np.reshape(self.breakpoints, (self._count, self.breakpoints.shape[-1]))[first])
-        out = np.empty((first.size, 2))
-        _quadrature_batch(self.logpdf_function, _owned(self._flat_params()[first]), take(self.low),
-                          take(self.high), breaks, take(family, np.int64), take(loc), take(scale),
-                          _QUADRATURE_CELLS, _owned(_GL_NODES), _owned(_GL_WEIGHTS), out.reshape(-1))
-        if np.isnan(out[:, 0]).any():
-            raise ValueError("logpdf returned NaN or +inf on the support")
-        if np.isneginf(out[:, 0]).any():
-            raise ValueError("logpdf is -inf (zero density) everywhere on [low, high]")
-        log_z = out[inverse, 0].reshape(self.batch_shape)
-        kl = out[inverse, 1].reshape(self.batch_shape) + _minus_log_prior_constant(family, scale)
-        return log_z, kl
-
-    def logpdf(self, x):
-        """Normalised log density; ``-inf`` outside ``[low, high]``.  ``x`` broadcasts with the batch."""
-        x = _real_array(x, "x")
-        x, low, high, norm = np.broadcast_arrays(x, self.low, self.high, self.log_normalizer)
-        index = np.broadcast_to(np.arange(self._count).reshape(self.batch_shape), x.shape)
-        inside = (x >= low) & (x <= high)
-        out = np.full(x.shape, -np.inf)
-        if inside.any():
-            out[inside] = self.raw_logpdf_flat(index[inside], x[inside]) - norm[inside]
-        return out if out.ndim else float(out)
-
-    def pdf(self, x):
-        """Normalised density."""
-        return np.exp(self.logpdf(x))
-
-    def cdf(self, x):
-        """Numerical CDF (Gauss-Legendre quadrature, about 1e-12 accurate for smooth densities).
-
-        ``x`` broadcasts with the batch shape.
-        """
-        x = _real_array(x, "x")
-        x_b = np.broadcast_to(x, np.broadcast_shapes(x.shape, self.batch_shape))
-        index = np.broadcast_to(np.arange(self._count).reshape(self.batch_shape),
-                                x_b.shape)
-        out = np.empty(x_b.shape)
-        flat_x, flat_index, flat_out = x_b.reshape(-1), index.reshape(-1), out.reshape(-1)
-        for element in np.unique(flat_index):
-            which = flat_index == element
-            edges, log_norm, cdf_edges, _, _, _ = self._table(element)
-            xs = np.clip(flat_x[which], edges[0], edges[-1])
-            cell = np.clip(np.searchsorted(edges, xs, side="right") - 1, 0, edges.size - 2)
-            left = edges[cell]
-            partial_step = xs - left
-            nodes = left[:, None] + partial_step[:, None] * _GL_NODES[None, :]
-            lq = self.raw_logpdf_flat(element, nodes).reshape(nodes.shape)
-            partial = np.sum(np.exp(lq - log_norm) * _GL_WEIGHTS[None, :], axis=1) * partial_step
-            flat_out[which] = np.clip(cdf_edges[cell] + partial, 0.0, 1.0)
-        return out if out.ndim else float(out)
-
-    def kl_divergence_bits(self, prior=None):
-        """``D_KL[target || prior]`` in bits, by quadrature, per element."""
-        return self._per_prior("kl_bits", prior, lambda p: self._quadrature(p)[1] / math.log(2.0))
-
-    def _per_prior(self, name, prior, compute):
-        """``compute(prior)``, remembered per scalar prior (a target is immutable, and the
-        quadrature and the certificate cost milliseconds, far more than coding one sample)."""
-        prior = _check_prior(prior)
-        key = _scalar_prior_key(prior)
-        if key is None:
-            return compute(prior)
-        if (name, key) not in self._per_prior_values:
-            self._per_prior_values[name, key] = compute(prior)
-        value = self._per_prior_values[name, key]
-        return value.copy() if isinstance(value, np.ndarray) else value  # callers may modify theirs
-
-    # ----------------------------------------------------------------- certified bound
-
-    def log_ratio_max(self, prior=None):
-        """Certified ``sup_z [log q(z) - log p(z)]`` over ``[low, high]``, in nats, per element.
-
-        This is ``log w_max`` of PFR; hybrid coding with width ``M`` uses
-        ``log w_max - log M``.
-
-        Raises
-        ------
-        ValueError
-            If none of ``mode``, ``lipschitz``, ``concavity`` was given, or ``logpdf`` returns
-            NaN (or -inf under a finite Lipschitz constant) on the grid.
-        """
-        if self.mode is None and self.lipschitz is None and self.concavity is None:
-            raise ValueError(
-                "cannot certify w_max: give the target a mode (unimodal log density), a lipschitz or a "
-                "concavity bound, "
-                "or pass log_ratio_max to encode_general"
-            )
-        return self._per_prior("log_ratio_max", prior, self._certify)
-
-    def _certify(self, prior):
-        """:meth:`log_ratio_max` computed afresh (branch and bound on the grid)."""
-        family, loc, scale = _prior_arrays(prior, self.batch_shape)
-        first, inverse = self._unique_rows()
-        params = self._flat_params()[first]
-
-        def take(arr):
-            return _owned(self._flat(arr)[first])
-
-        mode = take(self.mode) if self.mode is not None else np.zeros(first.size)
-        lipschitz = take(self.lipschitz) if self.lipschitz is not None else np.full(first.size, np.inf)
-        concavity = take(self.concavity) if self.concavity is not None else np.full(first.size, np.inf)
-        out = np.empty(first.size)
-        _certify_batch(self.logpdf_function, _owned(params), take(self.low), take(self.high),
-                       mode, self.mode is not None, _owned(lipschitz), _owned(concavity),
-                       _owned(take(family), dtype=np.int64), take(loc), take(scale),
-                       _CERTIFY_CELLS, _CERTIFY_DEPTH, _CERTIFY_TOLERANCE,
-                       _CERTIFY_MAX_EVALUATIONS, out)
-        if np.isnan(out).any():
-            raise ValueError("logpdf returned NaN (or -inf despite a finite lipschitz or concavity bound) on the "
-                             "support grid")
-        if np.isposinf(out).any():
-            raise ValueError("logpdf returned +inf on the support: the density must be bounded")
-        bound = out[inverse].reshape(self.batch_shape) + _minus_log_prior_constant(family, scale) - self.log_normalizer
-        return bound + _MARGIN * (1.0 + np.abs(bound))
-
-
-def _short(value):
-    value = np.asarray(value)
-    return repr(float(value)) if value.ndim == 0 else f"array{value.shape}"
-
-
-def _check_tail_mass(tail_mass):
-    if isinstance(tail_mass, (bool, np.bool_)) or not isinstance(tail_mass, numbers.Real):
-        raise TypeError(f"tail_mass must be a float in (0, 1), got {tail_mass!r}")
-    tail_mass = float(tail_mass)
-    if not 0.0 < tail_mass < 1.0:
-        raise ValueError(f"tail_mass must be in (0, 1) (the support must be bounded), got {tail_mass}")
-    return tail_mass
-
-
-@numba.njit(cache=True)  # compiled for LOGPDF_SIGNATURE on first use
-def _laplace_logpdf(z, params):
-    """params = (loc, scale, log normaliser)."""
-    return -abs(z - params[0]) / params[1] + params[2]
-
-
-class Laplace(GeneralTarget):
-    """Laplace(loc, scale) truncated to its central interval of total tail mass ``tail_mass``.
-
-    Support ``loc -/+ scale * log(1 / tail_mass)``.  Certified by its mode
-    ``loc`` (log-concave) and the Lipschitz constant ``1 / scale``.
-    """
-
-    def __init__(self, loc, scale, *, tail_mass=DEFAULT_TAIL_MASS):
-        loc = _finite_array(loc, "loc")
-        scale = _finite_array(scale, "scale")
-        if (scale <= 0).any():
-            raise ValueError(f"scale must be > 0, got {scale[scale <= 0].ravel()[:3]}")
-        eps = _check_tail_mass(tail_mass)
-        loc, scale = np.broadcast_arrays(loc, scale)
-        half = scale * math.log(1.0 / eps)
-        log_norm = -np.log(2.0 * scale) - math.log1p(-eps)
-        self.loc, self.scale = loc, scale
-        super().__init__(_laplace_logpdf, loc - half, loc + half, np.stack([loc, scale, log_norm], axis=-1),
-                         mode=loc, lipschitz=1.0 / scale, tail_mass=np.full(loc.shape, eps), name="Laplace")
-
-    def cdf(self, x):
-        """Closed-form CDF of the truncated Laplace."""
-        x = np.clip(_real_array(x, "x"), self.low, self.high)
-        t = (x - self.loc) / self.scale
-        full = np.where(t < 0, 0.5 * np.exp(np.minimum(t, 0.0)), 1.0 - 0.5 * np.exp(-np.maximum(t, 0.0)))
-        eps = self.tail_mass
-        out = np.clip((full - 0.5 * eps) / (1.0 - eps), 0.0, 1.0)
-        return out if out.ndim else float(out)
-
-
-@numba.njit(cache=True)  # compiled for LOGPDF_SIGNATURE on first use
-def _mixture_logpdf(z, params):
-    """params = (log w1, m1, s1, log w2, m2, s2, log normaliser): log-sum-exp of two Gaussians."""
-    t1 = (z - params[1]) / params[2]
-    t2 = (z - params[4]) / params[5]
-    a = params[0] - math.log(params[2]) - 0.5 * t1 * t1
-    b = params[3] - math.log(params[5]) - 0.5 * t2 * t2
-    top = max(a, b)
-    return top + math.log(math.exp(a - top) + math.exp(b - top)) + params[6]
-
-
-class GaussianMixture(GeneralTarget):
-    """``weight N(mean1, std1^2) + (1 - weight) N(mean2, std2^2)``, truncated.
-
-    The support ``[low, high]`` covers the central interval of tail mass
-    ``tail_mass`` of each component, so the truncation removes at most
-    ``tail_mass`` (its exact value is :attr:`tail_mass`).  Certified by the
-    concavity bound ``1 / min(std1, std2)^2`` (``-(log q)''`` is the
-    responsibility-weighted mean of ``1 / std_k^2`` minus the variance of the
-    components' scores) and the Lipschitz constant
-    ``max_k max_z |z - mean_k| / std_k^2`` (the score of a mixture is a convex
-    combination of the components' scores).
-    """
-
-    def __init__(self, weight, mean1, std1, mean2, std2, *, tail_mass=DEFAULT_TAIL_MASS):
-        weight = _finite_array(weight, "weight")
-        if ((weight <= 0) | (weight >= 1)).any():
-            raise ValueError("weight must lie in (0, 1)")
-        mean1, mean2 = _finite_array(mean1, "mean1"), _finite_array(mean2, "mean2")
-        std1, std2 = _finite_array(std1, "std1"), _finite_array(std2, "std2")
-        if (std1 <= 0).any() or (std2 <= 0).any():
-            raise ValueError("std1 and std2 must be > 0")
-        eps = _check_tail_mass(tail_mass)
-        weight, mean1, std1, mean2, std2 = np.broadcast_arrays(weight, mean1, std1, mean2, std2)
-        z = -special.ndtri(0.5 * eps)
-        low = np.minimum(mean1 - z * std1, mean2 - z * std2)
-        high = np.maximum(mean1 + z * std1, mean2 + z * std2)
-        mass = weight * (special.ndtr((high - mean1) / std1) - special.ndtr((low - mean1) / std1)) + (1 - weight) * (
-            special.ndtr((high - mean2) / std2) - special.ndtr((low - mean2) / std2))
-        log_norm = -_HALF_LOG_2PI - np.log(mass)
-        lipschitz = np.maximum(np.maximum(np.abs(low - mean1), np.abs(high - mean1)) / std1**2,
-                               np.maximum(np.abs(low - mean2), np.abs(high - mean2)) / std2**2)
-        self.weight, self.mean1, self.std1, self.mean2, self.std2 = weight, mean1, std1, mean2, std2
-        params = np.stack([np.log(weight), mean1, std1, np.log1p(-weight), mean2, std2, log_norm], axis=-1)
-        # -(log q)'' = sum_k r_k / s_k^2 - Var_r(score) <= 1 / min(s_k)^2 (r: component responsibilities).
-        concavity = 1.0 / np.minimum(std1, std2) ** 2
-        super().__init__(_mixture_logpdf, low, high, params, lipschitz=lipschitz, concavity=concavity,
-                         tail_mass=1.0 - mass,
-                         name="GaussianMixture")
-
-    def cdf(self, x):
-        """Closed-form CDF of the truncated mixture."""
-        x = np.clip(_real_array(x, "x"), self.low, self.high)
-
-        def full(v):
-            return self.weight * special.ndtr((v - self.mean1) / self.std1) + (1 - self.weight) * special.ndtr(
-                (v - self.mean2) / self.std2)
-
-        out = np.clip((full(x) - full(self.low)) / (full(self.high) - full(self.low)), 0.0, 1.0)
-        return out if out.ndim else float(out)
-
-
-@numba.njit(cache=True)  # compiled for LOGPDF_SIGNATURE on first use
-def _beta_logpdf(z, params):
-    """params = (a, b, low, high, log normaliser); Beta(a, b) rescaled to [low, high]."""
-    t = (z - params[2]) / (params[3] - params[2])
-    value = params[4]
-    if params[0] != 1.0:
-        value += (params[0] - 1.0) * math.log(t) if t > 0.0 else -np.inf
-    if params[1] != 1.0:
-        value += (params[1] - 1.0) * math.log1p(-t) if t < 1.0 else -np.inf
-    return value
-
-
-class ScaledBeta(GeneralTarget):
-    """Beta(a, b) rescaled to ``[low, high]``, with ``a, b >= 1`` (log-concave, bounded density).
-
-    No truncation.  Certified by its mode ``low + (high - low) (a - 1) / (a + b - 2)``.
-    """
-
-    def __init__(self, a, b, low=0.0, high=1.0):
-        a, b = _finite_array(a, "a"), _finite_array(b, "b")
-        if (a < 1).any() or (b < 1).any():
-            raise ValueError("a and b must be >= 1 (a bounded, log-concave density)")
-        low, high = _finite_array(low, "low"), _finite_array(high, "high")
-        a, b, low, high = np.broadcast_arrays(a, b, low, high)
-        if (low >= high).any():
-            raise ValueError("low must be < high for every element")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mode_t = np.where(a + b > 2.0, (a - 1.0) / np.where(a + b > 2.0, a + b - 2.0, 1.0), 0.0)
-        log_norm = -special.betaln(a, b) - np.log(high - low)
-        self.a, self.b = a, b
-        super().__init__(_beta_logpdf, low, high, np.stack([a, b, low, high, log_norm], axis=-1),
-                         mode=low + (high - low) * mode_t, name="ScaledBeta")
-
-    def cdf(self, x):
-        """Closed-form CDF (regularised incomplete beta function)."""
-        x = _real_array(x, "x")
-        t = np.clip((x - self.low) / (self.high - self.low), 0.0, 1.0)
-        out = special.betainc(self.a, self.b, t)
-        return out if out.ndim else float(out)
-
-
 # --------------------------------------------------------------------------- encoder
 
 
-def general_width(target, prior=None, transform=None):
+def general_width(target: GeneralTarget, prior: Normal | Uniform | None = None,
+                  transform: Normal | Uniform | str | None = None) -> Any:
     """Largest width ``M`` whose transformed support ``[M F_c(low), M F_c(high)]`` fits a unit window.
 
     Parameters
@@ -1084,9 +300,12 @@ def _race_inputs(target, prior, transform, hybrid, width, log_ratio_max):
     return columns, float(np.max(log_w_max))
 
 
-def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
-                   max_candidates=DEFAULT_MAX_CANDIDATES, log_ratio_max=None, check_bound=True, rng=None,
-                   num_threads=None, transform=None, stream_offset=0):
+def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Normal | Uniform | None = None,
+                   width: ArrayLike | None = None, method: str = "hybrid",
+                   max_candidates: int = DEFAULT_MAX_CANDIDATES, log_ratio_max: ArrayLike | None = None,
+                   check_bound: bool = True, rng: int | np.random.Generator | None = None,
+                   num_threads: int | None = None, transform: Normal | Uniform | str | None = None,
+                   stream_offset: int = 0) -> EncodedSample:
     """Encode an exact sample of a :class:`GeneralTarget`; decode with :func:`rcc.decode_sample`.
 
     Parameters
@@ -1185,14 +404,19 @@ def encode_general(target, seed, *, prior=None, width=None, method="hybrid",
     status = np.zeros(count, dtype=np.int64)
     previous = numba.get_num_threads()
     if num_threads is not None:
-        numba.set_num_threads(min(_check_int(num_threads, "num_threads"), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(_check_int(num_threads, "num_threads"),
+                                  numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         kernel = _encode_general_batch if count >= _SERIAL_BELOW else _encode_general_batch_serial
-        kernel(
-            seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
-            *columns[:10], hybrid, columns[10], max_candidates, bool(check_bound), index, factor, sample, examined,
-            status,
-        )
+        with warnings.catch_warnings():
+            # The log density reaches the race as a first-class function; numba flags that
+            # feature on every first compile, which tells a user nothing they can act on.
+            warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+            kernel(
+                seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
+                *columns[:10], hybrid, columns[10], max_candidates, bool(check_bound), index, factor, sample,
+                examined, status,
+            )
     finally:
         numba.set_num_threads(previous)
     for code, message in (

@@ -20,12 +20,13 @@ import numba
 import numpy as np
 
 import rcc
-from rcc import coding, compilation, general, kernels
+from rcc import axis_kernels, coding, compilation, general, kernels
 from rcc import random as shared_random
+from rcc.targets import general as general_targets
 
 __all__ = ["main", "warm_up", "specialisations"]
 
-_MODULES = (shared_random, kernels, general)
+_MODULES = (shared_random, axis_kernels, kernels, general_targets, general)
 
 
 def _dispatchers():

@@ -128,6 +128,36 @@ def test_a_billion_targets_make_a_graph_of_independent_chunks():
     assert len(parameter_keys) == 2 and all(key[-1] == 57 for key in parameter_keys)
 
 
+def _peak_chunks_held(array, chunks_of):
+    """Most chunk-sized values the threaded scheduler held at once while computing ``array``."""
+    from dask.callbacks import Callback
+
+    peak = 0
+
+    class Watch(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            nonlocal peak
+            held = sum(1 for value in state["cache"].values()
+                       if isinstance(value, dict) or np.size(value) >= chunks_of)
+            peak = max(peak, held)
+
+    with Watch():
+        array.compute(scheduler="threads", num_workers=2)
+    return peak
+
+
+def test_a_reduced_job_holds_a_few_chunks_at_a_time():
+    # Memory: what a worker holds grows with the chunks in flight, not with the array, so 400 small
+    # chunks reduced to numbers show the bound a 10^9-element job keeps (parameters made per chunk).
+    size, chunk = 400 * 64, 64
+    mean = da.random.default_rng(3).normal(0.0, 0.5, size=size, chunks=chunk)
+    enc = rcc.dask.encode_sample(rcc.Normal, mean, 0.1, seed=SEED)
+    reduced = _peak_chunks_held(enc.index.sum() + enc.kl_bits.sum(), chunk)
+    assert reduced <= 8  # parameters, results and picked fields of the few chunks two threads run (2 seen)
+    # The measure has power: gathering the samples holds every chunk before concatenating them.
+    assert _peak_chunks_held(enc.sample, chunk) >= size // chunk
+
+
 def test_bad_arguments_raise_at_construction():
     mean = da.from_array(MEAN, chunks=5)
     with pytest.raises(TypeError, match="dask array"):

@@ -15,7 +15,10 @@ import rcc
 from rcc import coding, kernels, testing
 from rcc.random import private_key
 
+from exactness_cases import EXACTNESS_CASES, SAMPLES_PER_CASE
+
 N = 20_000
+BATTERY_ALPHA = 1e-3
 PRIOR = rcc.Normal(0.0, 1.0)
 
 
@@ -44,45 +47,39 @@ def reference(target, tail_mass=rcc.DEFAULT_TAIL_MASS):
     return target.truncate(tail_mass)
 
 
-# (name, target, keyword arguments of encode_sample)
-BATTERY = [
-    ("near prior mean, std 0.5", rcc.Normal(0.0, 0.5), {}),
-    ("std 0.01", rcc.Normal(0.3, 0.01), {}),
-    ("far from prior mean", rcc.Normal(2.5, 0.1), {}),
-    ("std 1e-4", rcc.Normal(-1.2, 1e-4), {}),
-    ("std larger than prior", rcc.Normal(0.5, 1.2), {}),
-    ("truncated normal", rcc.TruncatedNormal(0.2, 0.3, -0.1, 0.4), {}),
-    ("uniform target", rcc.Uniform(0.1, 0.15), {}),
-    ("uniform prior", rcc.Normal(1.0, 0.05), {"prior": rcc.Uniform(-1.0, 3.0)}),
-    ("explicit width", rcc.Normal(-0.4, 0.02), {"width": 16}),
-    ("adaptive width, tail of prior", rcc.Normal(1.8, 0.01), {"width": "adaptive"}),
-    ("width 1, untruncated", rcc.Normal(-0.3, 0.8), {"width": 1, "tail_mass": 0.0}),
-    ("pfr", rcc.Normal(0.7, 0.3), {"method": "pfr"}),
-    ("pfr, untruncated", rcc.Normal(0.4, 0.5), {"method": "pfr", "tail_mass": 0.0}),
-    # Far in the prior's tail, where the default (wide) coding transform keeps the race short.
-    ("far, mu = 6", rcc.Normal(6.0, 0.01), {}),
-    ("far, mu = -8", rcc.Normal(-8.0, 0.3), {}),
-    ("far, mu = 12", rcc.Normal(12.0, 1e-3), {}),
-    ("far, mu = 12, wide", rcc.Normal(-12.0, 2.0), {}),
-    ("far truncated normal", rcc.TruncatedNormal(7.0, 0.5, 6.5, 9.0), {}),
-    ("far uniform target", rcc.Uniform(-9.0, -8.5), {}),
-    ("transform through the prior", rcc.Normal(0.6, 0.02), {"transform": "prior"}),
-    ("explicit transform", rcc.Normal(-1.5, 0.05), {"transform": rcc.Normal(0.5, 3.0)}),
-    ("uniform transform", rcc.Normal(0.2, 0.05), {"transform": rcc.Uniform(-1.0, 1.5)}),
-]
+_CASE_SAMPLES = {}
 
 
-def _marginal_cases(name, target, kwargs, seed):
-    samples, _ = coded_samples(target, seed, **kwargs)
-    truncated = reference(target, kwargs.get("tail_mass", rcc.DEFAULT_TAIL_MASS))
-    return [testing.BatteryCase(name, samples, truncated.cdf, truncated.ppf)]
+def case_samples(case):
+    """The decoded samples of one table case, drawn once per session and shared by both readers."""
+    if case.name not in _CASE_SAMPLES:
+        _CASE_SAMPLES[case.name], _ = coded_samples(case.target, case.seed, n=SAMPLES_PER_CASE, **case.options)
+    return _CASE_SAMPLES[case.name]
+
+
+def test_table_cases_are_distinct():
+    # Samples are cached by name and must be independent across cases: distinct names and seeds.
+    assert len({case.name for case in EXACTNESS_CASES}) == len(EXACTNESS_CASES)
+    assert len({case.seed for case in EXACTNESS_CASES}) == len(EXACTNESS_CASES)
+
+
+def _battery_case(case):
+    reference = case.reference()
+    return testing.BatteryCase(case.name, case_samples(case), reference.cdf, reference.ppf)
+
+
+@pytest.mark.parametrize("case", EXACTNESS_CASES, ids=[case.name for case in EXACTNESS_CASES])
+def test_case_is_exact(case):
+    # Each case alone, at the battery's Bonferroni level: a failure names its case.
+    level = BATTERY_ALPHA / (2 * len(EXACTNESS_CASES))
+    battery_case = _battery_case(case)
+    assert testing.ks_check(battery_case.samples, battery_case.cdf, alpha=level).passed
+    assert testing.chi2_check(battery_case.samples, battery_case.cdf, ppf=battery_case.ppf, alpha=level).passed
 
 
 def test_battery_of_targets_is_exact():
-    cases = []
-    for seed, (name, target, kwargs) in enumerate(BATTERY, start=100):
-        cases += _marginal_cases(name, target, kwargs, seed)
-    result = testing.run_battery(cases)
+    # The same samples judged together: Fisher combination and uniformity of the p-values.
+    result = testing.run_battery([_battery_case(case) for case in EXACTNESS_CASES], alpha=BATTERY_ALPHA)
     testing.assert_battery_passes(result)
 
 

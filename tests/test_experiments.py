@@ -27,6 +27,7 @@ OUTPUTS = {
     "vae_digits": ["vae_digits.csv", "vae_digits_summary.csv", "vae_digits_curves.csv", "vae_digits.png"],
     "samplers": ["samplers.csv", "samplers.png"],
     "learned_compression": ["learned_compression.csv", "learned_compression_gaps.csv", "learned_compression.png"],
+    "channel_drift": ["channel_drift.csv", "channel_drift.png"],
 }
 
 

@@ -58,10 +58,10 @@ def test_exactness_battery(method):
 def test_test_of_the_test_wrong_bound_fails(method):
     """A displaced mode (wrong bounds, stretch function or residual masses) is detected by the battery."""
     target = rcc.Normal(0.4, 0.01)
-    params, _, _, _ = samplers._params(_copies(target, N), PRIOR, 0.0)
-    params[:, samplers.P_VERTEX] += 0.01  # the bound's mode one std away from the truth
+    params, _, _, _ = samplers.core._params(_copies(target, N), PRIOR, 0.0)
+    params[:, samplers.kernels.P_VERTEX] += 0.01  # the bound's mode one std away from the truth
     key = private_key(5)
-    _, sample, _, status = samplers._run_search(params, 5, key, 0, method, 2**20)
+    _, sample, _, status = samplers.core._run_search(params, 5, key, 0, method, 2**20)
     assert not status.any()
     result = testing.run_battery([testing.BatteryCase("wrong bound", sample, target.cdf, target.ppf)])
     assert not result.passed
@@ -102,6 +102,20 @@ def test_sac_search_follows_one_path_and_matches_published_steps():
             assert abs(enc.candidates.mean() - 16.13) < 0.1 * 16.13  # Flamich (2023), Figure 2
         else:
             assert np.all(depth <= enc.candidates - 1)
+
+
+def test_global_gprs_mean_steps_is_the_ratio_bound():
+    """Global GPRS examines exp(D_inf) = r_max candidates on average per target (Flamich 2023, Section 3).
+
+    Averaged over the Gaussian channel's targets (mu ~ N(0, 1 - s^2)) that mean diverges, since
+    E[r_max] = E[exp(mu^2 / (2 (1 - s^2)))] / s is infinite: the sample mean there is heavy tailed.
+    """
+    target = rcc.Normal(np.full(6000, 0.8), 2.0**-4)
+    r_max = float(2.0 ** samplers.log_ratio_max(rcc.Normal(0.8, 2.0**-4)))
+    steps = rcc.encode_sample(target, 8, method="gprs", tail_mass=0.0, rng=9).candidates.astype(float)
+    standard_error = steps.std() / np.sqrt(steps.size)
+    assert abs(steps.mean() - r_max) < 4 * standard_error, (steps.mean(), r_max, standard_error)
+    assert 4 * standard_error < 0.1 * r_max  # the test has power against a 10% error in the mean
 
 
 def test_steps_grow_linearly_in_the_information():

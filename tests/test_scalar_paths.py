@@ -72,13 +72,20 @@ ENCODE_CASES = [
     (rcc.Normal(0.0, 0.1), {"prior": rcc.Uniform(0.0, 1.0)}),
     (rcc.TruncatedNormal(0.0, 1.0, 40.0, 41.0), {}),
     (rcc.Normal(6.0, 1e-3), {"max_candidates": 50}),
+    # every option at its default (the one-kernel-call path), including targets it cannot encode
+    (rcc.Normal(-1.2, 0.4), {"seed": 2**64 - 1}),
+    (rcc.Normal(0.1, 3.0), {"method": "pfr"}),
+    (rcc.Normal(0.1, 1e-9), {"method": "pfr"}),
+    (rcc.Normal(60.0, 0.1), {}),
+    (rcc.Normal(0.0, 50.0), {}),
 ]
 
 
-def _without_scalar_path(monkeypatch, name, function, *args, **kwargs):
-    """``function(*args, **kwargs)``'s outcome with the scalar path ``rcc.coding.<name>`` switched off."""
+def _without_scalar_path(monkeypatch, names, function, *args, **kwargs):
+    """``function(*args, **kwargs)``'s outcome with the scalar paths ``rcc.coding.<names>`` switched off."""
     with monkeypatch.context() as patch:
-        patch.setattr(rcc.coding, name, lambda *a, **k: None)
+        for name in names.split():
+            patch.setattr(rcc.coding, name, lambda *a, **k: None)
         return _outcome(function, *args, **kwargs)
 
 
@@ -87,7 +94,8 @@ def test_scalar_encode_equals_a_batch_of_one(target, kwargs, monkeypatch):
     kwargs = {"seed": 11, **kwargs}
     single = _outcome(rcc.encode_sample, target, **kwargs)
     # The same arguments through the batch path: the same result or the same error, word for word.
-    reference = _without_scalar_path(monkeypatch, "_encode_scalar", rcc.encode_sample, target, **kwargs)
+    reference = _without_scalar_path(monkeypatch, "_encode_scalar _encode_default_normal", rcc.encode_sample,
+                                     target, **kwargs)
     assert single == reference
     batch = _outcome(rcc.encode_sample, _as_batch_of_one(target), **kwargs)
     assert single[0] == batch[0], (single, batch)

@@ -11,11 +11,11 @@ stats = pytest.importorskip("scipy.stats")
 
 from rcc.torch import (  # noqa: E402
     UniformNoiseChannel,
-    _shared_dither,
     soft_round,
     soft_round_conditional_mean,
     soft_round_inverse,
 )
+from rcc.torch.uniform_noise import _shared_dither  # noqa: E402
 
 ALPHAS = [0.0, 1e-6, 1e-2, 5.0, 1e6]
 DTYPES = [torch.float32, torch.float64]

@@ -1,0 +1,223 @@
+"""Python side of the tree samplers: argument checks, parameter packing, encode and decode.
+
+The argument checks and :class:`rcc.EncodedSample` are shared with the other
+coders; they are imported in one place, the import block below.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+# The argument checks and the result type shared with the other coders.
+from ..checks import (_check_prior, _check_prior_support, _check_tail_mass, _integer_array, _prior_arrays,
+                      _scalar_or_array, _Threads)
+from ..encoded import EncodedSample
+from ..race_inputs import kl_divergence_bits
+from ..random import check_seed, private_key
+from ..targets import Distribution, Normal, Product, TruncatedNormal, Uniform
+from .kernels import (MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
+                      SAMPLER_METHODS, STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE,
+                      _RULES, _fill_params_batch, _sigma_batch, decode_batch, decode_candidates_batch, encode_batch)
+
+__all__ = [
+    "encode_tree_sample",
+    "decode_tree_sample",
+    "stretch_function",
+    "log_ratio_max",
+]
+
+# --------------------------------------------------------------------------- Python side
+
+
+def _check_method(method):
+    if method not in SAMPLER_METHODS:
+        raise ValueError(f"method must be one of {SAMPLER_METHODS}, got {method!r}")
+    return method
+
+
+def _params(target, prior, tail_mass):
+    """Validated ``(params (count, NUM_PARAMS), batch shape)`` of a 1-D target batch."""
+
+    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform)):
+        kind = type(target).__name__
+        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal or rcc.Uniform targets "
+                        f"(one dimension per element), got {kind}"
+                        + ("" if isinstance(target, Distribution) else "; use method='hybrid' or 'pfr'"))
+    prior = _check_prior(prior)
+    tail_mass = _check_tail_mass(tail_mass)
+    shape = target.shape
+    spec = target._spec(tail_mass)
+    family, loc, scale = _prior_arrays(prior, shape)
+    _check_prior_support(prior, spec, loc, scale)
+    values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
+              family, loc, scale)
+    columns = tuple(np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), shape)).reshape(-1)
+                    for v in values)
+    count = columns[0].size
+    params = np.empty((count, NUM_PARAMS), dtype=np.float64)
+    log_rmax = np.empty(count, dtype=np.float64)
+    if count:
+        _fill_params_batch(columns, params, log_rmax)
+    bad = np.flatnonzero(~np.isfinite(log_rmax))
+    if bad.size:
+        raise ValueError(
+            f"the density ratio of the target to the prior is unbounded for {bad.size} element(s) (first: flat "
+            f"index {bad[0]}): a target at least as wide as a Normal prior needs a bounded support; "
+            "use tail_mass > 0 or a TruncatedNormal")
+    return params, shape, prior, tail_mass
+
+
+def log_ratio_max(target, prior=None, tail_mass=0.0):
+    """``D_inf[target || prior] = log2 sup dq/dp`` in bits, per element (batch shape)."""
+    params, shape, _, _ = _params(target, prior, tail_mass)
+    return params[:, P_LOG_RMAX].reshape(shape) / math.log(2.0)
+
+
+def stretch_function(target, levels, prior=None, tail_mass=0.0):
+    """GPRS's stretch function ``sigma(h)`` of one scalar target at ratios ``levels`` (``0 <= h``).
+
+    ``sigma(h) = int_0^h d eta / (w_Q(eta) - eta w_P(eta))`` (Flamich 2023,
+    Section 3); ``inf`` from ``h >= r_max (1 - 1e-13)`` on.
+    """
+    params, shape, _, _ = _params(target, prior, tail_mass)
+    if shape != ():
+        raise ValueError("stretch_function takes a scalar target")
+    levels = np.asarray(levels, dtype=np.float64)
+    if (levels < 0).any() or np.isnan(levels).any():
+        raise ValueError("levels must be >= 0")
+    with np.errstate(divide="ignore"):
+        logs = np.log(levels).reshape(-1)
+    out = np.empty(logs.size, dtype=np.float64)
+    _sigma_batch(params[0], logs, out)
+    return out.reshape(levels.shape)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _run_search(params, seed, key, stream_offset, method, max_candidates):
+    """The kernel call on packed parameters: ``(index, sample, steps, status)``."""
+    rule, split = _RULES.get(method, (RULE_GPRS, -1))
+    count = params.shape[0]
+    index = np.empty(count, dtype=np.int64)
+    sample = np.empty(count, dtype=np.float64)
+    steps = np.empty(count, dtype=np.int64)
+    status = np.empty(count, dtype=np.int64)
+    if count:
+        encode_batch(np.uint64(seed), np.uint64(key), np.uint64(stream_offset), params, rule, split,
+                     max_candidates, index, sample, steps, status)
+    return index, sample, steps, status
+
+
+def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_mass=0.0,
+                       max_candidates=2**24, rng=None, num_threads=None, stream_offset=0):
+    """Encode exact samples with A* coding, greedy Poisson rejection sampling or greedy rejection coding.
+
+    Called by :func:`rcc.encode_sample` for the methods in
+    :data:`SAMPLER_METHODS`; the algorithms are explained in :ref:`samplers`.
+
+    Parameters
+    ----------
+    target : rcc.Normal, rcc.TruncatedNormal or rcc.Uniform
+        One-dimensional targets (a batch); element ``i`` uses stream
+        ``(seed, stream_offset + i)``.
+    seed : int
+    prior : rcc.Normal or rcc.Uniform, optional
+    method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
+    tail_mass : float
+        Truncation of Normal targets, as for the other methods; ``0``
+        (untruncated, exact) is the default here.
+    max_candidates : int
+        Bound on the points examined per element; exceeding it raises.
+    rng : None, int or numpy.random.Generator
+        The sender's private randomness (the arrival times; greedy rejection coding's coins).
+    num_threads : int, optional
+        Threads over the batch; results do not depend on it.
+    stream_offset : int
+        First stream of the batch.
+
+    Returns
+    -------
+    rcc.EncodedSample
+        ``index`` holds heap indices (the candidate index for ``"gprs"``),
+        ``candidates`` the points examined, ``factor`` zeros, ``width`` ones.
+    """
+
+    method = _check_method(method)
+    seed_u64 = check_seed(seed)
+    offset = check_seed(stream_offset, "stream_offset")
+    max_candidates = _check_positive_int(max_candidates, "max_candidates")
+    params, shape, prior, tail_mass = _params(target, prior, tail_mass)
+    if method.startswith(("gprs", "grc")):
+        linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
+        if linear.any():
+            raise ValueError(
+                f"GPRS needs a target std different from the Normal prior's std (flat index "
+                f"{int(np.flatnonzero(linear)[0])} has equal stds: a linear log ratio); use method='astar'")
+    key = private_key(seed_u64, rng)
+    with _Threads(num_threads):
+        index, sample, steps, status = _run_search(params, seed_u64, key, offset, method, max_candidates)
+    failed = np.flatnonzero(status)
+    if failed.size:
+        first = int(failed[0])
+        why = {STATUS_MAX_STEPS: f"examined more than max_candidates={max_candidates} points; increase it",
+               STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
+               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
+               STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
+                               "precision)"}[int(status[first])]
+        raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
+    kl_bits = np.asarray(kl_divergence_bits(target, prior, tail_mass), dtype=np.float64)
+    return EncodedSample(
+        index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
+        sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
+        width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
+        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), shape)),
+        kl_bits=_scalar_or_array(kl_bits), method=method,
+    )
+
+
+def decode_tree_sample(index, seed, *, prior=None, method="gprs-dyadic", num_threads=None, stream_offset=0):
+    """The samples of heap indices written by :func:`encode_tree_sample`, bit for bit.
+
+    Parameters
+    ----------
+    index : int or array_like of int
+        Heap indices ``>= 1`` (candidate indices for ``"gprs"``).
+    seed : int
+    prior : rcc.Normal or rcc.Uniform, optional
+    method : str
+        The encoder's method (it fixes the split rule).
+    num_threads : int, optional
+    stream_offset : int
+
+    Returns
+    -------
+    float or ndarray of float64
+    """
+
+    method = _check_method(method)
+    seed_u64 = check_seed(seed)
+    offset = check_seed(stream_offset, "stream_offset")
+    index = _integer_array(index, "index")
+    if (index < 1).any():
+        raise ValueError(f"index must be >= 1 (heap indices count from 1), got {index[index < 1].ravel()[:3]}")
+    prior = _check_prior(prior)
+    family, loc, scale = _prior_arrays(prior, index.shape)
+    out = np.empty(index.size, dtype=np.float64)
+    with _Threads(num_threads):
+        if index.size:
+            columns = (np.ascontiguousarray(index.reshape(-1)),
+                       np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
+                       np.ascontiguousarray(loc, dtype=np.float64).reshape(-1),
+                       np.ascontiguousarray(scale, dtype=np.float64).reshape(-1))
+            if method == "gprs":  # global GPRS: the n-th prior-proposal candidate of the unsplit process
+                decode_candidates_batch(seed_u64, offset, *columns, out)
+            else:
+                decode_batch(seed_u64, offset, columns[0], _RULES[method][1], *columns[1:], out)
+    return _scalar_or_array(out.reshape(index.shape))

@@ -1,0 +1,511 @@
+"""The bitstream formats of :class:`~rcc.torch.RCCChannel`: one stream per batch or one per item.
+
+Every message goes through :mod:`rcc.entropy`; the headers carry the fallback
+positions and checks of the bytes, the seed and the receiver's state.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ..entropy import _read_varint, _varint
+from ._common import _CODE_DTYPES, _constriction
+from ..targets import Normal
+from ._calibration import _PRIOR
+from ._width_classes import (
+    _MODE_CLASSES,
+    class_widths,
+    decode_classes,
+    decode_fallback_mask,
+    encode_classes,
+    encode_fallback_mask,
+    shifted_index_code,
+)
+
+__all__ = []
+
+#: Format of RCCChannel's batch stream (1, without header checksums, is no longer read).
+_FORMAT_VERSION = 2
+#: Format of batch streams with fallback blocks (2 coded them dimension by dimension with width 1).
+_FALLBACK_FORMAT_VERSION = 3
+
+
+_HAS_FALLBACK = 0x08
+
+
+#: Format of RCCChannel's per-item streams, and their header: 2 bits version, 2 bits dtype,
+#: 1 bit fallback flag and an 11-bit check.
+_ITEM_FORMAT_VERSION = 1
+#: Format of per-item streams with fallback blocks (their fallback section has width classes).
+_ITEM_FALLBACK_FORMAT_VERSION = 2
+
+
+_ITEM_HAS_FALLBACK = 0x08
+
+
+_ITEM_CHECK_BITS = 11
+
+
+#: Item i of per-item streams draws its randomness from _derive_seed(seed, _ITEM_SEED_TAG + i).
+_ITEM_SEED_TAG = 3
+
+
+#: The buffers the decoder reads; a stream's check covers their CRC32.
+_DECODER_BUFFERS = ("latent_shape_buffer", "widths", "prior_scales", "wide_prior_scale", "block_dims",
+                    "index_code_json", "fallback_index_kl_bits", "factor_tables")
+
+
+_MASK64 = (1 << 64) - 1
+
+
+#: Tags of the seeds derived for the two message streams of a bitstream.
+_STREAM_JOINT = 1
+
+
+_STREAM_FALLBACK = 2
+#: Tag of the seed of the fallback blocks coded with width classes.
+_STREAM_CLASSED = 0
+
+
+def _derive_seed(seed, tag):
+    """Seed of stream ``tag`` of ``seed``: one splitmix64 step (bijective per tag)."""
+    z = (int(seed) + 0x9E3779B97F4A7C15 * (int(tag) + 1)) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _encode_message_stream(enc, seed, index_code, width, factor_code=None, factor_context=None):
+    """Bytes of the messages ``(enc.index, enc.factor)`` (:func:`rcc.entropy.encode_messages`)."""
+    from .. import entropy
+
+    return entropy.encode_messages(enc, seed=seed, index_code=index_code, width=width, factor_code=factor_code,
+                                   factor_context=factor_context)
+
+
+def _decode_message_stream(data, count, seed, index_code, width, factor_code=None, factor_context=None):
+    """``(index, factor)`` of ``count`` messages (:func:`rcc.entropy.decode_messages`)."""
+    from .. import entropy
+
+    return entropy.decode_messages(data, count=count, seed=seed, index_code=index_code, width=width,
+                                   factor_code=factor_code, factor_context=factor_context)
+
+
+def _message_record(index, factor, widths, seed):
+    """Decoded messages as an :class:`rcc.EncodedSample` (for re-encoding; no samples)."""
+    from ..coding import EncodedSample
+
+    zeros = np.zeros(np.shape(index))
+    return EncodedSample(index=index, factor=factor, sample=zeros, candidates=zeros, width=widths, tail_mass=zeros,
+                         kl_bits=zeros, method="hybrid", seed=int(seed))
+
+
+def _message_bits(enc, seed, index_code, width, factor_code=None, factor_context=None):
+    """Ideal bits of each message as :func:`rcc.entropy.encode_messages` codes it."""
+    from ..entropy import message_bits
+
+    bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code,
+                        factor_context=factor_context)
+    return np.asarray(bits.total, dtype=np.float64)
+
+
+class _StreamCoding:
+    """The stream formats of :class:`~rcc.torch.RCCChannel` (its compress/decompress internals)."""
+
+    def _state_fingerprint(self):
+        """CRC32 of every buffer the decoder reads (a stream checks it: a receiver with another state fails)."""
+        crc = zlib.crc32(b"rcc.torch.RCCChannel")
+        for name in _DECODER_BUFFERS:
+            arr = np.ascontiguousarray(getattr(self, name).detach().cpu().numpy())
+            crc = zlib.crc32(repr((name, arr.dtype.str, arr.shape)).encode() + arr.tobytes(), crc)
+        return crc
+
+    def _header_check(self, header, seed, batch_shape):
+        """CRC32 of the batch stream's header bytes and of what the receiver must share."""
+        crc = zlib.crc32(bytes(header), zlib.crc32(b"rcc.torch.RCCChannel.stream"))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + repr(tuple(batch_shape)).encode(), crc)
+        return zlib.crc32(self._state_fingerprint().to_bytes(4, "little"), crc)
+
+    @staticmethod
+    def _item_check(flags, seed, item, payload, fingerprint):
+        """The per-item check: the low ``_ITEM_CHECK_BITS`` bits of a CRC32 of everything the item depends on."""
+        crc = zlib.crc32(b"rcc.torch.RCCChannel.item" + bytes([flags]))
+        crc = zlib.crc32(int(seed).to_bytes(8, "little") + int(item).to_bytes(8, "little")
+                         + fingerprint.to_bytes(4, "little"), crc)
+        return zlib.crc32(payload, crc) & ((1 << _ITEM_CHECK_BITS) - 1)
+
+    # -- the fallback section: blocks the calibrated widths do not fit ------------------
+
+    def _encode_section(self, plan, positions, seed, progress=False):
+        """Races of the fallback blocks ``positions``: width classes where affordable, else width 1."""
+        modes, shifts = plan["modes"][positions], plan["shifts"][positions]
+        classed = modes == _MODE_CLASSES
+        section = {"positions": positions, "modes": modes, "shifts": shifts,
+                   "seed_classed": _derive_seed(seed, _STREAM_CLASSED),
+                   "seed_width_one": _derive_seed(seed, _STREAM_FALLBACK), "classed": None, "width_one": None}
+        if classed.any():
+            section["classed"] = self._encode_classed(plan, positions[classed], shifts[classed],
+                                                      section["seed_classed"], progress)
+        if not classed.all():
+            section["width_one"] = self._encode_fallback(plan, positions[~classed], section["seed_width_one"],
+                                                         progress)
+        return section
+
+    def _write_section(self, encoder, plan, section, codes):
+        """Write a fallback section (modes, classes, then the messages); returns its bits per block."""
+        from .. import entropy
+
+        block_code, fallback_code, _ = codes
+        positions = section["positions"]
+        block_widths = plan["block_widths"][positions % self.num_blocks]
+        bits = encode_classes(encoder, block_widths, plan["safe"][positions % self.num_blocks], section["modes"],
+                              section["shifts"])
+        classed = np.flatnonzero(section["modes"] == _MODE_CLASSES)
+        if section["classed"] is not None:
+            enc = section["classed"]
+            index, factor = np.asarray(enc.index).reshape(-1), np.asarray(enc.factor).reshape(classed.size, -1)
+            shifts = section["shifts"][classed]
+            widths = class_widths(block_widths[classed], shifts)
+            factor_code = self._class_factor_code()
+            for k in range(classed.size):
+                # One message at a time: each block's index code depends on its classes.
+                code = shifted_index_code(block_code, int(shifts[k].sum()))
+                one = _message_record(index[k:k + 1], factor[k:k + 1], widths[k:k + 1], section["seed_classed"])
+                entropy._encode_symbols(encoder, one, section["seed_classed"], code, widths[k:k + 1], factor_code,
+                                        None, stream_offset=k)
+                bits[classed[k]] += float(entropy.message_bits(
+                    one, section["seed_classed"], index_code=code, width=widths[k:k + 1], factor_code=factor_code,
+                    stream_offset=k).total[0])
+        if section["width_one"] is not None:
+            enc = section["width_one"]
+            entropy._encode_symbols(encoder, enc, section["seed_width_one"], fallback_code, 1,
+                                    entropy.UniformFactorCode(), None)
+            rest = np.flatnonzero(section["modes"] != _MODE_CLASSES)
+            keep = self._fallback_targets(plan, positions[rest])
+            np.add.at(bits, np.repeat(rest, keep.sum(axis=1)),
+                      _message_bits(enc, section["seed_width_one"], fallback_code, 1))
+        return bits
+
+    def _read_section(self, decoder, plan, positions, seed, codes):
+        """Inverse of :meth:`_write_section` (messages only; :meth:`_section_samples` decodes them)."""
+        from .. import entropy
+
+        block_code, fallback_code, _ = codes
+        block_widths = plan["block_widths"][positions % self.num_blocks]
+        modes, shifts = decode_classes(decoder, block_widths, plan["safe"][positions % self.num_blocks])
+        section = {"positions": positions, "modes": modes, "shifts": shifts,
+                   "seed_classed": _derive_seed(seed, _STREAM_CLASSED),
+                   "seed_width_one": _derive_seed(seed, _STREAM_FALLBACK), "classed": None, "width_one": None}
+        classed = np.flatnonzero(modes == _MODE_CLASSES)
+        if classed.size:
+            widths = class_widths(block_widths[classed], shifts[classed])
+            factor_code = self._class_factor_code()
+            indices, factors = [], []
+            for k in range(classed.size):
+                code = shifted_index_code(block_code, int(shifts[classed[k]].sum()))
+                index, factor = entropy._decode_payload(decoder, 1, widths[k:k + 1], section["seed_classed"],
+                                                        "hybrid", code, factor_code, None,
+                                                        stream_offset=np.uint64(k))
+                indices.append(index)
+                factors.append(factor)
+            section["classed"] = _message_record(np.concatenate(indices), np.concatenate(factors), widths,
+                                                 section["seed_classed"])
+        rest = np.flatnonzero(modes != _MODE_CLASSES)
+        if rest.size:
+            count = int(self._fallback_targets(plan, positions[rest]).sum())
+            index, factor = entropy._decode_payload(decoder, count, np.ones((count, 1), dtype=np.int64),
+                                                    section["seed_width_one"], "hybrid", fallback_code,
+                                                    entropy.UniformFactorCode())
+            section["width_one"] = _message_record(index, factor.reshape(count), np.ones(count, dtype=np.int64),
+                                                   section["seed_width_one"])
+        return section
+
+    def _section_samples(self, plan, section, latents, decode=True):
+        """Scatter a fallback section's samples into ``latents`` (decoded from its messages if ``decode``);
+        returns the candidates per fallback block when encoding."""
+        from ..coding import decode_sample
+
+        positions = section["positions"]
+        classed = np.flatnonzero(section["modes"] == _MODE_CLASSES)
+        rest = np.flatnonzero(section["modes"] != _MODE_CLASSES)
+        candidates = np.zeros(positions.size, dtype=np.int64)
+        if section["classed"] is not None:
+            enc = section["classed"]
+            where = positions[classed]
+            if decode:
+                widths = class_widths(plan["block_widths"][where % self.num_blocks], section["shifts"][classed])
+                sample = decode_sample(enc.index, np.reshape(enc.factor, widths.shape), enc.seed, prior=_PRIOR,
+                                       width=widths, transform=Normal(0.0, plan["block_scales"][where % self.num_blocks]))
+            else:
+                sample = enc.sample
+                candidates[classed] = np.asarray(enc.candidates, dtype=np.int64)
+            self._scatter(latents, plan, where, np.asarray(sample))
+        if section["width_one"] is not None:
+            enc = section["width_one"]
+            where = positions[rest]
+            keep = self._fallback_targets(plan, where)
+            if decode:
+                transform = Normal(0.0, plan["block_scales"][where % self.num_blocks][keep])
+                sample = decode_sample(enc.index, enc.factor, enc.seed, prior=_PRIOR, width=1, transform=transform)
+            else:
+                sample = enc.sample
+                np.add.at(candidates, np.repeat(rest, keep.sum(axis=1)), np.asarray(enc.candidates, dtype=np.int64))
+            self._scatter(latents, plan, where, np.asarray(sample), keep)
+        return candidates
+
+    def _section_check(self, payload, seed):
+        crc = zlib.crc32(b"rcc.torch.RCCChannel.fallback" + int(seed).to_bytes(8, "little"))
+        return zlib.crc32(payload, zlib.crc32(self._state_fingerprint().to_bytes(4, "little"), crc))
+
+    # -- batch stream --------------------------------------------------------------------
+
+    def _compress_batch(self, plan, dtype_code, seed, batch_shape, latents, item_bits, candidates, progress):
+        """One stream for the whole batch (see :meth:`compress`); fills the per-item outputs."""
+        from .. import entropy
+
+        block_code, fallback_code = self._index_codes()
+        joint, fallback = plan["positions_joint"], plan["positions_fallback"]
+        joint_data = b""
+        fallback_data = b""
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            enc = self._encode_joint(plan, joint, seed_joint, progress)
+            widths = plan["block_widths"][joint % self.num_blocks]
+            factor_code, context = self._factor_code(), self._factor_context(plan, joint)
+            joint_data = _encode_message_stream(enc, seed_joint, block_code, widths, factor_code, context)
+            self._scatter(latents, plan, joint, np.asarray(enc.sample))
+            items = joint // self.num_blocks
+            np.add.at(item_bits, items, _message_bits(enc, seed_joint, block_code, widths, factor_code, context))
+            np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
+        if fallback.size:
+            section = self._encode_section(plan, fallback, seed, progress)
+            encoder = _constriction().stream.queue.RangeEncoder()
+            mask = np.zeros(plan["items"] * self.num_blocks, dtype=np.int64)
+            mask[fallback] = 1
+            mask_bits = encode_fallback_mask(encoder, mask)
+            np.add.at(item_bits, np.arange(mask.size) // self.num_blocks, mask_bits)
+            bits = self._write_section(encoder, plan, section, (block_code, fallback_code, None))
+            payload = entropy._words_to_bytes(encoder.get_compressed())
+            fallback_data = payload + self._section_check(payload, seed).to_bytes(4, "little")
+            items = fallback // self.num_blocks
+            np.add.at(item_bits, items, bits)
+            np.add.at(candidates, items, self._section_samples(plan, section, latents, decode=False))
+        version = _FALLBACK_FORMAT_VERSION if fallback.size else _FORMAT_VERSION
+        header = bytearray([(version << 4) | (_HAS_FALLBACK if fallback.size else 0) | dtype_code])
+        if fallback.size:
+            # Which item-blocks fall back is the first thing in the fallback section.
+            header += _varint(len(joint_data))
+        check = self._header_check(header, seed, batch_shape).to_bytes(4, "little")
+        return bytes(header) + check + joint_data + fallback_data
+
+    def _decompress_batch(self, data, seed, batch_shape, n, latents):
+        from .. import entropy
+        from ..coding import decode_sample
+
+        if not data:
+            raise ValueError("data is empty (not an RCCChannel bitstream)")
+        flags = data[0]
+        if flags >> 4 == 1:
+            raise ValueError("data is an RCCChannel stream of format 1 (without header checksums), which this "
+                             "rcc no longer reads; compress the latents again")
+        if flags >> 4 == _FORMAT_VERSION and flags & _HAS_FALLBACK:
+            raise ValueError("data is an RCCChannel stream of format 2 with fallback blocks (coded dimension by "
+                             "dimension), which this rcc no longer reads; compress the latents again")
+        expected = _FALLBACK_FORMAT_VERSION if flags & _HAS_FALLBACK else _FORMAT_VERSION
+        if flags >> 4 != expected or flags & 0x04:
+            raise ValueError("data is not an RCCChannel bitstream (bad header byte)")
+        dtype = _CODE_DTYPES[flags & 0x03]
+        total = n * self.num_blocks
+        pos = 1
+        fallback = np.zeros(0, dtype=np.int64)
+        if flags & _HAS_FALLBACK:
+            joint_length, pos = _read_varint(data, pos)
+        if len(data) < pos + 4:
+            raise ValueError("data is truncated inside its header")
+        if int.from_bytes(data[pos : pos + 4], "little") != self._header_check(data[:pos], seed, batch_shape):
+            raise ValueError(
+                "RCCChannel header checksum mismatch: the data is corrupted, or the seed, the shape or the "
+                "channel's state differs from the sender's"
+            )
+        pos += 4
+        if flags & _HAS_FALLBACK:
+            if pos + joint_length > len(data):
+                raise ValueError("data is truncated")
+            joint_data, fallback_data = data[pos: pos + joint_length], data[pos + joint_length:]
+        else:
+            joint_data, fallback_data = data[pos:], b""
+        block_code, fallback_code = self._index_codes()
+        plan = self._layout()
+        cons = _constriction()
+        if flags & _HAS_FALLBACK:
+            if len(fallback_data) < 4:
+                raise ValueError("data is truncated inside its fallback section")
+            payload = fallback_data[:-4]
+            if int.from_bytes(fallback_data[-4:], "little") != self._section_check(payload, seed):
+                raise ValueError("RCCChannel fallback section checksum mismatch: the data is corrupted")
+            try:
+                decoder = cons.stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
+                mask = decode_fallback_mask(decoder, total)
+            except entropy._DECODE_ERRORS as exc:
+                raise ValueError(f"data is corrupted: its fallback section does not decode ({exc})") from None
+            fallback = np.flatnonzero(mask)
+            if fallback.size == 0:
+                raise ValueError("data is corrupted: a fallback section without fallback blocks")
+        is_joint = np.ones(total, dtype=bool)
+        is_joint[fallback] = False
+        joint = np.flatnonzero(is_joint)
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            blocks = joint % self.num_blocks
+            widths = plan["block_widths"][blocks]
+            index, factor = _decode_message_stream(joint_data, joint.size, seed_joint, block_code, widths,
+                                                   self._factor_code(), self._factor_context(plan, joint))
+            transform = Normal(0.0, plan["block_scales"][blocks])
+            sample = decode_sample(index, np.reshape(factor, widths.shape), seed_joint, prior=_PRIOR, width=widths,
+                                   transform=transform)
+            self._scatter(latents, plan, joint, np.asarray(sample))
+        elif joint_data:
+            raise ValueError("data holds a joint message stream where its header says there is none")
+        if fallback.size:
+            codes = (block_code, fallback_code, None)
+            try:
+                section = self._read_section(decoder, plan, fallback, seed, codes)
+                # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
+                encoder = cons.stream.queue.RangeEncoder()
+                encode_fallback_mask(encoder, mask)
+                self._write_section(encoder, plan, section, codes)
+            except entropy._DECODE_ERRORS as exc:
+                raise ValueError(f"data is corrupted: its fallback section does not decode ({exc})") from None
+            if entropy._words_to_bytes(encoder.get_compressed()) != payload:
+                raise ValueError("data is corrupted: its fallback section is not what the sender's coder writes")
+            self._section_samples(plan, section, latents)
+        return dtype
+
+    # -- per-item streams ----------------------------------------------------------------
+
+    def _item_symbols(self, encoder, plan, item, seed, codes, is_joint, enc_joint, section):
+        """Write item ``item``'s symbols (fallback mask, joint messages, fallback section) to ``encoder``;
+        returns the fallback section's bits per block (empty without one)."""
+        from .. import entropy
+
+        block_code, fallback_code, factor_code = codes
+        positions = item * self.num_blocks + np.arange(self.num_blocks)
+        if not is_joint.all():
+            encoder.encode(np.where(is_joint, 0, 1).astype(np.int32), _constriction().stream.model.Uniform(2))
+        if enc_joint is not None:
+            joint = positions[is_joint]
+            entropy._encode_symbols(encoder, enc_joint, _derive_seed(seed, _STREAM_JOINT), block_code,
+                                    plan["block_widths"][joint % self.num_blocks], factor_code,
+                                    self._factor_context(plan, joint))
+        if section is not None:
+            return self._write_section(encoder, plan, section, codes)
+        return np.zeros(0)
+
+    def _compress_items(self, plan, dtype_code, seed, latents, item_bits, candidates):
+        """One ``bytes`` per item (see :meth:`compress`); fills the per-item outputs."""
+        from .. import entropy
+
+        block_code, fallback_code = self._index_codes()
+        codes = (block_code, fallback_code, entropy._check_factor_code(self._factor_code()))
+        fingerprint = self._state_fingerprint()
+        out = []
+        for item in range(plan["items"]):
+            item_seed = _derive_seed(seed, _ITEM_SEED_TAG + item)
+            positions = item * self.num_blocks + np.arange(self.num_blocks)
+            is_joint = plan["joint"][item]
+            joint, fallback = positions[is_joint], positions[~is_joint]
+            enc_joint = section = None
+            if joint.size:
+                seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
+                enc_joint = self._encode_joint(plan, joint, seed_joint)
+                self._scatter(latents, plan, joint, np.asarray(enc_joint.sample))
+                widths = plan["block_widths"][joint % self.num_blocks]
+                item_bits[item] += _message_bits(enc_joint, seed_joint, block_code, widths, codes[2],
+                                                 self._factor_context(plan, joint)).sum()
+                candidates[item] += int(np.sum(enc_joint.candidates))
+            if fallback.size:
+                section = self._encode_section(plan, fallback, item_seed)
+                candidates[item] += int(self._section_samples(plan, section, latents, decode=False).sum())
+            encoder = _constriction().stream.queue.RangeEncoder()
+            item_bits[item] += float(np.sum(self._item_symbols(encoder, plan, item, item_seed, codes, is_joint,
+                                                               enc_joint, section)))
+            payload = entropy._words_to_bytes(encoder.get_compressed())
+            version = _ITEM_FALLBACK_FORMAT_VERSION if fallback.size else _ITEM_FORMAT_VERSION
+            flags = (version << 6) | (dtype_code << 4) | (_ITEM_HAS_FALLBACK if fallback.size else 0)
+            check = self._item_check(flags, seed, item, payload, fingerprint)
+            out.append(bytes([flags | (check >> 8), check & 0xFF]) + payload)
+        return out
+
+    def _decompress_items(self, data, seed, n, latents):
+        from .. import entropy
+        from ..coding import decode_sample
+
+        if len(data) != n:
+            raise ValueError(f"got {len(data)} per-item streams for a batch of {n} items")
+        block_code, fallback_code = self._index_codes()
+        factor_code = entropy._check_factor_code(self._factor_code())
+        codes = (block_code, fallback_code, factor_code)
+        plan = self._layout()
+        fingerprint = self._state_fingerprint()
+        dtype_code = None
+        cons = _constriction()
+        blocks = np.arange(self.num_blocks)
+        for item, blob in enumerate(data):
+            if not isinstance(blob, (bytes, bytearray, memoryview)):
+                raise TypeError(f"data[{item}] must be bytes, got {type(blob).__name__}")
+            blob = bytes(blob)
+            if len(blob) < 2:
+                raise ValueError(f"data[{item}] is too short ({len(blob)} bytes) to be an RCCChannel item")
+            flags = blob[0] & 0xF8
+            expected = _ITEM_FALLBACK_FORMAT_VERSION if flags & _ITEM_HAS_FALLBACK else _ITEM_FORMAT_VERSION
+            if flags >> 6 != expected:
+                raise ValueError(f"data[{item}] is not an RCCChannel item stream this rcc reads (format "
+                                 f"{flags >> 6}{' with fallback blocks' if flags & _ITEM_HAS_FALLBACK else ''})")
+            payload = blob[2:]
+            if ((blob[0] & 0x07) << 8 | blob[1]) != self._item_check(flags, seed, item, payload, fingerprint):
+                raise ValueError(
+                    f"data[{item}]: checksum mismatch: the bytes are corrupted, out of order, or the seed or the "
+                    "channel's state differs from the sender's"
+                )
+            code = (flags >> 4) & 0x03
+            if dtype_code is not None and code != dtype_code:
+                raise ValueError(f"data[{item}] was written for another dtype than data[0]")
+            dtype_code = code
+            item_seed = _derive_seed(seed, _ITEM_SEED_TAG + item)
+            positions = item * self.num_blocks + blocks
+            try:
+                decoder = cons.stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
+                is_joint = np.ones(self.num_blocks, dtype=bool)
+                if flags & _ITEM_HAS_FALLBACK:
+                    is_joint = np.asarray(decoder.decode(cons.stream.model.Uniform(2), self.num_blocks)) == 0
+                    if is_joint.all():
+                        raise ValueError("a fallback flag without fallback blocks")
+                joint, fallback = positions[is_joint], positions[~is_joint]
+                enc_joint = section = None
+                if joint.size:
+                    seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
+                    widths = plan["block_widths"][joint % self.num_blocks]
+                    context = self._factor_context(plan, joint)
+                    entropy._check_marginal_widths(factor_code, widths, context)
+                    index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid",
+                                                            block_code, factor_code, context)
+                    enc_joint = _message_record(index, factor, widths, seed_joint)
+                if fallback.size:
+                    section = self._read_section(decoder, plan, fallback, item_seed, codes)
+                # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
+                encoder = cons.stream.queue.RangeEncoder()
+                self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, section)
+            except entropy._DECODE_ERRORS as exc:
+                raise ValueError(f"data[{item}] is corrupted: its payload does not decode ({exc})") from None
+            if entropy._words_to_bytes(encoder.get_compressed()) != payload:
+                raise ValueError(f"data[{item}] is corrupted: its payload is not what the sender's coder writes")
+            if enc_joint is not None:
+                transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
+                sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=_PRIOR,
+                                       width=enc_joint.width, transform=transform)
+                self._scatter(latents, plan, joint, np.asarray(sample))
+            if section is not None:
+                self._section_samples(plan, section, latents)
+        return _CODE_DTYPES[0 if dtype_code is None else dtype_code]

@@ -1,0 +1,159 @@
+"""Golden streams of the torch channels: the exact bytes, pinned.
+
+Restructuring the code (moving it between modules, sharing helpers) must not change
+one byte that a sender writes: these digests were computed from the code as it was
+before it was split into the ``rcc.torch`` package, and every stream here must keep
+them.  Only items that code without the per-dimension fallback are pinned for
+``RCCChannel``: the fallback path is allowed to change (it is where the coder
+degrades under drift), the jointly coded path is not.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("constriction")
+
+from rcc.torch import RCCChannel, UniformNoiseChannel  # noqa: E402
+
+LATENTS = 6
+STDS = np.array([0.05, 0.1, 0.2, 0.08, 1.0, 0.97])
+
+
+def digest(data):
+    """``(sha256 hex, length)`` of a stream, or of the concatenated per-item streams."""
+    if isinstance(data, (list, tuple)):
+        lengths = [len(blob) for blob in data]
+        data = b"".join(bytes(blob) for blob in data)
+        return hashlib.sha256(data).hexdigest(), len(data), lengths
+    return hashlib.sha256(bytes(data)).hexdigest(), len(data)
+
+
+def posteriors(count, seed):
+    rng = np.random.default_rng(seed)
+    log_scale = np.log(STDS) + 0.05 * rng.standard_normal((count, LATENTS))
+    std = np.minimum(np.exp(log_scale), 1.0)
+    mean = rng.standard_normal((count, LATENTS)) * np.sqrt(1.0 - std**2)
+    return torch.tensor(mean), torch.tensor(log_scale)
+
+
+def narrow_posteriors(count, seed, latents=8):
+    """Posteriors with std exp(-2) and a N(0, 1 - e^-4) spread of means (a VAE near its optimum)."""
+    rng = np.random.default_rng(seed)
+    log_scale = np.full((count, latents), -2.0) + 0.05 * rng.standard_normal((count, latents))
+    mean = rng.standard_normal((count, latents)) * np.sqrt(1.0 - np.exp(-4.0))
+    return torch.tensor(mean), torch.tensor(log_scale)
+
+
+# ----------------------------------------------------------------------------------
+# UniformNoiseChannel
+# ----------------------------------------------------------------------------------
+
+NOISE_CASES = {
+    "plain": dict(num_channels=3, loc=[0.0, 0.5, -1.0], scale=[1.0, 2.0, 0.5], learnable=False),
+    "soft_round": dict(num_channels=3, alpha=4.0, loc=0.2, scale=1.5, learnable=False),
+}
+
+NOISE_DIGESTS = {
+    "plain": ("284521edb8f82573dea10935837997e357cdd4a970f746003bc1129ca04e0596", 81),
+    "soft_round": ("5c54e944cec00cb67e36dc1b9f021ec3f6ce34055e6dc733121c453c1d026598", 69),
+}
+NOISE_DECODED = ("c8916b9c0b86be104533e65ad49c222c66e1d181fd497ca093e50c2c830b6596", 480)
+
+
+def noise_stream(name):
+    channel = UniformNoiseChannel(**NOISE_CASES[name]).eval()
+    g = torch.Generator().manual_seed(11)
+    y = 3.0 * torch.randn(4, 3, 5, 2, generator=g, dtype=torch.float32)
+    y[0, 0, 0, 0] = 900.0  # one escape
+    return channel, y, channel.compress(y, seed=123)
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_DIGESTS))
+def test_uniform_noise_channel_streams_are_pinned(name):
+    _, _, data = noise_stream(name)
+    assert digest(data) == NOISE_DIGESTS[name]
+
+
+def test_uniform_noise_channel_decoded_tensor_is_pinned():
+    channel, y, data = noise_stream("soft_round")
+    out = channel.decompress(data, seed=123, shape=y.shape)
+    assert out.dtype == torch.float32
+    assert digest(out.numpy().tobytes()) == NOISE_DECODED
+
+
+# ----------------------------------------------------------------------------------
+# RCCChannel (items that code without fallback)
+# ----------------------------------------------------------------------------------
+
+RCC_CASES = {
+    "default": dict(kwargs=dict(block_budget_bits=6.0), data=posteriors),
+    "prior_zipf": dict(kwargs=dict(block_budget_bits=6.0, factor_code="prior", index_code="zipf",
+                                   coding_prior_scale=1.0), data=posteriors),
+    "empirical": dict(kwargs=dict(block_budget_bits=6.0, index_code="empirical"), data=posteriors),
+    "narrow8": dict(kwargs=dict(block_budget_bits=12.0), data=narrow_posteriors),
+}
+
+#: name: (batch stream, per-item streams).
+RCC_DIGESTS = {
+    "default": (("5c93d84836f626c5269a9ea7f62aadde3bf39e32f996ddab9865fad7bb533387", 45),
+                ("07068425aa8a78429c08906262d9986a9fa3f971d13ae73b68e1887913b0bdd3", 60, [6] * 10)),
+    "empirical": (("f3c09c5dd80ceea8f3690208930444a4e6ae42e20ec2a2cf579f3b3ae6165c12", 45),
+                  ("c1e1df2d0566b49f1dacfc62cd27dc146e01914f0cded6403af25558a598d897", 60, [6] * 10)),
+    "narrow8": (("045e40ff7a11276737acf73898c4ab40a749e9a6b45db6a05fb982c215d5a7b4", 53),
+                ("9ea989243d27da53e41df188bc40fd9fb4523826bdd2c708500bbef33e218424", 60, [6] * 10)),
+    "prior_zipf": (("af0e89d9cc91d193ecf89d9fe0c49501cff751e605a7b15cbd539d0e0ce4fb96", 96),
+                   ("352aaf589d89be0e6bf6d7af50bc556ae4ea0587c866105d753fa5476e290740", 106,
+                    [6, 13, 10, 10, 10, 13, 10, 10, 14, 10])),
+}
+RCC_DECODED = ("b262c45052ab52c938dab39ddd0e3f36d863754c5fe092f0260c5f4fe16d696a", 240)
+
+_CHANNELS = {}
+
+
+def rcc_channel(name):
+    if name not in _CHANNELS:
+        case = RCC_CASES[name]
+        latents = 8 if name == "narrow8" else LATENTS
+        channel = RCCChannel(latents, **case["kwargs"])
+        channel.calibrate(*case["data"](300, seed=1), seed=3)
+        _CHANNELS[name] = channel.eval()
+    return _CHANNELS[name]
+
+
+def rcc_items(name):
+    mean, log_scale = RCC_CASES[name]["data"](10, seed=2)
+    return mean.float(), log_scale.float()
+
+
+@pytest.mark.parametrize("name", sorted(RCC_CASES))
+def test_rcc_channel_streams_are_pinned(name):
+    channel = rcc_channel(name)
+    mean, log_scale = rcc_items(name)
+    batch, _, stats = channel.compress(mean, log_scale, seed=77, return_stats=True)
+    assert stats["fallback_blocks"] == 0  # only the jointly coded path is pinned
+    items = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    assert (digest(batch), digest(items)) == RCC_DIGESTS[name]
+
+
+def test_rcc_channel_decoded_tensor_is_pinned():
+    channel = rcc_channel("default")
+    mean, log_scale = rcc_items("default")
+    batch = channel.compress(mean, log_scale, seed=77)[0]
+    out = channel.decompress(batch, seed=77, shape=mean.shape)
+    assert out.dtype == torch.float32
+    assert digest(out.numpy().tobytes()) == RCC_DECODED
+
+
+def test_rcc_channel_item_streams_do_not_depend_on_drifted_neighbours():
+    channel = rcc_channel("default")
+    mean, log_scale = rcc_items("default")
+    pinned = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    drifted = log_scale.clone()
+    drifted[3, :4] += 0.7  # the informative latents of item 3 twice as wide: it leaves the calibrated race
+    items, _, stats = channel.compress(mean, drifted, seed=77, per_item=True, return_stats=True)
+    assert stats["fallback_blocks"] >= 1
+    assert [blob for i, blob in enumerate(items) if i != 3] == [blob for i, blob in enumerate(pinned) if i != 3]
+    assert items[3] != pinned[3]
