@@ -547,6 +547,7 @@ class RCCChannel(_StreamCoding, nn.Module):
                 )
             encoded = self._encode_joint(plan, joint, _derive_seed(seed, _STREAM_JOINT), progress)
             indices = np.asarray(encoded.index).reshape(-1)
+            code: BucketIndexCode | EmpiricalIndexCode
             if self.index_code == "bucket":
                 code = BucketIndexCode.fit(indices)
             else:
