@@ -20,35 +20,11 @@ Candidates are built exactly as :mod:`rcc.kernels` builds them (the same
 shared dither, decoding factor and inverse prior CDF); only the weight of a
 candidate differs: ``log w(z) = log q(z) - log p(z) - log M``.
 
-Certified bound
----------------
-The race is exact only if ``w_max >= sup w``; an underestimate silently biases
-the output (:ref:`race-bound`, :ref:`general-certificate`).  :class:`GeneralTarget` certifies
-``sup_z [log q(z) - log p(z)]`` over ``[low, high]`` on a grid of cells
-``[a, b]``, bounding each cell from facts the caller states about ``log q``:
-
-* ``mode`` (``log q`` non-decreasing up to ``mode`` and non-increasing after
-  it, e.g. any log-concave density): ``sup_[a,b] log q`` is ``log q(mode)`` if
-  the cell holds the mode, else ``max(log q(a), log q(b))``;
-* ``lipschitz`` (``|d log q / dz| <= L`` on ``[low, high]``):
-  ``sup_[a,b] log q <= (log q(a) + log q(b)) / 2 + L (b - a) / 2``;
-
-and ``sup_[a,b] (-log p)`` is attained at an endpoint because ``-log p`` is
-convex for the Normal prior and constant for the Uniform one.  A third fact
-bounds the whole ratio ``f = log q - log p`` at once:
-
-* ``concavity`` (``-d^2 log q / dz^2 <= C`` on ``[low, high]``): then
-  ``-f'' <= C - 1/sigma_p^2 =: K`` (``K = C`` for the Uniform prior), and
-  ``sup_[a,b] f <= max(f(a), f(b)) + max(K, 0) (b - a)^2 / 8`` (the gap
-  between a function and its chord is at most ``K h^2 / 8``).  This bound
-  converges quadratically, which makes mixtures cheap to certify.  The cell bounds
-are exact upper bounds, not estimates.  Branch and bound makes them tight:
-starting from 1024 equal cells, every cell whose bound exceeds the largest
-value seen by more than ``1e-4`` nats is bisected (up to 40 times, at most
-200,000 evaluations per target), so the certified bound is typically within
-``1e-4`` nats of the true supremum (0.01 % more candidates) and never below
-it; a relative margin of ``1e-9`` covers floating-point rounding.  As a second line of defence the encoder stops with
-an error if any candidate's weight exceeds the bound it was given.
+The race is exact only if ``w_max >= sup w``; :class:`GeneralTarget` certifies that bound
+when the target is built, from the facts its caller states about ``log q`` (``mode``,
+``lipschitz``, ``concavity``): :mod:`rcc.targets.general` explains how (:ref:`race-bound`,
+:ref:`general-certificate`).  As a second line of defence the encoder stops with an error if
+any candidate's weight exceeds the bound it was given.
 
 Ready-made targets with stated certificates: :class:`Laplace` (truncated),
 :class:`GaussianMixture` (two components, truncated) and :class:`ScaledBeta`.
