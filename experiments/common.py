@@ -42,6 +42,7 @@ __all__ = [
     "record_times",
     "series_style",
     "beta_style",
+    "BETA_RANGE",
     "value_style",
     "legend_right",
     "write_csv",
@@ -207,9 +208,11 @@ SERIES_STYLES = {
     "zipf_fitted": ("#8c564b", "s"),
     "empirical": ("#e377c2", "^"),
     "empirical_given_k": ("#7f7f7f", "v"),
+    # The coding layouts of the VAE experiment: black, greys and red, which the
+    # viridis colours of beta (beta_style) beside them never take.
     "per_dimension": ("#d62728", "^"),
-    "blocks": ("#1f77b4", "s"),
-    "blocks_prior_factors": ("#ff7f0e", "x"),
+    "blocks": ("#000000", "s"),
+    "blocks_prior_factors": ("#8c8c8c", "x"),
     "kl": ("#595959", "o"),
     # The three latent channels of the learned-compression experiment.
     "rcc": ("#1f77b4", "o"),
@@ -260,22 +263,23 @@ def value_style(value, low, high):
     return {"color": colour, "marker": marker}
 
 
-#: Colours of the half-decades of beta (..., 0.1, 0.3, 1, 3, ...): distinct for five decades.
-_BETA_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf")
+#: The betas that span the viridis map in :func:`beta_style` (smaller and larger ones take its ends).
+BETA_RANGE = (0.05, 5.0)
 
 
 def beta_style(beta):
-    """``dict(color=..., marker=...)`` of a rate weight ``beta``, fixed by its half-decade.
+    """``dict(color=..., marker=...)`` of a rate weight ``beta``, fixed by its value.
 
-    ``beta = 0.03, 0.1, 0.3, 1, ...`` each have their own colour and marker in
-    every figure and run, whichever other betas a figure shows.
+    The colour is sequential (viridis by ``log10(beta)`` over :data:`BETA_RANGE`,
+    so that colours order the betas and stay clear of the categorical colours
+    of the methods and layouts plotted beside them), and the marker follows the
+    half-decade: ``beta = 0.03, 0.1, 0.3, 1, ...`` each keep their own colour
+    and marker in every figure and run, whichever other betas a figure shows.
     """
     beta = float(beta)
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    step = int(round(2 * math.log10(beta)))
-    return {"color": _BETA_COLOURS[step % len(_BETA_COLOURS)], "marker": _BETA_MARKERS[step % len(_BETA_MARKERS)]}
+    return value_style(beta, *BETA_RANGE)
 
 
 def _plain_number(value, _position=None):

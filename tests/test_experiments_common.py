@@ -73,6 +73,21 @@ def test_each_beta_has_one_style_whatever_the_other_betas():
     assert common.value_style(2.0, 1.0, 32.0)["color"] != common.value_style(8.0, 1.0, 32.0)["color"]
 
 
+def test_beta_colours_stay_clear_of_the_layout_colours_beside_them():
+    # The VAE figure draws its coding layouts and its betas side by side: a beta's colour
+    # must not be (nor nearly be) a layout's, whatever betas a run trains.
+    from matplotlib.colors import to_rgb
+
+    layouts = ["kl", "blocks", "blocks_prior_factors", "per_dimension"]
+    betas = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    distance = min(sum((a - b) ** 2 for a, b in zip(to_rgb(common.beta_style(beta)["color"]),
+                                                     to_rgb(common.series_style(layout)["color"]))) ** 0.5
+                   for beta in betas for layout in layouts)
+    assert distance > 0.2
+    # and the betas are ordered along one sequential map
+    assert common.beta_style(0.1)["color"] == common.value_style(0.1, *common.BETA_RANGE)["color"]
+
+
 @pytest.mark.parametrize("value, label", [(2.0, "2"), (0.5, "0.5"), (50.0, "50"), (1e-4, "$10^{-4}$"),
                                           (1e6, "$10^{6}$"), (3e7, "$3\\cdot 10^{7}$")])
 def test_log_tick_labels_are_plain_numbers(value, label):
