@@ -98,7 +98,10 @@ def record_times(path, rows, scripts):
     replace earlier rows of the same script and mode.  One summary row per mode
     follows: ``total`` when every script in ``scripts`` has a time for that
     mode, otherwise ``partial total`` with the scripts it leaves out, so that a
-    sum over some scripts is never labelled as the time of all of them.
+    sum over some scripts is never labelled as the time of all of them.  Only
+    the scripts in ``scripts`` are summed: the times of others (scripts that
+    ``run_all`` does not run, recorded by their own command line) stay in the
+    table and are named in the summary's ``not_summed`` column.
     """
     path = Path(path)
     previous = read_csv(path) if path.exists() else []
@@ -110,13 +113,15 @@ def record_times(path, rows, scripts):
     order = {name: i for i, name in enumerate(scripts)}
     merged.sort(key=lambda r: (r["mode"], order.get(r["script"], len(order))))
     for mode in dict.fromkeys(r["mode"] for r in merged):
-        timed = {r["script"]: float(r["seconds"]) for r in merged
-                 if r["mode"] == mode and r["seconds"] not in ("", None)}
+        recorded = {r["script"]: float(r["seconds"]) for r in merged
+                    if r["mode"] == mode and r["seconds"] not in ("", None)}
+        timed = {name: seconds for name, seconds in recorded.items() if name in order}
         missing = [name for name in scripts if name not in timed]
         merged.append({
             "script": "partial total" if missing else "total", "mode": mode,
             "seconds": round(sum(timed.values()), 2), "status": "ok",
             "scripts_summed": len(timed), "scripts_left_out": " ".join(missing),
+            "not_summed": " ".join(name for name in recorded if name not in order),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
         })
     write_csv(path, merged)

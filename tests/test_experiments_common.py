@@ -50,6 +50,12 @@ def test_run_times_are_totalled_only_over_what_ran(tmp_path):
     record_times(path, [{"script": "first", "mode": "quick", "seconds": 0.25, "status": "ok"}], SCRIPTS)
     totals = {(r["script"], r["mode"]): float(r["seconds"]) for r in read_csv(path) if "total" in r["script"]}
     assert totals == {("total", "full"): 6.5, ("partial total", "quick"): 0.25}
+    # A script outside the list (timed by its own command line) is kept but not summed.
+    record_times(path, [{"script": "outside", "mode": "full", "seconds": 100.0, "status": "ok"}], SCRIPTS)
+    rows = read_csv(path)
+    full = [r for r in rows if r["mode"] == "full"]
+    assert [r["script"] for r in full] == ["first", "second", "third", "outside", "total"]
+    assert float(full[-1]["seconds"]) == 6.5 and full[-1]["not_summed"] == "outside"
 
 
 def test_every_series_keeps_its_style_whatever_the_plotting_order():
