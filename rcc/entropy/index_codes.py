@@ -39,9 +39,9 @@ from scipy import special
 from ._checks import _check_int, _check_real, _int_array, _load_code, _normalise
 from .streams import _constriction, _decode_bits, _encode_bits
 
-if TYPE_CHECKING:  # these codes are built on this module's: imported for hints only
-    from .bucket_codes import BucketIndexCode
-    from .conditioned import ConditionedIndexCode
+if TYPE_CHECKING:  # these codes are built on this module's, so they are imported for type checkers only:
+    from .bucket_codes import BucketIndexCode  # the old import path (served by __getattr__ at run time)
+    from .conditioned import ConditionedIndexCode  # a return type of load_index_code
 
 __all__ = [
     "CODE_FORMAT_VERSION",
