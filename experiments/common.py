@@ -42,6 +42,7 @@ __all__ = [
     "record_times",
     "series_style",
     "beta_style",
+    "BETA_RANGE",
     "value_style",
     "legend_right",
     "write_csv",
@@ -97,7 +98,10 @@ def record_times(path, rows, scripts):
     replace earlier rows of the same script and mode.  One summary row per mode
     follows: ``total`` when every script in ``scripts`` has a time for that
     mode, otherwise ``partial total`` with the scripts it leaves out, so that a
-    sum over some scripts is never labelled as the time of all of them.
+    sum over some scripts is never labelled as the time of all of them.  Only
+    the scripts in ``scripts`` are summed: the times of others (scripts that
+    ``run_all`` does not run, recorded by their own command line) stay in the
+    table and are named in the summary's ``not_summed`` column.
     """
     path = Path(path)
     previous = read_csv(path) if path.exists() else []
@@ -109,13 +113,15 @@ def record_times(path, rows, scripts):
     order = {name: i for i, name in enumerate(scripts)}
     merged.sort(key=lambda r: (r["mode"], order.get(r["script"], len(order))))
     for mode in dict.fromkeys(r["mode"] for r in merged):
-        timed = {r["script"]: float(r["seconds"]) for r in merged
-                 if r["mode"] == mode and r["seconds"] not in ("", None)}
+        recorded = {r["script"]: float(r["seconds"]) for r in merged
+                    if r["mode"] == mode and r["seconds"] not in ("", None)}
+        timed = {name: seconds for name, seconds in recorded.items() if name in order}
         missing = [name for name in scripts if name not in timed]
         merged.append({
             "script": "partial total" if missing else "total", "mode": mode,
             "seconds": round(sum(timed.values()), 2), "status": "ok",
             "scripts_summed": len(timed), "scripts_left_out": " ".join(missing),
+            "not_summed": " ".join(name for name in recorded if name not in order),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
         })
     write_csv(path, merged)
@@ -207,9 +213,11 @@ SERIES_STYLES = {
     "zipf_fitted": ("#8c564b", "s"),
     "empirical": ("#e377c2", "^"),
     "empirical_given_k": ("#7f7f7f", "v"),
+    # The coding layouts of the VAE experiment: black, greys and red, which the
+    # viridis colours of beta (beta_style) beside them never take.
     "per_dimension": ("#d62728", "^"),
-    "blocks": ("#1f77b4", "s"),
-    "blocks_prior_factors": ("#ff7f0e", "x"),
+    "blocks": ("#000000", "s"),
+    "blocks_prior_factors": ("#8c8c8c", "x"),
     "kl": ("#595959", "o"),
     # The three latent channels of the learned-compression experiment.
     "rcc": ("#1f77b4", "o"),
@@ -260,22 +268,23 @@ def value_style(value, low, high):
     return {"color": colour, "marker": marker}
 
 
-#: Colours of the half-decades of beta (..., 0.1, 0.3, 1, 3, ...): distinct for five decades.
-_BETA_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf")
+#: The betas that span the viridis map in :func:`beta_style` (smaller and larger ones take its ends).
+BETA_RANGE = (0.05, 5.0)
 
 
 def beta_style(beta):
-    """``dict(color=..., marker=...)`` of a rate weight ``beta``, fixed by its half-decade.
+    """``dict(color=..., marker=...)`` of a rate weight ``beta``, fixed by its value.
 
-    ``beta = 0.03, 0.1, 0.3, 1, ...`` each have their own colour and marker in
-    every figure and run, whichever other betas a figure shows.
+    The colour is sequential (viridis by ``log10(beta)`` over :data:`BETA_RANGE`,
+    so that colours order the betas and stay clear of the categorical colours
+    of the methods and layouts plotted beside them), and the marker follows the
+    half-decade: ``beta = 0.03, 0.1, 0.3, 1, ...`` each keep their own colour
+    and marker in every figure and run, whichever other betas a figure shows.
     """
     beta = float(beta)
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    step = int(round(2 * math.log10(beta)))
-    return {"color": _BETA_COLOURS[step % len(_BETA_COLOURS)], "marker": _BETA_MARKERS[step % len(_BETA_MARKERS)]}
+    return value_style(beta, *BETA_RANGE)
 
 
 def _plain_number(value, _position=None):

@@ -10,7 +10,9 @@ compile once); its wall time is printed and recorded, with the mode, in
 ``run_all_times.csv`` in the output folder: one row per script and mode,
 merged with earlier runs, then one summary row per mode, ``total`` when every
 script has a time for that mode and ``partial total`` (naming the scripts it
-leaves out) otherwise.
+leaves out) otherwise.  The summary sums the scripts of :data:`SCRIPTS` only;
+times of scripts outside it (``dask_scaling``, run on its own because it starts
+local clusters) stay in the table, named in the summary's ``not_summed`` column.
 """
 
 from __future__ import annotations

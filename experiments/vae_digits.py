@@ -33,7 +33,8 @@ Writes ``vae_digits.csv`` (one row per beta, seed and test image),
 ``vae_digits_curves.csv`` (one row per beta and layout: means and standard errors
 over seeds) and ``vae_digits.png`` (rate against distortion; measured bits against
 KL per image).
-Run ``python -m experiments.vae_digits [--quick]``.
+Run ``python -m experiments.vae_digits [--quick]``; :func:`replot` redraws the figure from the
+first two CSVs without training.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of rcc.entropy.index_codes: Zipf, empirical, uniform and bucket index codes, saved codes."""
+"""Tests of rcc.entropy.index_codes: Zipf, empirical and uniform index codes, saved codes (bucket codes: test_entropy_bucket_codes)."""
 
 from __future__ import annotations
 
@@ -165,42 +165,3 @@ def test_code_argument_checks():
         E.EmpiricalIndexCode.fit([])
     with pytest.raises(ValueError, match="num_candidates"):
         E.UniformIndexCode(0)
-
-
-# ----------------------------------------------------------------------------- bucket index code
-
-
-def test_bucket_index_code_is_a_distribution():
-    indices = np.random.default_rng(0).zipf(1.3, 5000)
-    code = E.BucketIndexCode.fit(indices[indices < 2**40])
-    n = np.arange(1, 2**16 + 1)
-    pmf = code.pmf(n)
-    assert np.all(pmf > 0)
-    np.testing.assert_allclose(pmf.sum() + code.sf(2**16), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(code.sf(n - 1) - code.sf(n), pmf, rtol=1e-9, atol=1e-18)
-    np.testing.assert_allclose(code.bits(n[:100]), -np.log2(pmf[:100]))
-    # Flat inside each log2 bucket.
-    assert code.pmf(8) == code.pmf(15) and code.pmf(16) == code.pmf(31)
-    assert E.BucketIndexCode.from_dict(code.to_dict()) == code
-
-
-def test_bucket_index_code_codes_huge_indices_exactly():
-    code = E.BucketIndexCode.fit([1, 2, 3, 5, 8, 13, 200])
-    index = np.array([1, 7, 1000, 2**20 + 3, 2**40 + 12345, 2**62 + 7], dtype=np.int64)
-    encoded = rcc.EncodedSample(index=index, factor=np.zeros(6, dtype=np.int64), sample=np.zeros(6),
-                                candidates=index, width=np.ones(6, dtype=np.int64), tail_mass=0.0,
-                                kl_bits=np.zeros(6), method="pfr")
-    data = E.encode_messages(encoded, 3, index_code=code)
-    decoded, _ = E.decode_messages(data, 6, 3, index_code=code)
-    assert np.array_equal(decoded, index)
-
-
-def test_bucket_index_code_rejects_bad_input():
-    with pytest.raises(ValueError):
-        E.BucketIndexCode.fit([])
-    with pytest.raises(ValueError):
-        E.BucketIndexCode.fit([0, 1])
-    with pytest.raises(ValueError):
-        E.BucketIndexCode(np.ones(5))
-    with pytest.raises(ValueError):
-        E.BucketIndexCode.from_dict({"type": "ZipfIndexCode"})

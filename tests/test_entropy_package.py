@@ -9,7 +9,7 @@ import pytest
 import rcc
 from rcc import entropy as E
 
-MODULES = ["index_codes", "conditioned", "factor_codes", "messages", "reports", "streams", "_checks"]
+MODULES = ["index_codes", "bucket_codes", "conditioned", "factor_codes", "messages", "reports", "streams", "_checks"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -118,6 +118,21 @@ def test_vae_digits_tiny_averages_seeds(tiny_run):
     assert [s["fresh_process_bit_exact"] for s in blocks] == ["True", ""]  # checked for the first seed
 
 
+def test_vae_digits_replot_redraws_the_committed_figure_from_its_csvs(tmp_path):
+    # The committed figure is redrawn from the committed per-image and per-seed CSVs without
+    # training; the seed averages it recomputes are the committed ones, to the byte.
+    import shutil
+
+    from experiments import vae_digits
+    from experiments.common import FIGURE_DIR
+
+    for name in ("vae_digits.csv", "vae_digits_summary.csv"):
+        shutil.copy(FIGURE_DIR / name, tmp_path / name)
+    figure = vae_digits.replot(tmp_path)
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "vae_digits_curves.csv").read_bytes() == (FIGURE_DIR / "vae_digits_curves.csv").read_bytes()
+
+
 def test_fallback_items_bisection_matches_coding_each_item():
     from experiments import learned_compression as lc
     from rcc.torch import RCCChannel

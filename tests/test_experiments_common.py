@@ -50,6 +50,12 @@ def test_run_times_are_totalled_only_over_what_ran(tmp_path):
     record_times(path, [{"script": "first", "mode": "quick", "seconds": 0.25, "status": "ok"}], SCRIPTS)
     totals = {(r["script"], r["mode"]): float(r["seconds"]) for r in read_csv(path) if "total" in r["script"]}
     assert totals == {("total", "full"): 6.5, ("partial total", "quick"): 0.25}
+    # A script outside the list (timed by its own command line) is kept but not summed.
+    record_times(path, [{"script": "outside", "mode": "full", "seconds": 100.0, "status": "ok"}], SCRIPTS)
+    rows = read_csv(path)
+    full = [r for r in rows if r["mode"] == "full"]
+    assert [r["script"] for r in full] == ["first", "second", "third", "outside", "total"]
+    assert float(full[-1]["seconds"]) == 6.5 and full[-1]["not_summed"] == "outside"
 
 
 def test_every_series_keeps_its_style_whatever_the_plotting_order():
@@ -71,6 +77,21 @@ def test_each_beta_has_one_style_whatever_the_other_betas():
     # Values on an ordered scale (such as I in bits) get colours in their order.
     assert common.value_style(2.0, 1.0, 32.0) == common.value_style(2.0, 1.0, 32.0)
     assert common.value_style(2.0, 1.0, 32.0)["color"] != common.value_style(8.0, 1.0, 32.0)["color"]
+
+
+def test_beta_colours_stay_clear_of_the_layout_colours_beside_them():
+    # The VAE figure draws its coding layouts and its betas side by side: a beta's colour
+    # must not be (nor nearly be) a layout's, whatever betas a run trains.
+    from matplotlib.colors import to_rgb
+
+    layouts = ["kl", "blocks", "blocks_prior_factors", "per_dimension"]
+    betas = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    distance = min(sum((a - b) ** 2 for a, b in zip(to_rgb(common.beta_style(beta)["color"]),
+                                                     to_rgb(common.series_style(layout)["color"]))) ** 0.5
+                   for beta in betas for layout in layouts)
+    assert distance > 0.2
+    # and the betas are ordered along one sequential map
+    assert common.beta_style(0.1)["color"] == common.value_style(0.1, *common.BETA_RANGE)["color"]
 
 
 @pytest.mark.parametrize("value, label", [(2.0, "2"), (0.5, "0.5"), (50.0, "50"), (1e-4, "$10^{-4}$"),

@@ -252,7 +252,7 @@ def test_checker_flags_an_import_of_a_higher_layer_and_an_unlisted_module(tmp_pa
 
 
 @pytest.mark.parametrize("module, layer", [
-    ("rcc.entropy.index_codes", 4), ("rcc.samplers.messages", 4), ("rcc.samplers.astar", 3.1), ("rcc.samplers.kernels", 2),
+    ("rcc.entropy.index_codes", 4), ("rcc.entropy.bucket_codes", 4), ("rcc.samplers.messages", 4), ("rcc.samplers.astar", 3.1), ("rcc.samplers.kernels", 2),
     ("rcc.torch.channel", 6), ("rcc.targets.general", 1), ("rcc", 7), ("rcc.coding", 3.2),
 ])
 def test_subpackages_map_to_their_layers(module, layer):

@@ -6,9 +6,13 @@ per concept, each importable on its own; every public name is also importable
 from ``rcc.entropy``:
 
 :mod:`rcc.entropy.index_codes`
-    Distributions over the index ``N >= 1``: :class:`ZipfIndexCode`,
-    :class:`EmpiricalIndexCode`, :class:`UniformIndexCode`,
-    :class:`BucketIndexCode`, and :func:`load_index_code` for saved codes.
+    Distributions over the index ``N >= 1``: the base :class:`IndexCode`,
+    :class:`ZipfIndexCode`, :class:`EmpiricalIndexCode`,
+    :class:`UniformIndexCode`, and :func:`load_index_code` for saved codes.
+:mod:`rcc.entropy.bucket_codes`
+    :class:`BucketIndexCode`: a fitted mass per ``log2`` bucket of the index,
+    uniform inside each bucket (the index code of ``rcc.torch`` and of the
+    tree samplers' heap indices).
 :mod:`rcc.entropy.conditioned`
     :class:`ConditionedIndexCode`: the decoding factor first, then the index
     with a code chosen by where ``K`` says the target sits.
@@ -29,11 +33,12 @@ from ``rcc.entropy``:
 
 from __future__ import annotations
 
+from .bucket_codes import BucketIndexCode
 from .conditioned import DEFAULT_MAX_FACTOR_OVERHEAD, ConditionedIndexCode
 from .factor_codes import (FactorCode, MarginalFactorCode, TabulatedFactorCode, UniformFactorCode,
                            default_factor_code)
-from .index_codes import (CODE_FORMAT_VERSION, BucketIndexCode, EmpiricalIndexCode, IndexCode, UniformIndexCode,
-                          ZipfIndexCode, load_index_code, zipf_exponent)
+from .index_codes import (CODE_FORMAT_VERSION, EmpiricalIndexCode, IndexCode, UniformIndexCode, ZipfIndexCode,
+                          load_index_code, zipf_exponent)
 from .messages import STREAM_VERSION, MessageBits, decode_messages, encode_messages, message_bits
 from .reports import (BitsReport, bits_report, gaussian_channel_targets, index_kl_bits_gaussian_channel,
                       measure_bits)
