@@ -27,7 +27,7 @@ target: how often the decoded sample equals the encoded one bit for bit,
 separately for messages that select the first candidate (the reference's
 index ``N = 0``, rcc's ``N = 1``) and a later one, and a
 Kolmogorov-Smirnov test of each encoder's samples against the (truncated)
-target.
+target; once with seeds from 0 and once with seeds from ``2**31``.
 
 The machine's load average is written with the results: on a shared machine
 the timings measure the contention as much as either implementation.
@@ -55,6 +55,7 @@ __all__ = [
     "REFERENCE_URL",
     "BATCH",
     "STDS",
+    "SEED_CHECK_HIGH",
     "load_reference",
     "build_instructions",
     "latency_summary",
@@ -75,6 +76,8 @@ MEAN = 0.3
 TAIL_MASS = 1e-4
 #: Upper bound on the reference's candidates (its ``N_max``): large enough never to bind here.
 REFERENCE_MAX_CANDIDATES = 10**7
+#: First seed of the second decoder check (seeds that do not fit a signed 32-bit int).
+SEED_CHECK_HIGH = 2**31
 
 
 def load_reference(name=REFERENCE_MODULE):
@@ -184,9 +187,9 @@ def _measure_case(ref, std, calls, warmup, checks, rng):
     def row(operation, per_call, ours_times, ref_times, **extra):
         o, r = latency_summary(ours_times), latency_summary(ref_times)
         rows.append({"std": std, "kl_bits": round(kl, 3), "operation": operation, "targets_per_call": per_call,
-                     "calls": calls, "ours_median_us": o["median_us"], "ours_p90_us": o["p90_us"],
-                     "reference_median_us": r["median_us"], "reference_p90_us": r["p90_us"],
-                     "ratio_reference_over_ours": r["median_us"] / o["median_us"], **extra})
+                     "calls": calls, "ours_median_us": round(o["median_us"], 3), "ours_p90_us": round(o["p90_us"], 3),
+                     "reference_median_us": round(r["median_us"], 3), "reference_p90_us": round(r["p90_us"], 3),
+                     "ratio_reference_over_ours": round(r["median_us"] / o["median_us"], 3), **extra})
 
     # Scalar calls.
     target = rcc.Normal(MEAN, std)
@@ -198,8 +201,8 @@ def _measure_case(ref, std, calls, warmup, checks, rng):
         lambda seed: rcc.encode_sample(target, seed=seed, prior=prior, tail_mass=TAIL_MASS),
         lambda seed: ref_encode(m, s, seed), calls, warmup)
     row("encode, scalar", 1, ours_times, ref_times,
-        ours_mean_candidates=float(np.mean([e.candidates for e in ours_enc])),
-        reference_mean_candidates=float(np.mean([e.total_number_samples for e in ref_enc])),
+        ours_mean_candidates=round(float(np.mean([e.candidates for e in ours_enc])), 3),
+        reference_mean_candidates=round(float(np.mean([e.total_number_samples for e in ref_enc])), 3),
         ours_width=int(ours_enc[0].width), reference_width=int(ref_enc[0].box_dimensions[0]))
     ours_times, ref_times = interleaved_latencies(
         lambda seed: rcc.decode_sample(ours_enc[seed].index, ours_enc[seed].factor, seed=seed, prior=prior,
@@ -229,26 +232,30 @@ def _measure_case(ref, std, calls, warmup, checks, rng):
 
     truncated = _truncated_target(MEAN, std)
     checked = []
-    for name in ("rcc", "reference"):
-        if name == "rcc":
-            encoded = [rcc.encode_sample(target, seed=seed, prior=prior, tail_mass=TAIL_MASS)
-                       for seed in range(checks)]
-            samples = np.array([float(e.sample) for e in encoded])
-            index, first_index = np.array([int(e.index) for e in encoded]), 1
-            decoded = np.array([float(rcc.decode_sample(e.index, e.factor, seed=seed, prior=prior, width=e.width))
-                                for seed, e in enumerate(encoded)])
-        else:
-            encoded = [ref_encode(m, s, seed) for seed in range(checks)]
-            samples = np.array([e.sample_opt[0] for e in encoded])
-            index, first_index = np.array([e.sample_index for e in encoded]), 0
-            decoded = np.array([ref_decode(e)[0] for e in encoded])
-        agreement = decode_agreement(decoded, samples, index, first_index)
-        ks = stats.kstest(samples, truncated.cdf)
-        checked.append({"implementation": name, "std": std, "kl_bits": round(kl, 3), "messages": checks,
-                        **agreement,
-                        "first_exact_fraction": agreement["first_exact"] / max(agreement["first_messages"], 1),
-                        "later_exact_fraction": agreement["later_exact"] / max(agreement["later_messages"], 1),
-                        "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue)})
+    # Seeds from 2**31 too: the reference takes a 64-bit seed but keeps it in its message as a 32-bit int.
+    for seed_from in (0, SEED_CHECK_HIGH):
+        seeds = range(seed_from, seed_from + checks)
+        for name in ("rcc", "reference"):
+            if name == "rcc":
+                encoded = [rcc.encode_sample(target, seed=seed, prior=prior, tail_mass=TAIL_MASS) for seed in seeds]
+                samples = np.array([float(e.sample) for e in encoded])
+                index, first_index = np.array([int(e.index) for e in encoded]), 1
+                decoded = np.array([float(rcc.decode_sample(e.index, e.factor, seed=seed, prior=prior,
+                                                            width=e.width)) for seed, e in zip(seeds, encoded)])
+            else:
+                encoded = [ref_encode(m, s, seed) for seed in seeds]
+                samples = np.array([e.sample_opt[0] for e in encoded])
+                index, first_index = np.array([e.sample_index for e in encoded]), 0
+                decoded = np.array([ref_decode(e)[0] for e in encoded])
+            agreement = decode_agreement(decoded, samples, index, first_index)
+            first_fraction = agreement["first_exact"] / max(agreement["first_messages"], 1)
+            later_fraction = agreement["later_exact"] / max(agreement["later_messages"], 1)
+            ks = stats.kstest(samples, truncated.cdf)
+            checked.append({"implementation": name, "std": std, "kl_bits": round(kl, 3), "seed_from": seed_from,
+                            "messages": checks, **agreement,
+                            "first_exact_fraction": round(first_fraction, 4),
+                            "later_exact_fraction": round(later_fraction, 4),
+                            "ks_statistic": round(float(ks.statistic), 4), "ks_pvalue": float(f"{ks.pvalue:.3g}")})
     return rows, checked
 
 
@@ -292,7 +299,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True, reference=None
                       f"(p90 {r['reference_p90_us']:.1f}): reference / rcc = {r['ratio_reference_over_ours']:.2f}",
                       flush=True)
             for c in case_checks:
-                print(f"  std {std:g}, {c['implementation']} decodes its own messages exactly: "
+                print(f"  std {std:g}, seeds from {c['seed_from']}, {c['implementation']} decodes its own messages "
+                      "exactly: "
                       f"first candidate {c['first_exact']}/{c['first_messages']}, "
                       f"later ones {c['later_exact']}/{c['later_messages']}; "
                       f"KS of its samples against the target p = {c['ks_pvalue']:.3g}", flush=True)
@@ -303,7 +311,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True, reference=None
     write_csv(out / "reference_latency.csv", [{**r, **machine} for r in rows])
     write_csv(out / "reference_decode.csv", checked)
     scalar = [r for r in rows if r["targets_per_call"] == 1]
-    reference_checks = [c for c in checked if c["implementation"] == "reference"]
+    reference_checks = [c for c in checked if c["implementation"] == "reference" and c["seed_from"] == 0]
+    high_seeds = [c for c in checked if c["implementation"] == "reference" and c["seed_from"] == SEED_CHECK_HIGH]
     return {
         "encode scalar, reference / rcc (median over targets)": round(float(np.median(
             [r["ratio_reference_over_ours"] for r in scalar if r["operation"].startswith("encode")])), 2),
@@ -311,6 +320,8 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True, reference=None
             [r["ratio_reference_over_ours"] for r in scalar if r["operation"].startswith("decode")])), 2),
         "reference decodes N > 0 exactly": f"{sum(c['later_exact'] for c in reference_checks)}"
                                            f"/{sum(c['later_messages'] for c in reference_checks)}",
+        "reference decodes exactly, seeds from 2**31":
+            f"{sum(c['first_exact'] + c['later_exact'] for c in high_seeds)}/{sum(c['messages'] for c in high_seeds)}",
         "reference KS p-values": " ".join(f"{c['ks_pvalue']:.2g}" for c in reference_checks),
         "load average (1 min) before/after": f"{load_before[0]:.2f}/{load_after[0]:.2f}",
     }
