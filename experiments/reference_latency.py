@@ -98,9 +98,10 @@ def build_instructions():
         "  g++ -O3 -shared -fPIC -std=c++17 -fvisibility=hidden -DNDEBUG -Isrc -I<eigen-3.4.0> -I<pcg-cpp> \\\n"
         "      -I<pybind11>/include $(python3-config --includes) $(find src -name '*.cc') \\\n"
         "      -o hybrid_rcc$(python3-config --extension-suffix)\n"
+        "where <pcg-cpp> is the folder holding include/pcg_random.hpp\n"
         "(pip install git+https://github.com/google-research/hybrid_rcc does the same where wget works),\n"
         "and rerun with the folder holding the built module on PYTHONPATH. "
-        "See paper_figures/README.md, 'Against the C++ reference'."
+        "See paper_figures/README.md, section 12, 'Against the authors' C++ reference'."
     )
 
 
