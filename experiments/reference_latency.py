@@ -101,7 +101,7 @@ def build_instructions():
         "where <pcg-cpp> is the folder holding include/pcg_random.hpp\n"
         "(pip install git+https://github.com/google-research/hybrid_rcc does the same where wget works),\n"
         "and rerun with the folder holding the built module on PYTHONPATH. "
-        "See paper_figures/README.md, section 12, 'Against the authors' C++ reference'."
+        "See paper_figures/README.md, section 13, 'Against the authors' C++ reference'."
     )
 
 
