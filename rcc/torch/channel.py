@@ -790,9 +790,15 @@ class RCCChannel(_StreamCoding, nn.Module):
             each item's ``item_bits`` plus an equal share of the rest: headers and
             termination), ``"kl_bits"`` (per item, ``D_KL`` of the truncated
             posteriors to ``N(0, 1)``, what an ideal coder of these samples pays),
-            ``"candidates"`` (per item, candidates the races examined) and
+            ``"candidates"`` (per item, candidates the races examined),
             ``"fallback_blocks"`` (number of item-blocks that left the calibrated
-            race: width classes, or width 1 per dimension).
+            race: width classes, or width 1 per dimension), ``"fallback_items"``
+            (bool, shape ``batch_shape``: True for the items with at least one such
+            block) and ``"fallback_item_blocks"`` (bool, shape
+            ``batch_shape + (num_blocks,)``: True for each block that left the
+            calibrated race).  Whether a block leaves it depends on its posterior and
+            the calibrated state only, so the same items are flagged in a batch
+            stream, in per-item streams and in any sub-batch.
         """
         batch_shape = self._check_posterior(mean, log_scale)
         seed = _check_seed(seed)
@@ -826,6 +832,8 @@ class RCCChannel(_StreamCoding, nn.Module):
             "kl_bits": torch.from_numpy(self._truncated_kl_bits(mean64, std64)).reshape(batch_shape),
             "candidates": torch.from_numpy(candidates).reshape(batch_shape),
             "fallback_blocks": int(plan["positions_fallback"].size),
+            "fallback_items": torch.from_numpy(~plan["joint"].all(axis=1)).reshape(batch_shape),
+            "fallback_item_blocks": torch.from_numpy(~plan["joint"]).reshape(*batch_shape, self.num_blocks),
         }
         return data, item_bits_t, stats
 
