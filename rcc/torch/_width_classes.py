@@ -51,6 +51,8 @@ _MAX_CLASS = 16
 #: Weight of the fixed model in the adaptive one (in symbols).
 _PRIOR_WEIGHT = 2.0
 _BUCKETS = 63
+#: The largest float64 below 2**63 (an int64): the top of the last bucket as a float.
+_LARGEST_FLOAT_INDEX = float(np.nextafter(2.0**63, 0.0))
 
 
 def class_widths(widths, shifts):
@@ -170,7 +172,9 @@ def _bucket_masses(code):
     masses = np.zeros(_BUCKETS)
     for b in range(_BUCKETS):
         lo, hi = 2**b, 2 ** (b + 1) - 1
-        points = np.unique(np.geomspace(lo, hi, num=min(64, hi - lo + 1)).astype(np.int64))
+        # The top bucket ends at 2**63 - 1, which float64 rounds up to 2**63 (outside int64).
+        points = np.geomspace(lo, hi, num=min(64, hi - lo + 1))
+        points = np.unique(np.minimum(points, _LARGEST_FLOAT_INDEX).astype(np.int64))
         with np.errstate(over="ignore"):
             density = np.mean(2.0 ** -np.asarray(code.bits(points), dtype=np.float64))
         masses[b] = density * 2**b
