@@ -207,33 +207,77 @@ def shifted_index_code(code, shift):
     return _SHIFTED_CODES[key]
 
 
+def _mask_probabilities(mask):
+    """``[P(0), P(1)]`` of each symbol of ``mask`` given the symbols before it (rows)."""
+    seen = np.arange(mask.size, dtype=np.float64)
+    ones = (np.cumsum(mask) - mask).astype(np.float64)
+    p_one = (ones + 0.5) / (seen + 1.0)
+    return np.stack([1.0 - p_one, p_one], axis=1)
+
+
 def encode_fallback_mask(encoder, mask):
     """Write which item-blocks of a batch fall back, adaptively (``P(1) = (n_1 + 1/2) / (n + 1)``,
     Krichevsky & Trofimov 1981); returns the bits of each symbol."""
-    mask = np.asarray(mask, dtype=np.int64)
-    bits = np.zeros(mask.size)
-    ones = 0
-    for i, symbol in enumerate(mask.tolist()):
-        # One model per symbol, built exactly as the decoder builds it.
-        probabilities = _mask_probabilities(ones, i)
-        encoder.encode(symbol, _model(probabilities))
-        bits[i] = -math.log2(probabilities[symbol])
-        ones += symbol
-    return bits
+    mask = np.asarray(mask, dtype=np.int64).reshape(-1)
+    if mask.size == 0:
+        return np.zeros(0)
+    probabilities = _mask_probabilities(mask)
+    # One batch call: constriction quantises each row as it would a model built from it alone.
+    encoder.encode(mask.astype(np.int32), _constriction().stream.model.Categorical(perfect=False), probabilities)
+    return -np.log2(probabilities[np.arange(mask.size), mask])
 
 
-def _mask_probabilities(ones, seen):
-    p_one = (ones + 0.5) / (seen + 1.0)
-    return np.array([1.0 - p_one, p_one])
+#: Symbols a speculative decoding step of the fallback mask reads at most, and the first try.
+_MASK_RUN_LIMIT = 1 << 16
+_MASK_FIRST_RUN = 64
+#: After a run shorter than this, the mask decoder reads _MASK_SHORT_RUNS symbols one at a time.
+_MASK_SHORT_RUN = 8
+_MASK_SHORT_RUNS = 32
 
 
 def decode_fallback_mask(decoder, total):
-    """Read what :func:`encode_fallback_mask` wrote for ``total`` item-blocks."""
+    """Read what :func:`encode_fallback_mask` wrote for ``total`` item-blocks.
+
+    Symbol ``i``'s model depends on the symbols before it.  The decoder guesses that the
+    run of the last symbol goes on, decodes a stretch under the models of that guess on a
+    copy of the decoder, and keeps the symbols up to and including the first one that
+    breaks the run (each was decoded under its true model); the real decoder then reads
+    just those.  A batch stream's mask is mostly long runs (drift is systematic), which
+    this reads in a few batch calls; where the runs are short it reads the next symbols
+    one at a time, and a copy that a wrong guess runs into unreadable data is retried on
+    a shorter stretch.
+    """
+    from ..entropy import _DECODE_ERRORS
+
+    family = _constriction().stream.model.Categorical(perfect=False)
     mask = np.zeros(total, dtype=np.int64)
-    ones = 0
-    for i in range(total):
-        mask[i] = int(decoder.decode(_model(_mask_probabilities(ones, i))))
-        ones += int(mask[i])
+    pos, ones, stretch = 0, 0, _MASK_FIRST_RUN
+    while pos < total:
+        if stretch < _MASK_SHORT_RUN:
+            for _ in range(min(_MASK_SHORT_RUNS, total - pos)):
+                p_one = (ones + 0.5) / (pos + 1.0)
+                mask[pos] = int(decoder.decode(_model(np.array([1.0 - p_one, p_one]))))
+                ones += int(mask[pos])
+                pos += 1
+            stretch = _MASK_FIRST_RUN
+            continue
+        size = min(stretch, total - pos)
+        guess = np.full(size, mask[pos - 1] if pos else 0, dtype=np.int64)
+        seen = np.arange(pos, pos + size, dtype=np.float64)
+        p_one = (ones + (np.cumsum(guess) - guess) + 0.5) / (seen + 1.0)
+        probabilities = np.stack([1.0 - p_one, p_one], axis=1)
+        try:
+            trial = np.asarray(decoder.clone().decode(family, probabilities), dtype=np.int64)
+        except _DECODE_ERRORS:
+            stretch = size // 2
+            continue
+        broken = np.flatnonzero(trial != guess)
+        keep = size if broken.size == 0 else int(broken[0]) + 1
+        decoded = np.asarray(decoder.decode(family, np.ascontiguousarray(probabilities[:keep])), dtype=np.int64)
+        mask[pos:pos + keep] = decoded
+        ones += int(decoded.sum())
+        pos += keep
+        stretch = min(2 * stretch, _MASK_RUN_LIMIT) if broken.size == 0 else keep
     return mask
 
 
