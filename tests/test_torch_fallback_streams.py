@@ -129,3 +129,81 @@ def test_the_earlier_coders_stream_decodes():
     z = channel.decompress(EARLIER_STREAM, 5, (6, 7))
     assert digest(z.numpy().tobytes()) == EARLIER_DECODED
     assert channel.compress(mean[:6], log_scale[:6], seed=5)[0] == EARLIER_STREAM
+
+
+# ----------------------------------------------------------------------------------
+# The array coders of the fallback mask and the width classes against a symbol-by-symbol
+# reference (one constriction model per symbol, as the earlier coder wrote them)
+# ----------------------------------------------------------------------------------
+
+
+def _reference_mask(encoder, mask):
+    import constriction
+
+    ones = 0
+    for i, symbol in enumerate(mask.tolist()):
+        p_one = (ones + 0.5) / (i + 1.0)
+        encoder.encode(symbol, constriction.stream.model.Categorical(np.array([1.0 - p_one, p_one]), perfect=False))
+        ones += symbol
+
+
+def _reference_classes(encoder, block_widths, block_dims, modes, shifts):
+    import constriction
+    from rcc.torch._width_classes import _AdaptiveClassModel, max_class
+
+    model = _AdaptiveClassModel()
+    for widths, dims, mode, shift in zip(block_widths, block_dims, modes, shifts):
+        encoder.encode(int(mode), constriction.stream.model.Categorical(model.mode(), perfect=False))
+        model.update_mode(int(mode))
+        if mode != 0:
+            continue
+        coded = [j for j, w in enumerate(widths.tolist()) if w > 1]
+        for j in coded:
+            probabilities = model.shift(dims[j], len(coded), max_class(widths[j]))
+            encoder.encode(int(shift[j]), constriction.stream.model.Categorical(probabilities, perfect=False))
+            model.update_shift(dims[j], int(shift[j]))
+
+
+@pytest.mark.parametrize("size, p_one, run", [(0, 0.5, 0), (1, 0.5, 0), (9, 0.5, 0), (3000, 0.3, 0),
+                                              (5000, 0.02, 400), (5000, 0.97, 1500), (300, 1.0, 0)])
+def test_fallback_mask_coder_writes_the_reference_bytes(size, p_one, run):
+    import constriction
+    from rcc.torch._width_classes import decode_fallback_mask, encode_fallback_mask
+
+    rng = np.random.default_rng(size + run)
+    mask = (rng.random(size) < p_one).astype(np.int64)
+    mask[size // 3: size // 3 + run] = 1  # a long run of drifted items inside
+    reference = constriction.stream.queue.RangeEncoder()
+    _reference_mask(reference, mask)
+    encoder = constriction.stream.queue.RangeEncoder()
+    bits = encode_fallback_mask(encoder, mask)
+    assert np.array_equal(encoder.get_compressed(), reference.get_compressed())
+    assert bits.shape == (size,) and np.all(bits > 0)
+    decoder = constriction.stream.queue.RangeDecoder(reference.get_compressed())
+    assert np.array_equal(decode_fallback_mask(decoder, size), mask)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_width_class_coder_writes_the_reference_bytes(seed):
+    import constriction
+    from rcc.torch._width_classes import decode_classes, encode_classes, max_class
+
+    rng = np.random.default_rng(seed)
+    count, size, latents = 400, 5, 12
+    calibrated = rng.choice([1, 2, 3, 5, 17, 40, 300, 70000], size=latents)
+    block_dims = np.stack([rng.choice(latents, size, replace=False) for _ in range(count)])
+    block_widths = calibrated[block_dims]
+    block_widths[:, -1] = np.where(rng.random(count) < 0.3, 1, block_widths[:, -1])  # some padding
+    modes = (rng.random(count) < 0.1).astype(np.int64)
+    tops = np.vectorize(max_class)(block_widths)
+    shifts = np.minimum(rng.geometric(0.6, size=(count, size)) - 1, tops) * (block_widths > 1)
+    shifts[modes == 1] = 0
+    reference = constriction.stream.queue.RangeEncoder()
+    _reference_classes(reference, block_widths, block_dims, modes, shifts)
+    encoder = constriction.stream.queue.RangeEncoder()
+    bits = encode_classes(encoder, block_widths, block_dims, modes, shifts)
+    assert np.array_equal(encoder.get_compressed(), reference.get_compressed())
+    assert bits.shape == (count,) and np.all(bits > 0)
+    decoded_modes, decoded_shifts = decode_classes(constriction.stream.queue.RangeDecoder(reference.get_compressed()),
+                                                   block_widths, block_dims)
+    assert np.array_equal(decoded_modes, modes) and np.array_equal(decoded_shifts, shifts)

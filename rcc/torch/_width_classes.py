@@ -116,27 +116,81 @@ def _coded_dims(widths):
     return [j for j, w in enumerate(widths.tolist()) if w > 1]
 
 
+def _counts_before(keys, values, classes):
+    """Row ``i``: how often each value occurred among the rows before ``i`` with the same key."""
+    onehot = np.zeros((keys.size, classes))
+    onehot[np.arange(keys.size), values] = 1.0
+    order = np.argsort(keys, kind="stable")
+    running = np.cumsum(onehot[order], axis=0) - onehot[order]
+    first = np.flatnonzero(np.diff(keys[order], prepend=-1))  # first row of each key
+    group = np.cumsum(np.diff(keys[order], prepend=-1) != 0) - 1
+    running -= running[first][group]
+    before = np.empty_like(running)
+    before[order] = running
+    return before
+
+
+def _class_symbols(block_widths, block_dims, modes, shifts):
+    """The symbols :func:`encode_classes` writes, in stream order, with their models.
+
+    Returns ``(block, symbol, sizes, probabilities)``: the fallback block of each symbol,
+    the symbol, the number of values of its model and the model (row ``i``, its first
+    ``sizes[i]`` entries): the model :class:`_AdaptiveClassModel` adapts to the symbols
+    before it, with the same arithmetic, computed for all symbols at once.
+    """
+    count = len(modes)
+    modes = np.asarray(modes, dtype=np.int64)
+    block_widths = np.asarray(block_widths, dtype=np.int64)
+    mode_before = _counts_before(np.zeros(count, dtype=np.int64), modes, 2)
+    mode_p = (mode_before + _PRIOR_WEIGHT * _mode_probabilities()) / (mode_before.sum(axis=1, keepdims=True)
+                                                                     + _PRIOR_WEIGHT)
+    # Class symbols: the coded slots (width > 1) of the blocks with width classes, row by row.
+    rows, slots = np.nonzero((block_widths > 1) & (modes == _MODE_CLASSES)[:, None])
+    dims = np.asarray(block_dims, dtype=np.int64)[rows, slots]
+    values = np.asarray(shifts, dtype=np.int64)[rows, slots]
+    tops = np.maximum(_bit_lengths(block_widths[rows, slots]) - 1, 0)
+    coded = (block_widths > 1).sum(axis=1)[rows]
+    seen = _counts_before(dims, values, _MAX_CLASS + 1)
+    class_p = np.zeros((rows.size, _MAX_CLASS + 1))
+    for size, top in {(int(a), int(b)) for a, b in zip(coded.tolist(), tops.tolist())}:
+        pick = np.flatnonzero((coded == size) & (tops == top))
+        counts = seen[pick, : top + 1]
+        class_p[pick, : top + 1] = ((counts + _PRIOR_WEIGHT * _class_probabilities(size, top))
+                                    / (counts.sum(axis=1, keepdims=True) + _PRIOR_WEIGHT))
+    # Stream order: each block's mode, then its classes.
+    order = np.argsort(np.concatenate([2 * np.arange(count), 2 * rows + 1]), kind="stable")
+    block = np.concatenate([np.arange(count), rows])[order]
+    symbol = np.concatenate([modes, values])[order]
+    sizes = np.concatenate([np.full(count, 2), tops + 1])[order]
+    probabilities = np.zeros((order.size, _MAX_CLASS + 1))
+    probabilities[:count, :2] = mode_p
+    probabilities[count:] = class_p
+    return block, symbol, sizes, probabilities[order]
+
+
+def _bit_lengths(values):
+    """``int.bit_length`` of positive int64 values, elementwise."""
+    return np.frexp(np.asarray(values, dtype=np.float64))[1].astype(np.int64)
+
+
 def encode_classes(encoder, block_widths, block_dims, modes, shifts):
     """Write the modes and classes of fallback blocks; returns their information content per block (bits).
 
     ``block_widths`` (count, B): calibrated widths of each block (1 on padding); ``block_dims``
     (count, B): the latent dimension of each slot; ``modes`` (count,); ``shifts`` (count, B).
+    Consecutive symbols whose models have the same number of values go to constriction in
+    one batch call (it quantises each row as a model built from that row alone).
     """
     bits = np.zeros(len(modes))
-    model = _AdaptiveClassModel()
-    for b, (widths, dims, mode, shift) in enumerate(zip(block_widths, block_dims, modes, shifts)):
-        probabilities = model.mode()
-        encoder.encode(int(mode), _model(probabilities))
-        bits[b] -= math.log2(probabilities[mode])
-        model.update_mode(int(mode))
-        if mode != _MODE_CLASSES:
-            continue
-        coded = _coded_dims(widths)
-        for j in coded:
-            probabilities = model.shift(dims[j], len(coded), max_class(widths[j]))
-            encoder.encode(int(shift[j]), _model(probabilities))
-            bits[b] -= math.log2(probabilities[shift[j]])
-            model.update_shift(dims[j], int(shift[j]))
+    if len(modes) == 0:
+        return bits
+    block, symbol, sizes, probabilities = _class_symbols(block_widths, block_dims, modes, shifts)
+    family = _constriction().stream.model.Categorical(perfect=False)
+    starts = np.flatnonzero(np.diff(sizes, prepend=-1))
+    for start, stop in zip(starts.tolist(), np.append(starts[1:], sizes.size).tolist()):
+        encoder.encode(symbol[start:stop].astype(np.int32), family,
+                       np.ascontiguousarray(probabilities[start:stop, : sizes[start]]))
+    np.add.at(bits, block, -np.log2(probabilities[np.arange(symbol.size), symbol]))
     return bits
 
 
