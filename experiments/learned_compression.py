@@ -41,8 +41,8 @@ standard error), and the pipelines of one model are compared at equal rates: eac
 seed's PSNR is interpolated linearly in the rate on a grid inside the rate range all
 pipelines reach, and the gap in dB gets the standard error ``sqrt(se_a**2 + se_b**2)``
 (independent seeds).  For the RCC channel the CSV also records its bits above the
-ELBO's KL per image and per block, the item-blocks and the images that took the
-channel's exact per-dimension fallback path.
+ELBO's KL per image and per block, the item-blocks and the images that left the
+channel's calibrated race (width classes or the exact per-dimension fallback).
 
 Writes ``learned_compression.csv`` (one row per model, pipeline, beta and seed),
 ``learned_compression_gaps.csv`` (per model: PSNR of each pipeline and the gaps on the
@@ -313,7 +313,7 @@ def evaluate(model, train_images, test_images, settings, *, progress=False):
                        per_item_above_kl_per_block=(float(np.mean([8.0 * len(b) for b in items])) - kl)
                        / channel.num_blocks,
                        fallback_blocks=stats["fallback_blocks"],
-                       fallback_items=fallback_items(channel, mean, log_scale, stats["fallback_blocks"]),
+                       fallback_items=fallback_items(stats),
                        candidates_per_image=float(stats["candidates"].double().mean()))
             # Distortion of the training-time sample (what the KL pays for), for reference.
             row["mse_kl_sample"] = _mse(model, mean + log_scale.exp() * torch.randn(
@@ -345,26 +345,13 @@ def evaluate(model, train_images, test_images, settings, *, progress=False):
     return row
 
 
-def fallback_items(channel, mean, log_scale, fallback_blocks):
-    """How many items (rows of ``mean``) have at least one block on the per-dimension fallback.
+def fallback_items(stats):
+    """How many items have at least one block off the calibrated race (width classes or width 1).
 
-    The channel reports the number of fallback item-blocks of a batch; whether a block
-    falls back depends only on that item's posterior and the calibration, so the count
-    of a batch is the sum of the counts of its parts.  Bisection finds the items:
-    the first half of a range is coded again, the second half's count is the
-    difference (only ranges that hold fallback blocks are split).
+    ``stats`` is what ``RCCChannel.compress(..., return_stats=True)`` returns; its
+    ``"fallback_items"`` flags those items.
     """
-    def count(lo, hi, blocks):
-        if blocks == 0:
-            return 0
-        if hi - lo == 1:
-            return 1
-        mid = (lo + hi) // 2
-        _, _, stats = channel.compress(mean[lo:mid], log_scale[lo:mid], CODING_SEED, return_stats=True)
-        left = stats["fallback_blocks"]
-        return count(lo, mid, left) + count(mid, hi, blocks - left)
-
-    return count(0, mean.shape[0], int(fallback_blocks))
+    return int(stats["fallback_items"].sum())
 
 
 def run_one(architecture, pipeline, beta, seed, train_images, test_images, settings, *, progress=True):

@@ -97,3 +97,33 @@ def test_width_class_blocks_sample_the_posterior_exactly(channel):
     # The test has power: a 25% error in the scale of the drifted latent is detected.
     wrong = rcc.Normal(float(mean[0]), 1.25 * float(std[0])).truncate(channel.tail_mass)
     assert not ks_check(z[:, 0], wrong.cdf, alpha=1e-3).passed
+
+
+@pytest.mark.parametrize("per_item", [False, True])
+def test_fallback_items_flag_exactly_the_drifted_items(channel, per_item):
+    mean, log_scale = posteriors(12, seed=5)
+    drifted = [1, 4, 5, 10]
+    log_scale[drifted, 0] += float(np.log(1.8))  # latent 0 of these items wider than at calibration
+    log_scale[10] = -3.5  # item 10 narrower in every latent: it takes the width-1 race as well
+    _, _, stats = channel.compress(mean, log_scale, seed=6, return_stats=True, per_item=per_item)
+    flags = stats["fallback_items"]
+    assert flags.dtype == torch.bool and flags.shape == (12,)
+    assert torch.nonzero(flags).reshape(-1).tolist() == drifted
+    blocks = stats["fallback_item_blocks"]
+    assert blocks.dtype == torch.bool and blocks.shape == (12, channel.num_blocks)
+    assert torch.equal(blocks.any(dim=-1), flags) and int(blocks.sum()) == stats["fallback_blocks"]
+    # The flags depend on each item's posterior alone: a sub-batch flags the same items.
+    _, _, part = channel.compress(mean[3:8], log_scale[3:8], seed=1, return_stats=True, per_item=per_item)
+    assert torch.equal(part["fallback_items"], flags[3:8])
+
+
+def test_fallback_flags_keep_the_batch_shape(channel):
+    mean, log_scale = posteriors(6, seed=7)
+    log_scale[4, 0] += float(np.log(1.8))
+    _, _, stats = channel.compress(mean.reshape(2, 3, LATENTS), log_scale.reshape(2, 3, LATENTS), seed=2,
+                                   return_stats=True)
+    assert stats["fallback_items"].shape == (2, 3)
+    assert stats["fallback_item_blocks"].shape == (2, 3, channel.num_blocks)
+    assert torch.nonzero(stats["fallback_items"].reshape(-1)).reshape(-1).tolist() == [4]
+    _, _, empty = channel.compress(mean[:0], log_scale[:0], seed=2, return_stats=True)
+    assert empty["fallback_items"].shape == (0,) and empty["fallback_item_blocks"].shape == (0, channel.num_blocks)

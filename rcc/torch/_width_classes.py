@@ -51,6 +51,8 @@ _MAX_CLASS = 16
 #: Weight of the fixed model in the adaptive one (in symbols).
 _PRIOR_WEIGHT = 2.0
 _BUCKETS = 63
+#: The largest float64 below 2**63 (an int64): the top of the last bucket as a float.
+_LARGEST_FLOAT_INDEX = float(np.nextafter(2.0**63, 0.0))
 
 
 def class_widths(widths, shifts):
@@ -114,27 +116,81 @@ def _coded_dims(widths):
     return [j for j, w in enumerate(widths.tolist()) if w > 1]
 
 
+def _counts_before(keys, values, classes):
+    """Row ``i``: how often each value occurred among the rows before ``i`` with the same key."""
+    onehot = np.zeros((keys.size, classes))
+    onehot[np.arange(keys.size), values] = 1.0
+    order = np.argsort(keys, kind="stable")
+    running = np.cumsum(onehot[order], axis=0) - onehot[order]
+    first = np.flatnonzero(np.diff(keys[order], prepend=-1))  # first row of each key
+    group = np.cumsum(np.diff(keys[order], prepend=-1) != 0) - 1
+    running -= running[first][group]
+    before = np.empty_like(running)
+    before[order] = running
+    return before
+
+
+def _class_symbols(block_widths, block_dims, modes, shifts):
+    """The symbols :func:`encode_classes` writes, in stream order, with their models.
+
+    Returns ``(block, symbol, sizes, probabilities)``: the fallback block of each symbol,
+    the symbol, the number of values of its model and the model (row ``i``, its first
+    ``sizes[i]`` entries): the model :class:`_AdaptiveClassModel` adapts to the symbols
+    before it, with the same arithmetic, computed for all symbols at once.
+    """
+    count = len(modes)
+    modes = np.asarray(modes, dtype=np.int64)
+    block_widths = np.asarray(block_widths, dtype=np.int64)
+    mode_before = _counts_before(np.zeros(count, dtype=np.int64), modes, 2)
+    mode_p = (mode_before + _PRIOR_WEIGHT * _mode_probabilities()) / (mode_before.sum(axis=1, keepdims=True)
+                                                                     + _PRIOR_WEIGHT)
+    # Class symbols: the coded slots (width > 1) of the blocks with width classes, row by row.
+    rows, slots = np.nonzero((block_widths > 1) & (modes == _MODE_CLASSES)[:, None])
+    dims = np.asarray(block_dims, dtype=np.int64)[rows, slots]
+    values = np.asarray(shifts, dtype=np.int64)[rows, slots]
+    tops = np.maximum(_bit_lengths(block_widths[rows, slots]) - 1, 0)
+    coded = (block_widths > 1).sum(axis=1)[rows]
+    seen = _counts_before(dims, values, _MAX_CLASS + 1)
+    class_p = np.zeros((rows.size, _MAX_CLASS + 1))
+    for size, top in {(int(a), int(b)) for a, b in zip(coded.tolist(), tops.tolist())}:
+        pick = np.flatnonzero((coded == size) & (tops == top))
+        counts = seen[pick, : top + 1]
+        class_p[pick, : top + 1] = ((counts + _PRIOR_WEIGHT * _class_probabilities(size, top))
+                                    / (counts.sum(axis=1, keepdims=True) + _PRIOR_WEIGHT))
+    # Stream order: each block's mode, then its classes.
+    order = np.argsort(np.concatenate([2 * np.arange(count), 2 * rows + 1]), kind="stable")
+    block = np.concatenate([np.arange(count), rows])[order]
+    symbol = np.concatenate([modes, values])[order]
+    sizes = np.concatenate([np.full(count, 2), tops + 1])[order]
+    probabilities = np.zeros((order.size, _MAX_CLASS + 1))
+    probabilities[:count, :2] = mode_p
+    probabilities[count:] = class_p
+    return block, symbol, sizes, probabilities[order]
+
+
+def _bit_lengths(values):
+    """``int.bit_length`` of positive int64 values, elementwise."""
+    return np.frexp(np.asarray(values, dtype=np.float64))[1].astype(np.int64)
+
+
 def encode_classes(encoder, block_widths, block_dims, modes, shifts):
     """Write the modes and classes of fallback blocks; returns their information content per block (bits).
 
     ``block_widths`` (count, B): calibrated widths of each block (1 on padding); ``block_dims``
     (count, B): the latent dimension of each slot; ``modes`` (count,); ``shifts`` (count, B).
+    Consecutive symbols whose models have the same number of values go to constriction in
+    one batch call (it quantises each row as a model built from that row alone).
     """
     bits = np.zeros(len(modes))
-    model = _AdaptiveClassModel()
-    for b, (widths, dims, mode, shift) in enumerate(zip(block_widths, block_dims, modes, shifts)):
-        probabilities = model.mode()
-        encoder.encode(int(mode), _model(probabilities))
-        bits[b] -= math.log2(probabilities[mode])
-        model.update_mode(int(mode))
-        if mode != _MODE_CLASSES:
-            continue
-        coded = _coded_dims(widths)
-        for j in coded:
-            probabilities = model.shift(dims[j], len(coded), max_class(widths[j]))
-            encoder.encode(int(shift[j]), _model(probabilities))
-            bits[b] -= math.log2(probabilities[shift[j]])
-            model.update_shift(dims[j], int(shift[j]))
+    if len(modes) == 0:
+        return bits
+    block, symbol, sizes, probabilities = _class_symbols(block_widths, block_dims, modes, shifts)
+    family = _constriction().stream.model.Categorical(perfect=False)
+    starts = np.flatnonzero(np.diff(sizes, prepend=-1))
+    for start, stop in zip(starts.tolist(), np.append(starts[1:], sizes.size).tolist()):
+        encoder.encode(symbol[start:stop].astype(np.int32), family,
+                       np.ascontiguousarray(probabilities[start:stop, : sizes[start]]))
+    np.add.at(bits, block, -np.log2(probabilities[np.arange(symbol.size), symbol]))
     return bits
 
 
@@ -170,7 +226,9 @@ def _bucket_masses(code):
     masses = np.zeros(_BUCKETS)
     for b in range(_BUCKETS):
         lo, hi = 2**b, 2 ** (b + 1) - 1
-        points = np.unique(np.geomspace(lo, hi, num=min(64, hi - lo + 1)).astype(np.int64))
+        # The top bucket ends at 2**63 - 1, which float64 rounds up to 2**63 (outside int64).
+        points = np.geomspace(lo, hi, num=min(64, hi - lo + 1))
+        points = np.unique(np.minimum(points, _LARGEST_FLOAT_INDEX).astype(np.int64))
         with np.errstate(over="ignore"):
             density = np.mean(2.0 ** -np.asarray(code.bits(points), dtype=np.float64))
         masses[b] = density * 2**b
@@ -203,33 +261,77 @@ def shifted_index_code(code, shift):
     return _SHIFTED_CODES[key]
 
 
+def _mask_probabilities(mask):
+    """``[P(0), P(1)]`` of each symbol of ``mask`` given the symbols before it (rows)."""
+    seen = np.arange(mask.size, dtype=np.float64)
+    ones = (np.cumsum(mask) - mask).astype(np.float64)
+    p_one = (ones + 0.5) / (seen + 1.0)
+    return np.stack([1.0 - p_one, p_one], axis=1)
+
+
 def encode_fallback_mask(encoder, mask):
     """Write which item-blocks of a batch fall back, adaptively (``P(1) = (n_1 + 1/2) / (n + 1)``,
     Krichevsky & Trofimov 1981); returns the bits of each symbol."""
-    mask = np.asarray(mask, dtype=np.int64)
-    bits = np.zeros(mask.size)
-    ones = 0
-    for i, symbol in enumerate(mask.tolist()):
-        # One model per symbol, built exactly as the decoder builds it.
-        probabilities = _mask_probabilities(ones, i)
-        encoder.encode(symbol, _model(probabilities))
-        bits[i] = -math.log2(probabilities[symbol])
-        ones += symbol
-    return bits
+    mask = np.asarray(mask, dtype=np.int64).reshape(-1)
+    if mask.size == 0:
+        return np.zeros(0)
+    probabilities = _mask_probabilities(mask)
+    # One batch call: constriction quantises each row as it would a model built from it alone.
+    encoder.encode(mask.astype(np.int32), _constriction().stream.model.Categorical(perfect=False), probabilities)
+    return -np.log2(probabilities[np.arange(mask.size), mask])
 
 
-def _mask_probabilities(ones, seen):
-    p_one = (ones + 0.5) / (seen + 1.0)
-    return np.array([1.0 - p_one, p_one])
+#: Symbols a speculative decoding step of the fallback mask reads at most, and the first try.
+_MASK_RUN_LIMIT = 1 << 16
+_MASK_FIRST_RUN = 64
+#: After a run shorter than this, the mask decoder reads _MASK_SHORT_RUNS symbols one at a time.
+_MASK_SHORT_RUN = 8
+_MASK_SHORT_RUNS = 32
 
 
 def decode_fallback_mask(decoder, total):
-    """Read what :func:`encode_fallback_mask` wrote for ``total`` item-blocks."""
+    """Read what :func:`encode_fallback_mask` wrote for ``total`` item-blocks.
+
+    Symbol ``i``'s model depends on the symbols before it.  The decoder guesses that the
+    run of the last symbol goes on, decodes a stretch under the models of that guess on a
+    copy of the decoder, and keeps the symbols up to and including the first one that
+    breaks the run (each was decoded under its true model); the real decoder then reads
+    just those.  A batch stream's mask is mostly long runs (drift is systematic), which
+    this reads in a few batch calls; where the runs are short it reads the next symbols
+    one at a time, and a copy that a wrong guess runs into unreadable data is retried on
+    a shorter stretch.
+    """
+    from ..entropy import _DECODE_ERRORS
+
+    family = _constriction().stream.model.Categorical(perfect=False)
     mask = np.zeros(total, dtype=np.int64)
-    ones = 0
-    for i in range(total):
-        mask[i] = int(decoder.decode(_model(_mask_probabilities(ones, i))))
-        ones += int(mask[i])
+    pos, ones, stretch = 0, 0, _MASK_FIRST_RUN
+    while pos < total:
+        if stretch < _MASK_SHORT_RUN:
+            for _ in range(min(_MASK_SHORT_RUNS, total - pos)):
+                p_one = (ones + 0.5) / (pos + 1.0)
+                mask[pos] = int(decoder.decode(_model(np.array([1.0 - p_one, p_one]))))
+                ones += int(mask[pos])
+                pos += 1
+            stretch = _MASK_FIRST_RUN
+            continue
+        size = min(stretch, total - pos)
+        guess = np.full(size, mask[pos - 1] if pos else 0, dtype=np.int64)
+        seen = np.arange(pos, pos + size, dtype=np.float64)
+        p_one = (ones + (np.cumsum(guess) - guess) + 0.5) / (seen + 1.0)
+        probabilities = np.stack([1.0 - p_one, p_one], axis=1)
+        try:
+            trial = np.asarray(decoder.clone().decode(family, probabilities), dtype=np.int64)
+        except _DECODE_ERRORS:
+            stretch = size // 2
+            continue
+        broken = np.flatnonzero(trial != guess)
+        keep = size if broken.size == 0 else int(broken[0]) + 1
+        decoded = np.asarray(decoder.decode(family, np.ascontiguousarray(probabilities[:keep])), dtype=np.int64)
+        mask[pos:pos + keep] = decoded
+        ones += int(decoded.sum())
+        pos += keep
+        stretch = min(2 * stretch, _MASK_RUN_LIMIT) if broken.size == 0 else keep
     return mask
 
 

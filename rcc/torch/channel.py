@@ -12,21 +12,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..coding import _hybrid_bounds
 from ..entropy import BucketIndexCode
 from ..targets import Normal, Product
 from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
 from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
-from ._width_classes import _CLASS_EXTRA_LOG2_CANDIDATES, _MODE_WIDTH_ONE, choose_width_classes, class_widths
+from ._fallback import _FallbackCoding
 from .streams import _STREAM_JOINT, _StreamCoding, _derive_seed
 
 __all__ = ["RCCChannel"]
 
-#: Fallback dimensions whose race would examine more candidates than this (log2) raise.
-_FALLBACK_LOG2_CANDIDATES = 24
 
-
-class RCCChannel(_StreamCoding, nn.Module):
+class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
     r"""Reverse-channel-coded diagonal-Gaussian latents for VAEs (Theis & Yosri 2022; :ref:`blocks-product`).
 
     The layer sits where a VAE samples its latent ``z ~ N(mean, exp(log_scale)**2)``
@@ -604,66 +600,6 @@ class RCCChannel(_StreamCoding, nn.Module):
         block_scales = np.where(pad, 1.0, scales[safe])
         return {"pad": pad, "safe": safe, "block_widths": block_widths, "block_scales": block_scales}
 
-    def _plan(self, mean64, std64):
-        """Per item-block targets, widths and the joint/fallback decision."""
-        layout = self._layout()
-        pad, safe = layout["pad"], layout["safe"]
-        block_widths, block_scales = layout["block_widths"], layout["block_scales"]
-        n = mean64.shape[0]
-        mu = np.where(pad, 0.0, mean64[:, safe])  # (n, blocks, block_size)
-        sd = np.where(pad, 1.0, std64[:, safe])
-        if n:
-            # The encoder's own arithmetic: a block goes to the joint race only if
-            # rcc.encode_sample will find that it fits and that its race is affordable.
-            fits, log2_candidates, _ = _hybrid_bounds(
-                Product(Normal(mu, sd)), _PRIOR, np.broadcast_to(block_widths, mu.shape), self.tail_mass,
-                Normal(0.0, block_scales))
-            joint = fits & (log2_candidates <= self.max_log2_candidates)
-        else:
-            joint = np.zeros((0, self.num_blocks), dtype=bool)
-        flat_joint = joint.reshape(-1)
-        mu = mu.reshape(n * self.num_blocks, self.block_size)
-        sd = sd.reshape(n * self.num_blocks, self.block_size)
-        fallback = np.flatnonzero(~flat_joint)
-        blocks = fallback % self.num_blocks
-        modes, shifts = choose_width_classes(mu[fallback], sd[fallback], layout["block_widths"][blocks],
-                                             layout["block_scales"][blocks], self.tail_mass,
-                                             self.max_log2_candidates)
-        all_modes = np.full(n * self.num_blocks, _MODE_WIDTH_ONE, dtype=np.int64)
-        all_shifts = np.zeros((n * self.num_blocks, self.block_size), dtype=np.int64)
-        all_modes[fallback], all_shifts[fallback] = modes, shifts
-        return {
-            **layout,
-            "items": n,
-            "mu": mu,
-            "sd": sd,
-            "joint": joint,
-            "positions_joint": np.flatnonzero(flat_joint),
-            "positions_fallback": fallback,
-            "modes": all_modes,
-            "shifts": all_shifts,
-        }
-
-    def _encode_classed(self, plan, positions, shifts, seed, progress=False):
-        """Races of fallback blocks with width classes ``shifts`` (one joint race per block)."""
-        from ..coding import encode_sample
-
-        target = Product(Normal(plan["mu"][positions], plan["sd"][positions]))
-        blocks = positions % self.num_blocks
-        widths = class_widths(plan["block_widths"][blocks], shifts)
-        cap = 2 ** (math.ceil(self.max_log2_candidates + _CLASS_EXTRA_LOG2_CANDIDATES) + 8)
-        return encode_sample(target, seed, prior=_PRIOR, width=widths, tail_mass=self.tail_mass, max_candidates=cap,
-                             progress=progress, transform=Normal(0.0, plan["block_scales"][blocks]))
-
-    def _class_factor_code(self):
-        """Factor code of blocks with width classes: the N(0, 1) marginal on the coding transform's axis."""
-        from ..entropy import UniformFactorCode, default_factor_code
-
-        wide = float(self.wide_prior_scale)
-        if wide == 1.0:
-            return UniformFactorCode()
-        return default_factor_code(_PRIOR, Normal(0.0, wide))
-
     def _encode_joint(self, plan, positions, seed, progress=False):
         from ..coding import encode_sample
         from ..targets import Normal, Product
@@ -677,36 +613,6 @@ class RCCChannel(_StreamCoding, nn.Module):
         cap = 2 ** (math.ceil(self.max_log2_candidates) + 8)
         return encode_sample(target, seed, prior=_PRIOR, width=plan["block_widths"][blocks],
                              tail_mass=self.tail_mass, max_candidates=cap, progress=progress, transform=transform)
-
-    def _fallback_targets(self, plan, positions):
-        """Flat (item-block, dimension) selection of the fallback blocks' real dimensions."""
-        keep = ~plan["pad"][positions % self.num_blocks]
-        return keep
-
-    def _encode_fallback(self, plan, positions, seed, progress=False):
-        from ..coding import encode_sample
-        from ..targets import Normal
-
-        keep = self._fallback_targets(plan, positions)
-        mu = plan["mu"][positions][keep]
-        sd = plan["sd"][positions][keep]
-        scales = plan["block_scales"][positions % self.num_blocks][keep]
-        message = ("a posterior is too far from the coding prior to be coded exactly even dimension by "
-                   f"dimension (mean up to {float(np.max(np.abs(mu), initial=0.0)):.3g}, "
-                   f"std up to {float(np.max(sd, initial=0.0)):.3g})")
-        log2_candidates = (_hybrid_bounds(Normal(mu, sd), _PRIOR, 1, self.tail_mass, Normal(0.0, scales))[1]
-                           if mu.size else np.zeros(0))
-        if log2_candidates.size and float(np.max(log2_candidates)) > _FALLBACK_LOG2_CANDIDATES:
-            raise ValueError(f"{message}: its race would examine about 2**{float(np.max(log2_candidates)):.1f} "
-                             f"candidates, more than 2**{_FALLBACK_LOG2_CANDIDATES}")
-        try:
-            # The cap sits far above the bound just checked: a race's count has a light
-            # tail, so it is never reached, where a cap at the bound would be now and then.
-            return encode_sample(Normal(mu, sd), seed, prior=_PRIOR, width=1, tail_mass=self.tail_mass,
-                                 max_candidates=2 ** (_FALLBACK_LOG2_CANDIDATES + 8), progress=progress,
-                                 transform=Normal(0.0, scales))
-        except ValueError as exc:
-            raise ValueError(f"{message}: {exc}") from exc
 
     def _scatter(self, out, plan, positions, values, keep=None):
         """Write block-layout ``values`` of item-blocks ``positions`` into ``out`` (items x latents)."""
@@ -790,9 +696,15 @@ class RCCChannel(_StreamCoding, nn.Module):
             each item's ``item_bits`` plus an equal share of the rest: headers and
             termination), ``"kl_bits"`` (per item, ``D_KL`` of the truncated
             posteriors to ``N(0, 1)``, what an ideal coder of these samples pays),
-            ``"candidates"`` (per item, candidates the races examined) and
+            ``"candidates"`` (per item, candidates the races examined),
             ``"fallback_blocks"`` (number of item-blocks that left the calibrated
-            race: width classes, or width 1 per dimension).
+            race: width classes, or width 1 per dimension), ``"fallback_items"``
+            (bool, shape ``batch_shape``: True for the items with at least one such
+            block) and ``"fallback_item_blocks"`` (bool, shape
+            ``batch_shape + (num_blocks,)``: True for each block that left the
+            calibrated race).  Whether a block leaves it depends on its posterior and
+            the calibrated state only, so the same items are flagged in a batch
+            stream, in per-item streams and in any sub-batch.
         """
         batch_shape = self._check_posterior(mean, log_scale)
         seed = _check_seed(seed)
@@ -826,6 +738,8 @@ class RCCChannel(_StreamCoding, nn.Module):
             "kl_bits": torch.from_numpy(self._truncated_kl_bits(mean64, std64)).reshape(batch_shape),
             "candidates": torch.from_numpy(candidates).reshape(batch_shape),
             "fallback_blocks": int(plan["positions_fallback"].size),
+            "fallback_items": torch.from_numpy(~plan["joint"].all(axis=1)).reshape(batch_shape),
+            "fallback_item_blocks": torch.from_numpy(~plan["joint"]).reshape(*batch_shape, self.num_blocks),
         }
         return data, item_bits_t, stats
 

@@ -14,15 +14,7 @@ from ..entropy import _read_varint, _varint
 from ._common import _CODE_DTYPES, _constriction
 from ..targets import Normal
 from ._calibration import _PRIOR
-from ._width_classes import (
-    _MODE_CLASSES,
-    class_widths,
-    decode_classes,
-    decode_fallback_mask,
-    encode_classes,
-    encode_fallback_mask,
-    shifted_index_code,
-)
+from ._width_classes import decode_fallback_mask, encode_fallback_mask
 
 __all__ = []
 
@@ -135,125 +127,6 @@ class _StreamCoding:
         crc = zlib.crc32(int(seed).to_bytes(8, "little") + int(item).to_bytes(8, "little")
                          + fingerprint.to_bytes(4, "little"), crc)
         return zlib.crc32(payload, crc) & ((1 << _ITEM_CHECK_BITS) - 1)
-
-    # -- the fallback section: blocks the calibrated widths do not fit ------------------
-
-    def _encode_section(self, plan, positions, seed, progress=False):
-        """Races of the fallback blocks ``positions``: width classes where affordable, else width 1."""
-        modes, shifts = plan["modes"][positions], plan["shifts"][positions]
-        classed = modes == _MODE_CLASSES
-        section = {"positions": positions, "modes": modes, "shifts": shifts,
-                   "seed_classed": _derive_seed(seed, _STREAM_CLASSED),
-                   "seed_width_one": _derive_seed(seed, _STREAM_FALLBACK), "classed": None, "width_one": None}
-        if classed.any():
-            section["classed"] = self._encode_classed(plan, positions[classed], shifts[classed],
-                                                      section["seed_classed"], progress)
-        if not classed.all():
-            section["width_one"] = self._encode_fallback(plan, positions[~classed], section["seed_width_one"],
-                                                         progress)
-        return section
-
-    def _write_section(self, encoder, plan, section, codes):
-        """Write a fallback section (modes, classes, then the messages); returns its bits per block."""
-        from .. import entropy
-
-        block_code, fallback_code, _ = codes
-        positions = section["positions"]
-        block_widths = plan["block_widths"][positions % self.num_blocks]
-        bits = encode_classes(encoder, block_widths, plan["safe"][positions % self.num_blocks], section["modes"],
-                              section["shifts"])
-        classed = np.flatnonzero(section["modes"] == _MODE_CLASSES)
-        if section["classed"] is not None:
-            enc = section["classed"]
-            index, factor = np.asarray(enc.index).reshape(-1), np.asarray(enc.factor).reshape(classed.size, -1)
-            shifts = section["shifts"][classed]
-            widths = class_widths(block_widths[classed], shifts)
-            factor_code = self._class_factor_code()
-            for k in range(classed.size):
-                # One message at a time: each block's index code depends on its classes.
-                code = shifted_index_code(block_code, int(shifts[k].sum()))
-                one = _message_record(index[k:k + 1], factor[k:k + 1], widths[k:k + 1], section["seed_classed"])
-                entropy._encode_symbols(encoder, one, section["seed_classed"], code, widths[k:k + 1], factor_code,
-                                        None, stream_offset=k)
-                bits[classed[k]] += float(entropy.message_bits(
-                    one, section["seed_classed"], index_code=code, width=widths[k:k + 1], factor_code=factor_code,
-                    stream_offset=k).total[0])
-        if section["width_one"] is not None:
-            enc = section["width_one"]
-            entropy._encode_symbols(encoder, enc, section["seed_width_one"], fallback_code, 1,
-                                    entropy.UniformFactorCode(), None)
-            rest = np.flatnonzero(section["modes"] != _MODE_CLASSES)
-            keep = self._fallback_targets(plan, positions[rest])
-            np.add.at(bits, np.repeat(rest, keep.sum(axis=1)),
-                      _message_bits(enc, section["seed_width_one"], fallback_code, 1))
-        return bits
-
-    def _read_section(self, decoder, plan, positions, seed, codes):
-        """Inverse of :meth:`_write_section` (messages only; :meth:`_section_samples` decodes them)."""
-        from .. import entropy
-
-        block_code, fallback_code, _ = codes
-        block_widths = plan["block_widths"][positions % self.num_blocks]
-        modes, shifts = decode_classes(decoder, block_widths, plan["safe"][positions % self.num_blocks])
-        section = {"positions": positions, "modes": modes, "shifts": shifts,
-                   "seed_classed": _derive_seed(seed, _STREAM_CLASSED),
-                   "seed_width_one": _derive_seed(seed, _STREAM_FALLBACK), "classed": None, "width_one": None}
-        classed = np.flatnonzero(modes == _MODE_CLASSES)
-        if classed.size:
-            widths = class_widths(block_widths[classed], shifts[classed])
-            factor_code = self._class_factor_code()
-            indices, factors = [], []
-            for k in range(classed.size):
-                code = shifted_index_code(block_code, int(shifts[classed[k]].sum()))
-                index, factor = entropy._decode_payload(decoder, 1, widths[k:k + 1], section["seed_classed"],
-                                                        "hybrid", code, factor_code, None,
-                                                        stream_offset=np.uint64(k))
-                indices.append(index)
-                factors.append(factor)
-            section["classed"] = _message_record(np.concatenate(indices), np.concatenate(factors), widths,
-                                                 section["seed_classed"])
-        rest = np.flatnonzero(modes != _MODE_CLASSES)
-        if rest.size:
-            count = int(self._fallback_targets(plan, positions[rest]).sum())
-            index, factor = entropy._decode_payload(decoder, count, np.ones((count, 1), dtype=np.int64),
-                                                    section["seed_width_one"], "hybrid", fallback_code,
-                                                    entropy.UniformFactorCode())
-            section["width_one"] = _message_record(index, factor.reshape(count), np.ones(count, dtype=np.int64),
-                                                   section["seed_width_one"])
-        return section
-
-    def _section_samples(self, plan, section, latents, decode=True):
-        """Scatter a fallback section's samples into ``latents`` (decoded from its messages if ``decode``);
-        returns the candidates per fallback block when encoding."""
-        from ..coding import decode_sample
-
-        positions = section["positions"]
-        classed = np.flatnonzero(section["modes"] == _MODE_CLASSES)
-        rest = np.flatnonzero(section["modes"] != _MODE_CLASSES)
-        candidates = np.zeros(positions.size, dtype=np.int64)
-        if section["classed"] is not None:
-            enc = section["classed"]
-            where = positions[classed]
-            if decode:
-                widths = class_widths(plan["block_widths"][where % self.num_blocks], section["shifts"][classed])
-                sample = decode_sample(enc.index, np.reshape(enc.factor, widths.shape), enc.seed, prior=_PRIOR,
-                                       width=widths, transform=Normal(0.0, plan["block_scales"][where % self.num_blocks]))
-            else:
-                sample = enc.sample
-                candidates[classed] = np.asarray(enc.candidates, dtype=np.int64)
-            self._scatter(latents, plan, where, np.asarray(sample))
-        if section["width_one"] is not None:
-            enc = section["width_one"]
-            where = positions[rest]
-            keep = self._fallback_targets(plan, where)
-            if decode:
-                transform = Normal(0.0, plan["block_scales"][where % self.num_blocks][keep])
-                sample = decode_sample(enc.index, enc.factor, enc.seed, prior=_PRIOR, width=1, transform=transform)
-            else:
-                sample = enc.sample
-                np.add.at(candidates, np.repeat(rest, keep.sum(axis=1)), np.asarray(enc.candidates, dtype=np.int64))
-            self._scatter(latents, plan, where, np.asarray(sample), keep)
-        return candidates
 
     def _section_check(self, payload, seed):
         crc = zlib.crc32(b"rcc.torch.RCCChannel.fallback" + int(seed).to_bytes(8, "little"))

@@ -1,0 +1,209 @@
+"""Pinned bytes of RCCChannel streams whose blocks leave the calibrated race.
+
+The fallback section (which item-blocks fall back, their modes, width classes and
+messages) is coded with array operations; these digests were computed with the earlier
+symbol-by-symbol coder, so the two write the same bytes and the decoder reads what the
+earlier coder wrote.  The cases mix width classes with the width-1 race, one and several
+blocks (with padding), fitted and prior factor codes, bucket and Zipf index codes.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("constriction")
+
+from rcc.torch import RCCChannel  # noqa: E402
+
+STDS = np.array([0.05, 0.1, 0.2, 0.08, 1.0, 0.97])
+
+
+def digest(data):
+    """``(sha256 hex, length)`` of a stream, or of the concatenated per-item streams and their lengths."""
+    if isinstance(data, (list, tuple)):
+        lengths = [len(blob) for blob in data]
+        data = b"".join(bytes(blob) for blob in data)
+        return hashlib.sha256(data).hexdigest(), len(data), lengths
+    return hashlib.sha256(bytes(data)).hexdigest(), len(data)
+
+
+def posteriors(count, seed):
+    rng = np.random.default_rng(seed)
+    log_scale = np.log(STDS) + 0.05 * rng.standard_normal((count, 6))
+    std = np.minimum(np.exp(log_scale), 1.0)
+    mean = rng.standard_normal((count, 6)) * np.sqrt(1.0 - std**2)
+    return torch.tensor(mean), torch.tensor(log_scale)
+
+
+def narrow_posteriors(count, seed, latents=8):
+    rng = np.random.default_rng(seed)
+    log_scale = np.full((count, latents), -2.0) + 0.05 * rng.standard_normal((count, latents))
+    mean = rng.standard_normal((count, latents)) * np.sqrt(1.0 - np.exp(-4.0))
+    return torch.tensor(mean), torch.tensor(log_scale)
+
+
+def drifted_case(name):
+    """``(channel, mean, log_scale)``: a calibrated channel and float32 posteriors, some drifted."""
+    if name == "classes_one_block":
+        channel = RCCChannel(8)
+        channel.calibrate(*narrow_posteriors(300, seed=1), seed=3)
+        mean, log_scale = narrow_posteriors(40, seed=2)
+        log_scale[::2, 0] += 0.5
+        log_scale[5, 3] += 0.7
+        log_scale[7] = -3.5  # narrower everywhere: the width-1 race
+    elif name == "classes_blocks":
+        channel = RCCChannel(6, block_budget_bits=6.0)
+        channel.calibrate(*posteriors(300, seed=1), seed=3)
+        mean, log_scale = posteriors(30, seed=2)
+        log_scale[::3, :4] += 0.6
+        log_scale[4, 1] += 2.5
+    elif name == "prior_factors_zipf":
+        channel = RCCChannel(6, block_budget_bits=6.0, factor_code="prior", index_code="zipf", coding_prior_scale=1.0)
+        channel.calibrate(*posteriors(300, seed=1), seed=3)
+        mean, log_scale = posteriors(20, seed=2)
+        log_scale[1::2, 0] += 0.6
+    else:
+        assert name == "padded_blocks"
+        channel = RCCChannel(7, block_budget_bits=5.0)
+        channel.calibrate(*narrow_posteriors(300, seed=1, latents=7), seed=3)
+        mean, log_scale = narrow_posteriors(120, seed=2, latents=7)
+        log_scale[::3, 2] += 0.5
+        log_scale[50:60, 5] += 0.6
+        log_scale[17] = -3.6
+    return channel.eval(), mean.float(), log_scale.float()
+
+
+#: name: ((batch stream), (per-item streams), decoded latents); modes of the fallback blocks in a comment.
+DIGESTS = {
+    # 22 fallback blocks: 21 with width classes, 1 width-1.
+    "classes_one_block": (
+        ("11034f6c8755d7caf5fa6d14d1e47ef77e380559a7f195fbd5334a9b5f69c347", 170),
+        ("b6b8b4d9fc73c2accf8888b3405783f74e58b46f9b4a7b5923d0685ae3f4061b", 293,
+         [10, 6, 10, 6, 10, 7, 10, 14, 6, 6, 6, 10, 6, 6, 10, 10, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+          6, 6, 10, 6, 6, 6, 10, 6]),
+        ("6c201508d88f25ebdc726d784609720771e8a5d2e14b64f5c743c26f25276680", 1280)),
+    "classes_blocks": (
+        ("27ef5015c5385a7a40908a0e19a12d9315888406964d2dd3df5cb92e3d1a5456", 102),
+        ("be67f009b11e3092d9e1e255e624ff62bb5a5d3fb97d1ca1e1c16b3c7f323257", 201,
+         [6, 6, 6, 7, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6]),
+        ("e48b90dcb527a9c332d395eb500924ddfc8a155e58cf1cc7e75dab0f8fd0548d", 720)),
+    "prior_factors_zipf": (
+        ("9182ae8edfb8b07eedf4ee353a746a81ae39252539442f44f3763acaca479830", 146),
+        ("0cb6a5873a0321147ad8f29917137d761f33c84ac45574ef24b0c90e83447369", 192,
+         [10, 10, 10, 6, 10, 10, 6, 6, 10, 10, 10, 10, 10, 14, 13, 10, 11, 10, 10, 6]),
+        ("e199cd982a3e5c817b9305241d3dd58cc66c7b0347c434f91c4e7bdf821b12a0", 480)),
+    # 2 blocks of 4 (one padded), 50 fallback blocks with width classes.
+    "padded_blocks": (
+        ("988851611ac50e662ba138bc5aeca793428b170a18b0ed630f6ac0418a42a3fa", 436),
+        ("6e22995fc6e7a83e790c76fde3564cb235effbf2f39acd8b1f7595b56cb3307b", 806,
+         [6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 10, 6, 6, 6, 6, 10, 10, 10, 6, 6, 10, 6, 6, 6, 6, 6,
+          6, 6, 6, 10, 6, 6, 7, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 10, 10, 6, 6, 6, 9, 10, 7, 6, 6, 10, 6, 6, 10, 6, 6,
+          6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 7, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+          6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6]),
+        ("ecafaa6ea45b26eab7d1c30e38473f00436ae8a8d10131588865eb991e222f8c", 3360)),
+}
+
+#: A batch stream of the first 6 items of "padded_blocks" (seed 5) as the earlier coder wrote it,
+#: and the digest of its decoded latents.
+EARLIER_STREAM = bytes.fromhex(
+    "38206898e93d5243430204010a04f0799d14f9409996c14bdddc6ab62c8c8a81380f4d493381637b27023fd3a5a72ed11822")
+EARLIER_DECODED = ("26fcc9ac6db76685d43042f1eed7d324e9a29ec7c8b201d29699a7fd5f5cf785", 168)
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_fallback_streams_are_pinned(name):
+    channel, mean, log_scale = drifted_case(name)
+    batch, _, stats = channel.compress(mean, log_scale, seed=77, return_stats=True)
+    assert stats["fallback_blocks"] > 0
+    items, _, item_stats = channel.compress(mean, log_scale, seed=77, per_item=True, return_stats=True)
+    z = channel.decompress(batch, 77, mean.shape)
+    assert torch.equal(z, stats["latents"])
+    assert torch.equal(channel.decompress(items, 77, mean.shape), item_stats["latents"])
+    assert (digest(batch), digest(items), digest(z.numpy().tobytes())) == DIGESTS[name]
+
+
+def test_the_earlier_coders_stream_decodes():
+    channel, mean, log_scale = drifted_case("padded_blocks")
+    z = channel.decompress(EARLIER_STREAM, 5, (6, 7))
+    assert digest(z.numpy().tobytes()) == EARLIER_DECODED
+    assert channel.compress(mean[:6], log_scale[:6], seed=5)[0] == EARLIER_STREAM
+
+
+# ----------------------------------------------------------------------------------
+# The array coders of the fallback mask and the width classes against a symbol-by-symbol
+# reference (one constriction model per symbol, as the earlier coder wrote them)
+# ----------------------------------------------------------------------------------
+
+
+def _reference_mask(encoder, mask):
+    import constriction
+
+    ones = 0
+    for i, symbol in enumerate(mask.tolist()):
+        p_one = (ones + 0.5) / (i + 1.0)
+        encoder.encode(symbol, constriction.stream.model.Categorical(np.array([1.0 - p_one, p_one]), perfect=False))
+        ones += symbol
+
+
+def _reference_classes(encoder, block_widths, block_dims, modes, shifts):
+    import constriction
+    from rcc.torch._width_classes import _AdaptiveClassModel, max_class
+
+    model = _AdaptiveClassModel()
+    for widths, dims, mode, shift in zip(block_widths, block_dims, modes, shifts):
+        encoder.encode(int(mode), constriction.stream.model.Categorical(model.mode(), perfect=False))
+        model.update_mode(int(mode))
+        if mode != 0:
+            continue
+        coded = [j for j, w in enumerate(widths.tolist()) if w > 1]
+        for j in coded:
+            probabilities = model.shift(dims[j], len(coded), max_class(widths[j]))
+            encoder.encode(int(shift[j]), constriction.stream.model.Categorical(probabilities, perfect=False))
+            model.update_shift(dims[j], int(shift[j]))
+
+
+@pytest.mark.parametrize("size, p_one, run", [(0, 0.5, 0), (1, 0.5, 0), (9, 0.5, 0), (3000, 0.3, 0),
+                                              (5000, 0.02, 400), (5000, 0.97, 1500), (300, 1.0, 0)])
+def test_fallback_mask_coder_writes_the_reference_bytes(size, p_one, run):
+    import constriction
+    from rcc.torch._width_classes import decode_fallback_mask, encode_fallback_mask
+
+    rng = np.random.default_rng(size + run)
+    mask = (rng.random(size) < p_one).astype(np.int64)
+    mask[size // 3: size // 3 + run] = 1  # a long run of drifted items inside
+    reference = constriction.stream.queue.RangeEncoder()
+    _reference_mask(reference, mask)
+    encoder = constriction.stream.queue.RangeEncoder()
+    bits = encode_fallback_mask(encoder, mask)
+    assert np.array_equal(encoder.get_compressed(), reference.get_compressed())
+    assert bits.shape == (size,) and np.all(bits > 0)
+    decoder = constriction.stream.queue.RangeDecoder(reference.get_compressed())
+    assert np.array_equal(decode_fallback_mask(decoder, size), mask)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_width_class_coder_writes_the_reference_bytes(seed):
+    import constriction
+    from rcc.torch._width_classes import decode_classes, encode_classes, max_class
+
+    rng = np.random.default_rng(seed)
+    count, size, latents = 400, 5, 12
+    calibrated = rng.choice([1, 2, 3, 5, 17, 40, 300, 70000], size=latents)
+    block_dims = np.stack([rng.choice(latents, size, replace=False) for _ in range(count)])
+    block_widths = calibrated[block_dims]
+    block_widths[:, -1] = np.where(rng.random(count) < 0.3, 1, block_widths[:, -1])  # some padding
+    modes = (rng.random(count) < 0.1).astype(np.int64)
+    tops = np.vectorize(max_class)(block_widths)
+    shifts = np.minimum(rng.geometric(0.6, size=(count, size)) - 1, tops) * (block_widths > 1)
+    shifts[modes == 1] = 0
+    reference = constriction.stream.queue.RangeEncoder()
+    _reference_classes(reference, block_widths, block_dims, modes, shifts)
+    encoder = constriction.stream.queue.RangeEncoder()
+    bits = encode_classes(encoder, block_widths, block_dims, modes, shifts)
+    assert np.array_equal(encoder.get_compressed(), reference.get_compressed())
+    assert bits.shape == (count,) and np.all(bits > 0)
+    decoded_modes, decoded_shifts = decode_classes(constriction.stream.queue.RangeDecoder(reference.get_compressed()),
+                                                   block_widths, block_dims)
+    assert np.array_equal(decoded_modes, modes) and np.array_equal(decoded_shifts, shifts)
