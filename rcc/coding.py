@@ -186,13 +186,15 @@ def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candid
     # rng=None: the kernel derives the key from the seed, as private_key does.
     key = _NO_KEY if rng is None else private_key(seed, rng)
     low, high = spec["low"], spec["high"]
-    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
-        seed, key, rng is None, stream_offset, spec["family"], spec["loc"], spec["scale"], low, high,
-        spec["log_normalizer"], prior_family, prior_loc, prior_scale, transform_family, transform_loc,
-        transform_scale, width_mode, int(width_given),
-        _half_width(tail_mass), hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
-        log_max_candidates,
-    )
+    preparation = (seed, key, rng is None, stream_offset, spec["family"], spec["loc"], spec["scale"], low, high,
+                   spec["log_normalizer"], prior_family, prior_loc, prior_scale, transform_family, transform_loc,
+                   transform_scale, width_mode, int(width_given), _half_width(tail_mass), hybrid)
+    if mode == kernels.RACE:
+        outputs = kernels.encode_one(*preparation, max_candidates, log_max_candidates)
+    else:
+        outputs = kernels.encode_one_fixed_count(*preparation, mode, 0 if num_candidates is None else num_candidates,
+                                                 max_candidates)
+    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = outputs
     if (prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK
             or mode == kernels.RACE and log_w_max > log_max_candidates):
         return None  # the batch path raises the error, worded exactly as for any batch
@@ -228,7 +230,7 @@ def _encode_default_normal(target, seed, hybrid):
         np.uint64(seed), _NO_KEY, True, _STREAM_ZERO, NORMAL_FAMILY, mean, std,
         mean - _DEFAULT_HALF_WIDTH * std, mean + _DEFAULT_HALF_WIDTH * std, _DEFAULT_LOG_NORMALIZER,
         NORMAL_FAMILY, 0.0, 1.0, NORMAL_FAMILY, 0.0, transform_scale, kernels.WIDTH_GAUSSIAN, 1,
-        _DEFAULT_HALF_WIDTH, hybrid, kernels.RACE, 0, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
+        _DEFAULT_HALF_WIDTH, hybrid, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
     )
     if prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK or log_w_max > _LOG_DEFAULT_MAX_CANDIDATES:
         return None
