@@ -23,6 +23,7 @@ Cases (Gaussian channel: prior N(0, 1), target N(mu, s^2), mu ~ N(0, 1 - s^2)):
 * d-dimensional product targets, d in {1, 2, 4, 8}, one index per block;
 * bitstream encode/decode throughput (messages/s);
 * time per sample against I for hybrid and pfr;
+* a large encode into fresh output arrays against one reusing them (``out=``);
 * peak resident memory of one large encode.
 """
 
@@ -328,6 +329,17 @@ def main(argv=None):
             seconds = _median_seconds(lambda: rcc.decode_sample(enc.index, enc.factor, seed=3, method=method,
                                                                 num_threads=1), repeats)
             table.add(f"tree sampler {method} decode at I = 8 bits, 1 thr", count / seconds, "samples/s")
+
+    # Fresh output memory against caller-owned arrays (encode_sample(out=...)), one thread: the
+    # difference is the page faults of fresh memory, which grow with the batch.
+    count = 2 * 10**6 if quick else 4 * 10**6
+    target = gaussian_channel(count, 0.01, seed=13)
+    fresh_seconds = _median_seconds(lambda: rcc.encode_sample(target, seed=5, num_threads=1), repeats)
+    buffer = rcc.encode_sample(target, seed=6, num_threads=1)
+    reused_seconds = _median_seconds(lambda: rcc.encode_sample(target, seed=5, num_threads=1, out=buffer), repeats)
+    table.add(f"encode {count:.0e} targets, fresh output arrays, 1 thr", count / fresh_seconds, "samples/s")
+    table.add(f"encode {count:.0e} targets, out= reusing the arrays, 1 thr", count / reused_seconds, "samples/s",
+              note=f"{fresh_seconds / reused_seconds:.2f} x the fresh-output rate")
 
     # Peak memory of one large call.
     big = 10**6 if quick else 10**7
