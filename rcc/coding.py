@@ -410,13 +410,13 @@ def encode_sample(
                                   max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                                   stream_offset=stream_offset)
     plain = type(target) is Normal  # the common scalar case skips the ABC checks below
+    if not plain and not isinstance(target, (GeneralTarget, Distribution)):
+        target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
     if not plain and isinstance(target, GeneralTarget):
         # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
         return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,
                               max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                               transform=transform, stream_offset=stream_offset)
-    if not plain and not isinstance(target, Distribution):
-        target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
     if not plain and not isinstance(target, Distribution):
         target = _check_target(target)  # raises: neither an rcc distribution nor a general target
     # Fast path for the common plain int; check_seed handles (and rejects) the rest.

@@ -349,3 +349,10 @@ def test_scalar_general_encode_compiles_one_kernel_signature():
             rcc.encode_sample(_general_target("laplace", ()), seed=seed, method=method, rng=1 if seed == 3 else None)
             rcc.encode_sample(_general_target("quartic", ()), seed=seed, method=method, stream_offset=2)
     assert len(general._encode_general_one.signatures) == 1
+
+
+def test_a_frozen_scipy_laplace_takes_the_general_scalar_path():
+    from scipy import stats
+
+    ours = rcc.encode_sample(_general_target("laplace", ()), seed=4)
+    assert rcc.encode_sample(stats.laplace(0.3, 0.05), seed=4) == ours
