@@ -72,6 +72,9 @@ __all__ = [
 STATUS_OK, STATUS_MAX_CANDIDATES, STATUS_BOUND_VIOLATED, STATUS_NAN = 0, 1, 2, 3
 _NO_KEY = np.uint64(0)  # the scalar kernel derives the key itself
 _STREAM_ZERO = np.uint64(0)
+# Targets this small remember their race inputs per prior and width (computing them costs far more
+# than their races; larger ones would hold as much memory again as the target itself).
+_REMEMBERED_BELOW = 1024
 _SERIAL_BELOW = 64  # smaller batches run on the calling thread (a race per element costs microseconds)
 
 
@@ -199,32 +202,36 @@ def _encode_general_one(seed, key, derive_key, stream, c_address, jit_address, p
                                log_w_max, max_candidates, check_bound)
 
 
-_ENCODE_GENERAL_SIGNATURE = types.void(_u8, _u8, _u8, _LOGPDF_TYPE, _F2, _F1, _F1, _F1, _I1, _F1, _F1, _F1, _F1,
+# The log density arrives as the two addresses _logpdf_at takes (see _logpdf_addresses).
+_ENCODE_GENERAL_SIGNATURE = types.void(_u8, _u8, _u8, _i8, _i8, _F2, _F1, _F1, _F1, _I1, _F1, _F1, _F1, _F1,
                                        _F1, _F1, _b1, _F1, _i8, _b1, _I1, _I1, _F1, _I1, _I1)
 
 
 # Threaded and serial twins (waking the thread pool costs more than a small
 # batch); distinct functions because numba's disk cache is keyed by function.
 @_typed_kernel(_ENCODE_GENERAL_SIGNATURE, cache=True, parallel=True)
-def _encode_general_batch(seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
-                          prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+def _encode_general_batch(seed, key, stream_offset, c_address, jit_address, params, low, high, log_const,
+                          prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
                           log_w_max, max_candidates, check_bound, index_out, factor_out, sample_out,
                           examined_out, status_out):
     """Encode a batch of 1-D general targets; element ``i`` uses stream ``stream_offset + i``."""
+    logpdf = _logpdf_at(c_address, jit_address)
     for i in numba.prange(low.shape[0]):
         # np.int64: prange's index is unsigned, the serial loop's signed; one type, one compiled element.
-        _encode_general_element(np.int64(i), seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
-                                prior_loc, prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
+        _encode_general_element(np.int64(i), seed, key, stream_offset, logpdf, params, low, high, log_const,
+                                prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+                                log_w_max,
                                 max_candidates, check_bound, index_out, factor_out, sample_out, examined_out,
                                 status_out)
 
 
 @_typed_kernel(_ENCODE_GENERAL_SIGNATURE, cache=True)
-def _encode_general_batch_serial(seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
-                                 prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+def _encode_general_batch_serial(seed, key, stream_offset, c_address, jit_address, params, low, high, log_const,
+                                 prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
                                  log_w_max, max_candidates, check_bound, index_out, factor_out, sample_out,
                                  examined_out, status_out):
     """:func:`_encode_general_batch` on the calling thread."""
+    logpdf = _logpdf_at(c_address, jit_address)
     for i in range(low.shape[0]):
         _encode_general_element(i, seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
                                 prior_loc, prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
@@ -356,6 +363,19 @@ def _logpdf_addresses(logpdf):
         except Exception:  # noqa: BLE001 - whatever it is, the batch path reports it
             return None
     return _LOGPDF_ADDRESSES[logpdf]
+
+
+def _checked_logpdf_addresses(target):
+    """:func:`_logpdf_addresses` of the target's log density, or the reason it has none."""
+    addresses = _logpdf_addresses(target.logpdf_function)
+    if addresses is not None:
+        return addresses
+    reason = "its compiled code has no address"
+    try:
+        target.logpdf_function.get_compile_result(LOGPDF_SIGNATURE)
+    except Exception as exc:  # noqa: BLE001 - numba's many error types, reported as one
+        reason = str(exc)
+    raise TypeError(f"logpdf does not compile as logpdf(z: float64, params: float64[:]) -> float64: {reason}")
 
 
 def _scalar_race_arguments(target, columns):
@@ -496,12 +516,13 @@ def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Norm
     # The race runs on the coding transform's axis; the prior gives only the KL.
     transform = _check_transform(transform, prior, hybrid)
     memo_key = None
-    if target.batch_shape == () and log_ratio_max is None and (width is None or type(width) in (int, str)):
+    if (math.prod(shape) <= _REMEMBERED_BELOW and log_ratio_max is None
+            and (width is None or type(width) in (int, str))):
         prior_key, transform_key = _scalar_prior_key(prior), _scalar_prior_key(transform)
         memo_key = (None if prior_key is None or transform_key is None
                     else ("race inputs", prior_key, transform_key, hybrid, width))
     if memo_key is not None and memo_key in target._per_prior_values:
-        # A scalar target coded again with the same prior and width: its inputs are those of last time.
+        # A small target coded again with the same prior and width: its inputs are those of last time.
         columns, log_w_max_max = target._per_prior_values[memo_key]
     else:
         columns, log_w_max_max = _race_inputs(target, prior, transform, hybrid, width, log_ratio_max)
@@ -542,7 +563,8 @@ def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Norm
             # feature on every first compile, which tells a user nothing they can act on.
             warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
             kernel(
-                seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
+                seed_u64, private_key(seed, rng), stream_offset, *_checked_logpdf_addresses(target),
+                target._flat_params(),
                 *columns[:10], hybrid, columns[10], max_candidates, bool(check_bound), index, factor, sample,
                 examined, status,
             )

@@ -356,3 +356,18 @@ def test_a_frozen_scipy_laplace_takes_the_general_scalar_path():
 
     ours = rcc.encode_sample(_general_target("laplace", ()), seed=4)
     assert rcc.encode_sample(stats.laplace(0.3, 0.05), seed=4) == ours
+
+
+def test_a_small_general_batch_remembers_its_race_inputs_per_prior_and_width():
+    from rcc.general import Laplace
+
+    def make():
+        return Laplace(np.linspace(-0.5, 0.5, 8), 0.05)
+
+    remembered = make()
+    calls = [{}, {"prior": rcc.Normal(0.3, 2.0)}, {"width": 4}, {"method": "pfr"}, {"width": "adaptive"}, {}]
+    for kwargs in calls:
+        mine = rcc.encode_sample(remembered, seed=6, **kwargs)
+        fresh = rcc.encode_sample(make(), seed=6, **kwargs)
+        for field in dataclasses.fields(rcc.EncodedSample):
+            np.testing.assert_array_equal(getattr(mine, field.name), getattr(fresh, field.name), err_msg=field.name)
