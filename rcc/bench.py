@@ -16,12 +16,14 @@ Cases (Gaussian channel: prior N(0, 1), target N(mu, s^2), mu ~ N(0, 1 - s^2)):
 * whole calls from Python arrays of means and stds (10^6 targets; 10^5 with
   ``--quick``), on one thread and on all, with the ratio of the two;
 * the plain-numpy reference race (vectorised over candidates, one target at a
-  time; it uses the same shared randomness, so it also cross-checks indices);
+  time, on the coding transform's axis as the kernels; it uses the same shared
+  randomness, so it also cross-checks the selected indices, which agree);
 * single-call latency of ``encode_sample`` and ``decode_sample`` on one scalar
-  target or message (hybrid, pfr, a general target), median and 90th percentile;
+  target or message (hybrid, pfr, general targets), median and 90th percentile;
 * d-dimensional product targets, d in {1, 2, 4, 8}, one index per block;
 * bitstream encode/decode throughput (messages/s);
 * time per sample against I for hybrid and pfr;
+* a large encode into fresh output arrays against one reusing them (``out=``);
 * peak resident memory of one large encode.
 """
 
@@ -52,36 +54,42 @@ def gaussian_channel(count, std, seed=0):
     return rcc.Normal(rng.normal(0.0, math.sqrt(1.0 - std * std), count), std)
 
 
-def reference_hybrid_encode(means, std, width, seed, tail_mass=rcc.DEFAULT_TAIL_MASS, chunk=64):
+def reference_hybrid_encode(means, std, width, seed, tail_mass=rcc.DEFAULT_TAIL_MASS,
+                            transform_scale=rcc.DEFAULT_TRANSFORM_SCALE, chunk=64):
     """Plain-numpy hybrid race with a Normal(0, 1) prior: indices of the winners.
 
     Straightforward and vectorised over ``chunk`` candidates of one target at
     a time, using scipy's ``ndtr``/``ndtri`` and the library's shared
-    randomness, so its indices can be compared with the numba kernels'.
-    ``width`` is one width or one per target (e.g. ``enc.width`` of an
-    adaptive encode).
+    randomness.  It races on the axis the kernels race on: the width-``M``
+    transformed axis of the coding transform ``Normal(0, transform_scale)``
+    (:func:`rcc.coding_transform` of the prior; ``transform_scale=1`` is
+    ``transform="prior"``), with log weights ``log q - log c - log M``, so
+    its indices can be compared with the numba kernels'.  ``width`` is one
+    width or one per target (e.g. ``enc.width`` of an adaptive encode).
     """
     key = private_key(seed)
     half = -special.ndtri(0.5 * tail_mass)
     log_norm = math.log1p(-tail_mass)
     indices = np.empty(len(means), dtype=np.int64)
     widths = np.broadcast_to(np.asarray(width, dtype=np.int64), (len(means),))
+    scale = float(transform_scale)
     for i, mean in enumerate(means):
         width = int(widths[i])
         low, high = mean - half * std, mean + half * std
-        start, stop = width * special.ndtr(low), width * special.ndtr(high)
+        start, stop = width * special.ndtr(low / scale), width * special.ndtr(high / scale)
         centre = min(max(0.5 * (start + stop), 0.5), width - 0.5)
-        const = -math.log(std) - log_norm - math.log(width)
-        # Closed-form maximum of the quadratic log ratio on [low, high].
-        stationary = min(max(mean / (1.0 - std * std), low), high)
-        log_ratio = lambda z: const - 0.5 * ((z - mean) / std) ** 2 + 0.5 * z * z  # noqa: E731
+        # log q(z) - log c(z) - log M with q the truncated N(mean, std^2) and c = N(0, scale^2).
+        const = math.log(scale) - math.log(std) - log_norm - math.log(width)
+        # Closed-form maximum of the quadratic log ratio on [low, high] (concave: std < scale).
+        stationary = min(max(mean / (1.0 - (std / scale) ** 2), low), high)
+        log_ratio = lambda z: const - 0.5 * ((z - mean) / std) ** 2 + 0.5 * (z / scale) ** 2  # noqa: E731
         log_w_max = max(log_ratio(stationary), log_ratio(low), log_ratio(high)) + 1e-9
         best, best_n, arrival, first = np.inf, 0, 0.0, 1
         while True:
             n = np.arange(first, first + chunk)
             u = shared_uniform(seed, i, n, 0)
             k = np.floor(centre - u + 0.5)
-            z = special.ndtri((k + u) / width)
+            z = scale * special.ndtri((k + u) / width)
             with np.errstate(invalid="ignore"):
                 lw = np.where((z >= low) & (z <= high), log_ratio(z), -np.inf)
             arrivals = arrival + np.cumsum(private_exponential(key, i, n))
@@ -230,6 +238,8 @@ def main(argv=None):
     scalar = rcc.Normal(0.3, 0.01)
     enc = rcc.encode_sample(scalar, seed=1)
     laplace = general.Laplace(0.3, 0.05)
+    mixture = general.GaussianMixture(0.3, -0.1, 0.02, 0.1, 0.03)
+    beta = general.ScaledBeta(2.0, 5.0, -0.2, 0.3)
     pfr_target = rcc.Normal(0.3, 0.2)
     for case, call in (
         ("encode_sample, scalar Normal(0.3, 0.01), hybrid", lambda seed: rcc.encode_sample(scalar, seed=seed)),
@@ -239,8 +249,12 @@ def main(argv=None):
          lambda seed: rcc.encode_sample(pfr_target, seed=seed, method="pfr")),
         ("decode_sample, one pfr message", lambda seed: rcc.decode_sample(3, 0, seed=seed, method="pfr")),
         ("encode_sample, scalar Laplace(0.3, 0.05), hybrid", lambda seed: rcc.encode_sample(laplace, seed=seed)),
+        ("encode_sample, scalar Laplace(0.3, 0.05), pfr",
+         lambda seed: rcc.encode_sample(laplace, seed=seed, method="pfr")),
+        ("encode_sample, scalar GaussianMixture, hybrid", lambda seed: rcc.encode_sample(mixture, seed=seed)),
+        ("encode_sample, scalar ScaledBeta(2, 5), hybrid", lambda seed: rcc.encode_sample(beta, seed=seed)),
     ):
-        latencies = _latencies(call, calls if "Laplace" not in case else calls // 10)
+        latencies = _latencies(call, calls)
         table.add(f"single call: {case} (median)", np.median(latencies) * 1e6, "us",
                   note=f"90th percentile {np.percentile(latencies, 90) * 1e6:.1f} us")
 
@@ -315,6 +329,17 @@ def main(argv=None):
             seconds = _median_seconds(lambda: rcc.decode_sample(enc.index, enc.factor, seed=3, method=method,
                                                                 num_threads=1), repeats)
             table.add(f"tree sampler {method} decode at I = 8 bits, 1 thr", count / seconds, "samples/s")
+
+    # Fresh output memory against caller-owned arrays (encode_sample(out=...)), one thread: the
+    # difference is the page faults of fresh memory, which grow with the batch.
+    count = 2 * 10**6 if quick else 4 * 10**6
+    target = gaussian_channel(count, 0.01, seed=13)
+    fresh_seconds = _median_seconds(lambda: rcc.encode_sample(target, seed=5, num_threads=1), repeats)
+    buffer = rcc.encode_sample(target, seed=6, num_threads=1)
+    reused_seconds = _median_seconds(lambda: rcc.encode_sample(target, seed=5, num_threads=1, out=buffer), repeats)
+    table.add(f"encode {count:.0e} targets, fresh output arrays, 1 thr", count / fresh_seconds, "samples/s")
+    table.add(f"encode {count:.0e} targets, out= reusing the arrays, 1 thr", count / reused_seconds, "samples/s",
+              note=f"{fresh_seconds / reused_seconds:.2f} x the fresh-output rate")
 
     # Peak memory of one large call.
     big = 10**6 if quick else 10**7

@@ -186,13 +186,15 @@ def _encode_scalar(target, seed, prior, transform, method, tail_mass, max_candid
     # rng=None: the kernel derives the key from the seed, as private_key does.
     key = _NO_KEY if rng is None else private_key(seed, rng)
     low, high = spec["low"], spec["high"]
-    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
-        seed, key, rng is None, stream_offset, spec["family"], spec["loc"], spec["scale"], low, high,
-        spec["log_normalizer"], prior_family, prior_loc, prior_scale, transform_family, transform_loc,
-        transform_scale, width_mode, int(width_given),
-        _half_width(tail_mass), hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
-        log_max_candidates,
-    )
+    preparation = (seed, key, rng is None, stream_offset, spec["family"], spec["loc"], spec["scale"], low, high,
+                   spec["log_normalizer"], prior_family, prior_loc, prior_scale, transform_family, transform_loc,
+                   transform_scale, width_mode, int(width_given), _half_width(tail_mass), hybrid)
+    if mode == kernels.RACE:
+        outputs = kernels.encode_one(*preparation, max_candidates, log_max_candidates)
+    else:
+        outputs = kernels.encode_one_fixed_count(*preparation, mode, 0 if num_candidates is None else num_candidates,
+                                                 max_candidates)
+    (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = outputs
     if (prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK
             or mode == kernels.RACE and log_w_max > log_max_candidates):
         return None  # the batch path raises the error, worded exactly as for any batch
@@ -228,7 +230,7 @@ def _encode_default_normal(target, seed, hybrid):
         np.uint64(seed), _NO_KEY, True, _STREAM_ZERO, NORMAL_FAMILY, mean, std,
         mean - _DEFAULT_HALF_WIDTH * std, mean + _DEFAULT_HALF_WIDTH * std, _DEFAULT_LOG_NORMALIZER,
         NORMAL_FAMILY, 0.0, 1.0, NORMAL_FAMILY, 0.0, transform_scale, kernels.WIDTH_GAUSSIAN, 1,
-        _DEFAULT_HALF_WIDTH, hybrid, kernels.RACE, 0, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
+        _DEFAULT_HALF_WIDTH, hybrid, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
     )
     if prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK or log_w_max > _LOG_DEFAULT_MAX_CANDIDATES:
         return None
@@ -237,6 +239,48 @@ def _encode_default_normal(target, seed, hybrid):
                             tail_mass=DEFAULT_TAIL_MASS, kl_bits=kl / _LOG2,
                             method="hybrid" if hybrid else "pfr", num_candidates=None, seed=seed)
     return encoded
+
+
+def _output_views(out, target, mode, inputs):
+    """The kernel's flat output arrays as views of ``out``'s arrays, after checking each (``encode_sample(out=)``).
+
+    Returns (index, factor, sample, examined, widths, kl_bits, counts), shaped
+    as the kernel writes them: ``(count,)`` and ``(count, dims)``.
+    """
+    if not isinstance(out, EncodedSample):
+        raise TypeError(f"out must be an EncodedSample (an earlier batch's result), got {type(out).__name__}")
+    count, dims = inputs.count, inputs.dims
+    batch_shape, shape = target.batch_shape, target.shape
+    fields = [("index", batch_shape, np.int64, (count,)), ("factor", shape, np.int64, (count, dims)),
+              ("sample", shape, np.float64, (count, dims)), ("candidates", batch_shape, np.int64, (count,)),
+              ("width", shape, np.int64, (count, dims)), ("kl_bits", batch_shape, np.float64, (count,))]
+    if mode != kernels.RACE:
+        fields.append(("num_candidates", batch_shape, np.int64, (count,)))
+    views = []
+    for name, expected_shape, dtype, flat_shape in fields:
+        arr = getattr(out, name)
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"out.{name} must be a numpy array, got {type(arr).__name__}")
+        if arr.shape != tuple(expected_shape):
+            raise ValueError(f"out.{name} has shape {arr.shape}, this call writes shape {tuple(expected_shape)}")
+        if arr.dtype != dtype:
+            raise ValueError(f"out.{name} has dtype {arr.dtype}, this call writes {np.dtype(dtype)}")
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"out.{name} must be C-contiguous (np.ascontiguousarray makes a copy that is)")
+        if not arr.flags.writeable:
+            raise ValueError(f"out.{name} is read-only; pass writable arrays")
+        views.append((name, arr, arr.reshape(flat_shape)))
+    for position, (name, arr, _) in enumerate(views):
+        for other_name, other, _ in views[position + 1:]:
+            if np.may_share_memory(arr, other):
+                raise ValueError(f"out.{name} and out.{other_name} share memory; each output needs its own array")
+        for column in inputs.columns:
+            if np.may_share_memory(arr, column):
+                raise ValueError(f"out.{name} shares memory with the target's or prior's parameters")
+    flat = [view for _, _, view in views]
+    if mode == kernels.RACE:
+        flat.append(np.empty(0, dtype=np.int64))  # the race writes no candidate counts
+    return tuple(flat)
 
 
 def encode_sample(
@@ -254,6 +298,7 @@ def encode_sample(
     progress: bool = False,
     transform: Normal | Uniform | str | None = None,
     stream_offset: int = 0,
+    out: EncodedSample | None = None,
 ) -> EncodedSample:
     """Encode an exact sample of ``target`` as a message ``(index, factor)``.
 
@@ -314,6 +359,17 @@ def encode_sample(
         ``x[a:b]`` of a flat batch with ``stream_offset=a`` gives exactly the
         messages and samples of one call on ``x``;
         ``stream_offset + batch size`` must not exceed ``2**64``.
+    out : EncodedSample, optional
+        A batch's earlier result whose arrays this call overwrites instead of
+        allocating new ones (for a loop over equal-sized chunks: fresh output
+        memory costs more than the race at 10^6 targets and up).  Its
+        ``index``, ``factor``, ``sample``, ``candidates``, ``width`` and
+        ``kl_bits`` (and ``num_candidates`` for ORC/MRC) must be writable,
+        C-contiguous arrays of this call's shapes and dtypes (int64, float64
+        for ``sample`` and ``kl_bits``) sharing no memory with each other or
+        the target.  The returned sample holds those same arrays.  Methods
+        "hybrid", "pfr", "orc" and "mrc" on rcc distributions with a batch;
+        if the call raises, the contents of those arrays are unspecified.
 
     Returns
     -------
@@ -329,7 +385,8 @@ def encode_sample(
     True
     """
     if (type(target) is Normal and type(seed) is int and prior is None and width is None and transform is None
-            and rng is None and num_threads is None and num_candidates is None and tail_mass is DEFAULT_TAIL_MASS
+            and rng is None and num_threads is None and num_candidates is None and out is None
+            and tail_mass is DEFAULT_TAIL_MASS
             and max_candidates is DEFAULT_MAX_CANDIDATES and type(stream_offset) is int and stream_offset == 0
             and type(method) is str and (method == "hybrid" or method == "pfr") and not target.mean.shape
             and 0 <= seed <= MAX_SEED):
@@ -337,6 +394,9 @@ def encode_sample(
         encoded = _encode_default_normal(target, seed, method == "hybrid")
         if encoded is not None:
             return encoded
+    if out is not None and (isinstance(target, GeneralTarget) or isinstance(method, str) and method in _TREE_METHODS):
+        raise ValueError("out applies to methods 'hybrid', 'pfr', 'orc' and 'mrc' on rcc distributions; "
+                         "drop out= for general targets and the tree samplers")
     if isinstance(method, str) and method in _TREE_METHODS:
         from .samplers.core import encode_tree_sample  # imported on use: the tree samplers load their own kernels
 
@@ -350,14 +410,14 @@ def encode_sample(
                                   max_candidates=max_candidates, rng=rng, num_threads=num_threads,
                                   stream_offset=stream_offset)
     plain = type(target) is Normal  # the common scalar case skips the ABC checks below
-    if not plain and not isinstance(target, Distribution):
+    if not plain and not isinstance(target, (GeneralTarget, Distribution)):
         target = _convert_scipy(target)  # a frozen scipy.stats distribution: its rcc equivalent
+    if not plain and isinstance(target, GeneralTarget):
+        # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
+        return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,
+                              max_candidates=max_candidates, rng=rng, num_threads=num_threads,
+                              transform=transform, stream_offset=stream_offset)
     if not plain and not isinstance(target, Distribution):
-        if isinstance(target, GeneralTarget):
-            # A general target carries its own truncation (GeneralTarget(tail_mass=...)).
-            return encode_general(target, seed, prior=_check_prior(prior), width=width, method=method,
-                                  max_candidates=max_candidates, rng=rng, num_threads=num_threads,
-                                  transform=transform, stream_offset=stream_offset)
         target = _check_target(target)  # raises: neither an rcc distribution nor a general target
     # Fast path for the common plain int; check_seed handles (and rejects) the rest.
     seed_u64 = np.uint64(seed) if type(seed) is int and 0 <= seed <= MAX_SEED else check_seed(seed)
@@ -379,6 +439,8 @@ def encode_sample(
     if num_candidates is not None and num_candidates > max_candidates:
         raise ValueError(f"num_candidates={num_candidates} exceeds max_candidates={max_candidates}")
     transform = _check_transform(transform, prior, hybrid)
+    if out is not None and not target.batch_shape:
+        raise ValueError("out applies to a batch of targets; a scalar target's outputs are Python numbers")
     if (not target.shape and not prior.batch_shape and not transform.batch_shape
             and not isinstance(width, np.ndarray)):
         # The common offset 0 skips the check (the scalar path is latency-bound).
@@ -395,13 +457,16 @@ def encode_sample(
     key = private_key(seed_u64, rng)
     # The kernel writes every output of every element that encodes (and the
     # status of all), so the outputs need no zeroing.
-    index = np.empty(count, dtype=np.int64)
-    factor = np.empty((count, dims), dtype=np.int64)
-    sample = np.empty((count, dims), dtype=np.float64)
-    examined = np.empty(count, dtype=np.int64)
-    widths = np.empty((count, dims), dtype=np.int64)
-    kl_bits = np.empty(count, dtype=np.float64)
-    counts = np.empty(count if mode != kernels.RACE else 0, dtype=np.int64)  # ORC/MRC only
+    if out is None:
+        index = np.empty(count, dtype=np.int64)
+        factor = np.empty((count, dims), dtype=np.int64)
+        sample = np.empty((count, dims), dtype=np.float64)
+        examined = np.empty(count, dtype=np.int64)
+        widths = np.empty((count, dims), dtype=np.int64)
+        kl_bits = np.empty(count, dtype=np.float64)
+        counts = np.empty(count if mode != kernels.RACE else 0, dtype=np.int64)  # ORC/MRC only
+    else:
+        index, factor, sample, examined, widths, kl_bits, counts = _output_views(out, target, mode, inputs)
     status = np.empty(count, dtype=np.int8)
     threads = _Threads(num_threads)
     log_max_candidates = math.log(max_candidates)
@@ -421,6 +486,15 @@ def encode_sample(
             _raise_encode_error(status, inputs, threads, max_candidates)
 
     batch_shape, shape = target.batch_shape, target.shape
+    if out is not None:
+        # The caller's arrays, now holding this call's outputs.
+        return EncodedSample(
+            index=out.index, factor=out.factor, sample=out.sample, candidates=out.candidates, width=out.width,
+            tail_mass=_scalar_or_array(np.broadcast_to(cast(Distribution, target).tail_mass_of(tail_mass),
+                                                       batch_shape)),
+            kl_bits=out.kl_bits, method=method, num_candidates=None if mode == kernels.RACE else out.num_candidates,
+            seed=int(seed_u64),
+        )
     return EncodedSample(
         index=_scalar_or_array(index.reshape(batch_shape)),
         factor=_scalar_or_array(factor.reshape(shape)),

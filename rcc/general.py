@@ -40,13 +40,15 @@ from typing import Any
 import numba
 import numpy as np
 from numba import types
+from numba.core import cgutils
 from numba.core.errors import NumbaExperimentalFeatureWarning
+from numba.extending import intrinsic
 from numpy.typing import ArrayLike
 
-from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample
+from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample, _scalar_encoded_sample
 from .kernels import _candidate_factor, prior_ppf_scaled, race
-from .random import (DOMAIN_PRIVATE, DOMAIN_SHARED, _shared_dither, _stream_prefix, check_seed, check_stream_offset,
-                     private_key, uniform_centered)
+from .random import (DOMAIN_KEY, DOMAIN_PRIVATE, DOMAIN_SHARED, _shared_dither, _stream_prefix, check_seed,
+                     check_stream_offset, hash_counter, private_key, uniform_centered)
 from .targets import NORMAL_FAMILY, Normal, Uniform
 # The target definitions live in the targets layer; importable from here as before.
 from .targets.general import (  # noqa: F401 - re-exported
@@ -68,6 +70,11 @@ __all__ = [
 ]
 
 STATUS_OK, STATUS_MAX_CANDIDATES, STATUS_BOUND_VIOLATED, STATUS_NAN = 0, 1, 2, 3
+_NO_KEY = np.uint64(0)  # the scalar kernel derives the key itself
+_STREAM_ZERO = np.uint64(0)
+# Targets this small remember their race inputs per prior and width (computing them costs far more
+# than their races; larger ones would hold as much memory again as the target itself).
+_REMEMBERED_BELOW = 1024
 _SERIAL_BELOW = 64  # smaller batches run on the calling thread (a race per element costs microseconds)
 
 
@@ -112,61 +119,119 @@ def _general_log_weight(state, shared, n):
     return lw, STATUS_OK
 
 
+@numba.njit(cache=True, inline="always")
+def _encode_general_row(seed, key, stream, logpdf, params, low, high, log_const, prior_family, prior_loc,
+                        prior_scale, width, centre, window_low, window_high, hybrid, log_w_max, max_candidates,
+                        check_bound):
+    """The race of one 1-D general target on stream ``stream``: (status, index, factor, sample, examined).
+
+    The one implementation behind the batch kernels and the scalar kernel.
+    ``factor`` and ``sample`` are meaningful only when ``status`` is ``STATUS_OK``.
+    """
+    # The one race loop of the built-in targets, with this target's log-density callback as its weight.
+    state = (logpdf, params, low, high, log_const, prior_family, prior_loc, prior_scale, width, centre, window_low,
+             window_high, hybrid, check_bound, log_w_max)
+    n, examined, status = race(_general_log_weight, state, _stream_prefix(DOMAIN_SHARED, seed, stream),
+                               _stream_prefix(DOMAIN_PRIVATE, key, stream), log_w_max, max_candidates)
+    if status != STATUS_OK:
+        return status, n, np.int64(0), np.nan, examined
+    # The selected candidate, rebuilt exactly as rcc.kernels.decode_batch will rebuild it.
+    u = uniform_centered(seed, stream, np.uint64(n), np.uint64(0))
+    if hybrid:
+        k = _candidate_factor(centre, u)
+        offset = u
+    else:
+        k = 0.0
+        offset = u + 0.5
+    return status, n, np.int64(k), prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale), examined
+
+
 @numba.njit(cache=True)
 def _encode_general_element(i, seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
                             prior_loc, prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
                             max_candidates, check_bound, index_out, factor_out, sample_out, examined_out,
                             status_out):
     """Encode element ``i`` of a batch of 1-D general targets (stream ``stream_offset + i``)."""
-    stream = stream_offset + np.uint64(i)
-    # The one race loop of the built-in targets, with this target's log-density callback as its weight.
-    state = (logpdf, params[i], low[i], high[i], log_const[i], prior_family[i], prior_loc[i], prior_scale[i],
-             width[i], centre[i], window_low[i], window_high[i], hybrid, check_bound, log_w_max[i])
-    n, examined, status = race(_general_log_weight, state, _stream_prefix(DOMAIN_SHARED, seed, stream),
-                               _stream_prefix(DOMAIN_PRIVATE, key, stream), log_w_max[i], max_candidates)
+    status, n, k, z, examined = _encode_general_row(
+        seed, key, stream_offset + np.uint64(i), logpdf, params[i], low[i], high[i], log_const[i], prior_family[i],
+        prior_loc[i], prior_scale[i], width[i], centre[i], window_low[i], window_high[i], hybrid, log_w_max[i],
+        max_candidates, check_bound)
     index_out[i] = n
     examined_out[i] = examined
     status_out[i] = status
-    if status != STATUS_OK:
-        return
-    # The selected candidate, rebuilt exactly as rcc.kernels.decode_batch will rebuild it.
-    u = uniform_centered(seed, stream, np.uint64(n), np.uint64(0))
-    if hybrid:
-        k = _candidate_factor(centre[i], u)
-        offset = u
-    else:
-        k = 0.0
-        offset = u + 0.5
-    factor_out[i] = np.int64(k)
-    sample_out[i] = prior_ppf_scaled(k, offset, width[i], prior_family[i], prior_loc[i], prior_scale[i])
+    if status == STATUS_OK:
+        factor_out[i] = k
+        sample_out[i] = z
 
 
-_ENCODE_GENERAL_SIGNATURE = types.void(_u8, _u8, _u8, _LOGPDF_TYPE, _F2, _F1, _F1, _F1, _I1, _F1, _F1, _F1, _F1,
+@intrinsic
+def _logpdf_at(typingctx, c_address, jit_address):
+    """The log density compiled at these two addresses, as a :data:`LOGPDF_SIGNATURE` first-class function.
+
+    The value numba builds when a dispatcher is passed for a first-class
+    function argument (its C wrapper's and its own entry point's addresses),
+    built from two integers: unboxing a dispatcher argument costs tens of
+    microseconds of Python on every call, two integers almost nothing.
+    """
+    if not (isinstance(c_address, types.Integer) and isinstance(jit_address, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        function = cgutils.create_struct_proxy(_LOGPDF_TYPE)(context, builder)
+        function.c_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
+        function.py_addr = cgutils.get_null_value(cgutils.voidptr_t)
+        function.jit_addr = builder.inttoptr(args[1], cgutils.voidptr_t)
+        return function._getvalue()
+
+    return _LOGPDF_TYPE(c_address, jit_address), codegen
+
+
+@numba.njit(cache=True)
+def _encode_general_one(seed, key, derive_key, stream, c_address, jit_address, params, low, high, log_const,
+                        prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+                        log_w_max, max_candidates, check_bound):
+    """One scalar general target in one call: :func:`_encode_general_row` of its log density's addresses.
+
+    With ``derive_key`` the private key is derived from the seed, as
+    :func:`rcc.random.private_key` does for ``rng=None``.
+    """
+    if derive_key:
+        key = hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
+    return _encode_general_row(seed, key, stream, _logpdf_at(c_address, jit_address), params, low, high, log_const,
+                               prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+                               log_w_max, max_candidates, check_bound)
+
+
+# The log density arrives as the two addresses _logpdf_at takes (see _logpdf_addresses).
+_ENCODE_GENERAL_SIGNATURE = types.void(_u8, _u8, _u8, _i8, _i8, _F2, _F1, _F1, _F1, _I1, _F1, _F1, _F1, _F1,
                                        _F1, _F1, _b1, _F1, _i8, _b1, _I1, _I1, _F1, _I1, _I1)
 
 
 # Threaded and serial twins (waking the thread pool costs more than a small
 # batch); distinct functions because numba's disk cache is keyed by function.
 @_typed_kernel(_ENCODE_GENERAL_SIGNATURE, cache=True, parallel=True)
-def _encode_general_batch(seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
-                          prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+def _encode_general_batch(seed, key, stream_offset, c_address, jit_address, params, low, high, log_const,
+                          prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
                           log_w_max, max_candidates, check_bound, index_out, factor_out, sample_out,
                           examined_out, status_out):
     """Encode a batch of 1-D general targets; element ``i`` uses stream ``stream_offset + i``."""
+    logpdf = _logpdf_at(c_address, jit_address)
     for i in numba.prange(low.shape[0]):
         # np.int64: prange's index is unsigned, the serial loop's signed; one type, one compiled element.
-        _encode_general_element(np.int64(i), seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
-                                prior_loc, prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
+        _encode_general_element(np.int64(i), seed, key, stream_offset, logpdf, params, low, high, log_const,
+                                prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+                                log_w_max,
                                 max_candidates, check_bound, index_out, factor_out, sample_out, examined_out,
                                 status_out)
 
 
 @_typed_kernel(_ENCODE_GENERAL_SIGNATURE, cache=True)
-def _encode_general_batch_serial(seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
-                                 prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
+def _encode_general_batch_serial(seed, key, stream_offset, c_address, jit_address, params, low, high, log_const,
+                                 prior_family, prior_loc, prior_scale, width, centre, window_low, window_high, hybrid,
                                  log_w_max, max_candidates, check_bound, index_out, factor_out, sample_out,
                                  examined_out, status_out):
     """:func:`_encode_general_batch` on the calling thread."""
+    logpdf = _logpdf_at(c_address, jit_address)
     for i in range(low.shape[0]):
         _encode_general_element(i, seed, key, stream_offset, logpdf, params, low, high, log_const, prior_family,
                                 prior_loc, prior_scale, width, centre, window_low, window_high, hybrid, log_w_max,
@@ -276,6 +341,108 @@ def _race_inputs(target, prior, transform, hybrid, width, log_ratio_max):
     return columns, float(np.max(log_w_max))
 
 
+_SCALAR_KERNEL_READY: list = []  # a flag: non-empty once _encode_general_one has been called
+_LOGPDF_ADDRESSES: dict = {}  # log density dispatcher -> the addresses _logpdf_at takes
+
+
+def _logpdf_addresses(logpdf):
+    """``(C wrapper address, entry point address)`` of ``logpdf`` compiled for LOGPDF_SIGNATURE, or None.
+
+    These are the two addresses numba reads from a dispatcher passed as a
+    first-class function (``numba.experimental.function_type``).  The
+    dispatcher keeps its compiled code alive, and this table keeps the
+    dispatcher.  None where it does not compile for the signature: the batch
+    path then raises numba's own error.
+    """
+    if logpdf not in _LOGPDF_ADDRESSES:
+        try:
+            result = logpdf.get_compile_result(LOGPDF_SIGNATURE)
+            library, description = result.library, result.fndesc
+            _LOGPDF_ADDRESSES[logpdf] = (library.get_pointer_to_function(description.llvm_cfunc_wrapper_name),
+                                         library.get_pointer_to_function(description.llvm_func_name))
+        except Exception:  # noqa: BLE001 - whatever it is, the batch path reports it
+            return None
+    return _LOGPDF_ADDRESSES[logpdf]
+
+
+def _checked_logpdf_addresses(target):
+    """:func:`_logpdf_addresses` of the target's log density, or the reason it has none."""
+    addresses = _logpdf_addresses(target.logpdf_function)
+    if addresses is not None:
+        return addresses
+    reason = "its compiled code has no address"
+    try:
+        target.logpdf_function.get_compile_result(LOGPDF_SIGNATURE)
+    except Exception as exc:  # noqa: BLE001 - numba's many error types, reported as one
+        reason = str(exc)
+    raise TypeError(f"logpdf does not compile as logpdf(z: float64, params: float64[:]) -> float64: {reason}")
+
+
+def _scalar_race_arguments(target, columns):
+    """The race's arguments of a scalar target, as Python numbers, for :func:`_encode_general_one`.
+
+    Returns ``(addresses, params row, low, ..., window_high, log_w_max)``, or
+    None when the log density has no address (see :func:`_logpdf_addresses`).
+    """
+    addresses = _logpdf_addresses(target.logpdf_function)
+    if addresses is None:
+        return None
+    low, high, log_const, family, loc, scale, width, centre, start, stop, log_w_max = (
+        column[0].item() for column in columns)
+    return (addresses, target._flat_params()[0], low, high, log_const, family, loc, scale, width, centre, start,
+            stop, log_w_max)
+
+
+def _encode_scalar(target, seed_u64, prior, method, columns, memo_key, max_candidates, check_bound, rng,
+                   num_threads, stream):
+    """The low-latency path of :func:`encode_general` for a scalar target: one kernel call.
+
+    The arguments were validated by :func:`encode_general` as for any batch;
+    what remains (``num_threads``, ``rng``) is checked here in the batch
+    path's order.  Returns None where the race does not succeed, so that the
+    batch path raises its error, worded exactly as for any batch.
+    """
+    if num_threads is not None:
+        _check_int(num_threads, "num_threads")  # the scalar race runs on the calling thread
+    scalar_key = None if memo_key is None else ("scalar race arguments",) + memo_key
+    if scalar_key is not None and scalar_key in target._per_prior_values:
+        arguments = target._per_prior_values[scalar_key]
+    else:
+        arguments = _scalar_race_arguments(target, columns)
+        if arguments is None:
+            return None
+        if scalar_key is not None:
+            target._per_prior_values[scalar_key] = arguments
+    (c_address, jit_address), params, *race_columns, log_w_max = arguments
+    # rng=None: the kernel derives the key from the seed, as private_key does.
+    key = _NO_KEY if rng is None else private_key(seed_u64, rng)
+    arguments = (seed_u64, key, rng is None, stream, c_address, jit_address, params, *race_columns,
+                 method == "hybrid", log_w_max, max_candidates, bool(check_bound))
+    if _SCALAR_KERNEL_READY:
+        status, index, factor, sample, examined = _encode_general_one(*arguments)
+    else:
+        with warnings.catch_warnings():
+            # The first call compiles (or loads) the kernel; numba flags its first-class function type
+            # then, as for the batch kernels.  Later calls skip this context (microseconds a call).
+            warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+            status, index, factor, sample, examined = _encode_general_one(*arguments)
+        _SCALAR_KERNEL_READY.append(True)
+    if status != STATUS_OK:
+        return None
+    fixed_key = None if memo_key is None else ("scalar outputs",) + memo_key
+    if fixed_key is not None and fixed_key in target._per_prior_values:
+        kl_bits, tail_mass = target._per_prior_values[fixed_key]
+    else:
+        # As the batch path returns them: Python numbers from 0-d arrays.
+        kl_bits = np.asarray(target.kl_divergence_bits(prior)).item()
+        tail_mass = np.array(target.tail_mass, dtype=float).item()
+        if fixed_key is not None:
+            target._per_prior_values[fixed_key] = kl_bits, tail_mass
+    return _scalar_encoded_sample(index=index, factor=factor, sample=sample, candidates=examined,
+                                  width=int(race_columns[6]), tail_mass=tail_mass, kl_bits=kl_bits, method=method,
+                                  num_candidates=None, seed=int(seed_u64))
+
+
 def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Normal | Uniform | None = None,
                    width: ArrayLike | None = None, method: str = "hybrid",
                    max_candidates: int = DEFAULT_MAX_CANDIDATES, log_ratio_max: ArrayLike | None = None,
@@ -349,12 +516,13 @@ def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Norm
     # The race runs on the coding transform's axis; the prior gives only the KL.
     transform = _check_transform(transform, prior, hybrid)
     memo_key = None
-    if target.batch_shape == () and log_ratio_max is None and (width is None or type(width) in (int, str)):
+    if (math.prod(shape) <= _REMEMBERED_BELOW and log_ratio_max is None
+            and (width is None or type(width) in (int, str))):
         prior_key, transform_key = _scalar_prior_key(prior), _scalar_prior_key(transform)
         memo_key = (None if prior_key is None or transform_key is None
                     else ("race inputs", prior_key, transform_key, hybrid, width))
     if memo_key is not None and memo_key in target._per_prior_values:
-        # A scalar target coded again with the same prior and width: its inputs are those of last time.
+        # A small target coded again with the same prior and width: its inputs are those of last time.
         columns, log_w_max_max = target._per_prior_values[memo_key]
     else:
         columns, log_w_max_max = _race_inputs(target, prior, transform, hybrid, width, log_ratio_max)
@@ -369,8 +537,14 @@ def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Norm
             + (", or use method='hybrid'" if not hybrid else
                ", or drop transform='prior'" if transform is prior and isinstance(prior, Normal) else "")
         )
-    count = max(1, int(np.prod(shape, dtype=np.int64)))
-    stream_offset = check_stream_offset(stream_offset, count)
+    count = max(1, math.prod(shape))
+    stream_offset = (_STREAM_ZERO if type(stream_offset) is int and stream_offset == 0
+                     else check_stream_offset(stream_offset, count))
+    if not shape:
+        encoded = _encode_scalar(target, seed_u64, prior, method, columns, memo_key, max_candidates, check_bound,
+                                 rng, num_threads, stream_offset)
+        if encoded is not None:
+            return encoded
     widths = columns[6].astype(np.int64).reshape(shape)
 
     index = np.zeros(count, dtype=np.int64)
@@ -389,7 +563,8 @@ def encode_general(target: GeneralTarget, seed: int | np.integer, *, prior: Norm
             # feature on every first compile, which tells a user nothing they can act on.
             warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
             kernel(
-                seed_u64, private_key(seed, rng), stream_offset, target.logpdf_function, target._flat_params(),
+                seed_u64, private_key(seed, rng), stream_offset, *_checked_logpdf_addresses(target),
+                target._flat_params(),
                 *columns[:10], hybrid, columns[10], max_candidates, bool(check_bound), index, factor, sample,
                 examined, status,
             )

@@ -77,6 +77,7 @@ __all__ = [
     "encode_fused",
     "encode_fused_serial",
     "encode_one",
+    "encode_one_fixed_count",
     "decode_batch_serial",
     "decode_one",
     "prepare_batch",
@@ -287,13 +288,19 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
     else:
         n, examined, status = _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates)
     if status == STATUS_OK:
-        for j in range(params.shape[0]):
-            row = params[j]
-            k, offset = _candidate_position(shared, n, j, row[F_CENTRE], hybrid)
-            factor_out[j] = np.int64(k)
-            sample_out[j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_TRANSFORM_FAMILY],
-                                             row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE])
+        _write_winner(shared, n, params, hybrid, factor_out, sample_out)
     return n, examined, status
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _write_winner(shared, n, params, hybrid, factor_out, sample_out):
+    """Candidate ``n``'s factor and sample in each dimension: exactly what :func:`decode_batch` computes."""
+    for j in range(params.shape[0]):
+        row = params[j]
+        k, offset = _candidate_position(shared, n, j, row[F_CENTRE], hybrid)
+        factor_out[j] = np.int64(k)
+        sample_out[j] = prior_ppf_scaled(k, offset, row[F_WIDTH], row[F_TRANSFORM_FAMILY],
+                                         row[F_TRANSFORM_LOC], row[F_TRANSFORM_SCALE])
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -721,36 +728,71 @@ def encode_fused_serial(begin, end, seed, key, stream_offset, columns, steps, wi
                       sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _prepare_one(seed, key, derive_key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc,
+                 prior_scale, transform_family, transform_loc, transform_scale, width_mode, width_given, half_width,
+                 hybrid):
+    """The scalar kernels' preparation: (key, params of shape (1, NUM_FIELDS), bound, kl, prep_status, width)."""
+    if derive_key:
+        key = hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
+    params = np.empty((1, NUM_FIELDS))
+    # Family codes as float64, as a batch's columns hold them: one compiled _prepare_row serves both.
+    bound, kl, prep_status = prepare_row(np.float64(family), loc, scale, low, high, log_normalizer,
+                                         np.float64(prior_family), prior_loc, prior_scale,
+                                         np.float64(transform_family), transform_loc, transform_scale,
+                                         width_mode, width_given, half_width, hybrid, params[0])
+    return key, params, bound, kl, prep_status, int(params[0, F_WIDTH])
+
+
+# Two scalar kernels, the race's and the fixed-count baselines', so that a first
+# hybrid or pfr call compiles neither ORC/MRC nor the d-dimensional race.
 @numba.njit(cache=True, error_model="numpy")
 def encode_one(seed, key, derive_key, stream, family, loc, scale, low, high, log_normalizer, prior_family,
                prior_loc, prior_scale, transform_family, transform_loc, transform_scale, width_mode, width_given,
-               half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates):
-    """One scalar target in one call (the low-latency path of ``encode_sample``).
+               half_width, hybrid, max_candidates, log_max_candidates):
+    """One scalar target in one call, by the race (the low-latency path of ``encode_sample``, hybrid and pfr).
 
     Returns (prep_status, race_status, index, factor, sample, examined, width,
     log_w_max, kl_nats); identical to a one-element batch whose element
     uses stream ``stream`` (uint64).  With
     ``derive_key`` the private key is derived from the seed as
-    :func:`rcc.random.private_key` does for ``rng=None``.  With
-    ``num_candidates <= 0`` ORC/MRC use ``2**ceil(KL_bits + 4)``, capped at
-    ``max_candidates``.
+    :func:`rcc.random.private_key` does for ``rng=None``.
     """
-    if derive_key:
-        key = hash_counter(DOMAIN_KEY, seed, np.uint64(0), np.uint64(0), np.uint64(0))
-    params = np.empty((1, NUM_FIELDS))
-    row = params[0]
-    # Family codes as float64, as a batch's columns hold them: one compiled _prepare_row serves both.
-    bound, kl, prep_status = prepare_row(np.float64(family), loc, scale, low, high, log_normalizer,
-                                         np.float64(prior_family), prior_loc, prior_scale,
-                                         np.float64(transform_family), transform_loc, transform_scale,
-                                         width_mode, width_given, half_width, hybrid, row)
-    width = int(row[F_WIDTH])
-    if prep_status != PREP_OK or (mode == RACE and bound > log_max_candidates):
+    key, params, bound, kl, prep_status, width = _prepare_one(
+        seed, key, derive_key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+        transform_family, transform_loc, transform_scale, width_mode, width_given, half_width, hybrid)
+    if prep_status != PREP_OK or bound > log_max_candidates:
+        return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    n, examined, status = race(_row_log_weight, _row_state(params[0], hybrid), shared,
+                               _stream_prefix(DOMAIN_PRIVATE, key, stream), bound, max_candidates)
+    factor = np.zeros(1, dtype=np.int64)
+    sample = np.full(1, np.nan)
+    if status == STATUS_OK:
+        _write_winner(shared, n, params, hybrid, factor, sample)
+    return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl
+
+
+@numba.njit(cache=True, error_model="numpy")
+def encode_one_fixed_count(seed, key, derive_key, stream, family, loc, scale, low, high, log_normalizer,
+                           prior_family, prior_loc, prior_scale, transform_family, transform_loc, transform_scale,
+                           width_mode, width_given, half_width, hybrid, mode, num_candidates, max_candidates):
+    """:func:`encode_one` for ORC and MRC (``mode``) over ``num_candidates`` prior candidates.
+
+    ``num_candidates <= 0`` uses ``2**ceil(KL_bits + 4)``, capped at ``max_candidates``.
+    """
+    key, params, bound, kl, prep_status, width = _prepare_one(
+        seed, key, derive_key, family, loc, scale, low, high, log_normalizer, prior_family, prior_loc, prior_scale,
+        transform_family, transform_loc, transform_scale, width_mode, width_given, half_width, hybrid)
+    if prep_status != PREP_OK:
         return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
     if num_candidates <= 0:
         num_candidates = np.int64(min(np.exp2(np.ceil(kl / _LOG2 + 4.0)), np.float64(max_candidates)))
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    n, examined, status = _importance(shared, _stream_prefix(DOMAIN_PRIVATE, key, stream), params, hybrid, bound,
+                                      mode, num_candidates)
     factor = np.zeros(1, dtype=np.int64)
     sample = np.full(1, np.nan)
-    n, examined, status = select_one(seed, key, stream, params, hybrid, bound, mode, num_candidates,
-                                     max_candidates, factor, sample)
+    if status == STATUS_OK:
+        _write_winner(shared, n, params, hybrid, factor, sample)
     return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl

@@ -63,6 +63,7 @@ def warm_up():
     enc = rcc.encode_sample(rcc.Normal(0.3, 0.01), seed=1)
     rcc.decode_sample(enc.index, enc.factor, seed=1, width=enc.width)
     rcc.encode_sample(rcc.Normal(0.3, 0.2), seed=1, method="pfr", rng=1)
+    rcc.encode_sample(rcc.Normal(0.3, 0.2), seed=1, method="orc", num_candidates=8)
     rcc.gaussian_width(np.array([0.01, 0.1]))
     rcc.random.shared_uniform(1, [0, 1], [1, 2])
     rcc.random.private_exponential(1, [0, 1], [1, 2])

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numba
 import numpy as np
 import pytest
 
@@ -218,3 +219,155 @@ def test_general_scalar_target_equals_a_batch_of_one_and_repeats_exactly(method)
             assert z == first.sample
     with pytest.raises(ValueError, match="does not fit width"):
         rcc.encode_sample(scalar, seed=1, width=10**6)
+
+
+@numba.njit
+def _one_argument_logpdf(z):
+    return -(z**4)
+
+
+def _general_target(name, shape):
+    """Target ``name`` with scalar parameters (``shape == ()``) or as a batch of ``shape``."""
+    from rcc.general import GaussianMixture, GeneralTarget, Laplace, ScaledBeta
+
+    def full(value):
+        return np.full(shape, value) if shape else value
+
+    return {
+        "laplace": lambda: Laplace(full(0.3), 0.05),
+        "far laplace": lambda: Laplace(full(3.1), 0.02),
+        "mixture": lambda: GaussianMixture(0.3, -0.1, 0.02, full(0.1), 0.03),
+        "beta": lambda: ScaledBeta(2.0, 5.0, full(-0.2), 0.3),
+        "quartic": lambda: GeneralTarget(_one_argument_logpdf, full(-1.5), 1.5, mode=0.0, lipschitz=13.5),
+        "uncertified": lambda: GeneralTarget(_one_argument_logpdf, full(-1.5), 1.5),
+    }[name]()
+
+
+GENERAL_CASES = [
+    # good inputs
+    ("laplace", {}),
+    ("laplace", {"method": "pfr"}),
+    ("laplace", {"width": "adaptive"}),
+    ("laplace", {"width": 8}),
+    ("laplace", {"width": np.int64(8)}),
+    ("laplace", {"seed": np.uint64(2**64 - 1)}),
+    ("laplace", {"seed": np.int64(5)}),
+    ("laplace", {"rng": 3}),
+    ("laplace", {"stream_offset": 7}),
+    ("laplace", {"stream_offset": np.uint64(2**64 - 1)}),
+    ("laplace", {"num_threads": 1}),
+    ("laplace", {"prior": rcc.Normal(0.2, 2.0)}),
+    ("laplace", {"prior": rcc.Uniform(-1.0, 2.0)}),
+    ("laplace", {"prior": rcc.Uniform(-1.0, 2.0), "method": "pfr"}),
+    ("laplace", {"transform": "prior"}),
+    ("laplace", {"transform": rcc.Normal(0.0, 3.0)}),
+    ("laplace", {"log_ratio_max": 6.0}),
+    ("laplace", {"max_candidates": 16, "seed": 23}),
+    ("far laplace", {}),
+    ("mixture", {}),
+    ("mixture", {"method": "pfr"}),
+    ("beta", {"width": "adaptive"}),
+    ("quartic", {}),
+    ("quartic", {"method": "pfr"}),
+    ("uncertified", {"log_ratio_max": 2.0}),
+    # bad inputs, and races that fail
+    ("laplace", {"seed": -1}),
+    ("laplace", {"seed": 2**64}),
+    ("laplace", {"seed": 1.5}),
+    ("laplace", {"seed": True}),
+    ("laplace", {"method": "orc"}),
+    ("laplace", {"method": 3}),
+    ("laplace", {"width": 0}),
+    ("laplace", {"width": 2.5}),
+    ("laplace", {"width": "wide"}),
+    ("laplace", {"width": 10**6}),
+    ("laplace", {"method": "pfr", "width": 3}),
+    ("laplace", {"method": "pfr", "transform": rcc.Normal(0.0, 3.0)}),
+    ("laplace", {"max_candidates": 0}),
+    ("laplace", {"max_candidates": 2.0}),
+    ("laplace", {"max_candidates": 4}),
+    ("laplace", {"max_candidates": 10, "seed": 5}),  # the race itself runs past the cap
+    ("laplace", {"log_ratio_max": -5.0}),  # a candidate's weight exceeds the bound
+    ("laplace", {"num_threads": 0}),
+    ("laplace", {"stream_offset": -1}),
+    ("laplace", {"stream_offset": 2**64}),
+    ("laplace", {"stream_offset": 1.5}),
+    ("laplace", {"prior": "normal"}),
+    ("laplace", {"prior": rcc.Uniform(0.5, 1.0)}),
+    ("laplace", {"rng": "private"}),
+    ("uncertified", {}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", GENERAL_CASES)
+def test_scalar_general_encode_equals_the_batch_path_and_a_batch_of_one(name, kwargs, monkeypatch):
+    import rcc.general
+
+    kwargs = {"seed": 11, **kwargs}
+    target = _general_target(name, ())
+    encode = rcc.general.encode_general if "log_ratio_max" in kwargs else rcc.encode_sample
+    single = _outcome(encode, target, **kwargs)
+    again = _outcome(encode, target, **kwargs)  # the second call reuses the remembered race inputs
+    with monkeypatch.context() as patch:
+        patch.setattr(rcc.general, "_encode_scalar", lambda *a, **k: None)
+        reference = _outcome(encode, _general_target(name, ()), **kwargs)
+    assert single == again == reference  # bit for bit, or word for word
+    batch = _outcome(encode, _general_target(name, (1,)), **kwargs)
+    assert single[0] == batch[0], (single, batch)
+    if single[0] == "raised":
+        assert single[1:] == batch[1:]  # a batch of one names flat index 0, as a scalar target does
+        return
+    single = single[1]
+    for field in dataclasses.fields(rcc.EncodedSample):
+        mine, theirs = getattr(single, field.name), getattr(batch[1], field.name)
+        assert not isinstance(mine, np.ndarray), field.name
+        assert type(mine) is type(_first(theirs)), field.name
+        assert mine == _first(theirs), field.name
+    decoded = rcc.decode_sample(single.index, single.factor, seed=kwargs["seed"], prior=kwargs.get("prior"),
+                                width=single.width, method=single.method, transform=kwargs.get("transform"),
+                                stream_offset=kwargs.get("stream_offset", 0))
+    assert decoded == single.sample
+
+
+def test_the_general_table_reaches_every_failure_of_the_race():
+    from rcc.general import encode_general
+
+    target = _general_target("laplace", ())
+    ran_past = _outcome(encode_general, target, 5, max_candidates=10)
+    assert ran_past[1] is RuntimeError and ran_past[2].startswith("the race exceeded max_candidates=10")
+    bound = _outcome(encode_general, target, 11, log_ratio_max=-5.0)
+    assert bound[1] is RuntimeError and "exceeded w_max" in bound[2]
+    too_long = _outcome(encode_general, target, 11, max_candidates=4)
+    assert too_long[1] is ValueError and "would examine about" in too_long[2]
+
+
+def test_scalar_general_encode_compiles_one_kernel_signature():
+    from rcc import general
+
+    for seed in (3, np.int64(3), np.uint64(3), 2**64 - 1):
+        for method in ("hybrid", "pfr"):
+            rcc.encode_sample(_general_target("laplace", ()), seed=seed, method=method, rng=1 if seed == 3 else None)
+            rcc.encode_sample(_general_target("quartic", ()), seed=seed, method=method, stream_offset=2)
+    assert len(general._encode_general_one.signatures) == 1
+
+
+def test_a_frozen_scipy_laplace_takes_the_general_scalar_path():
+    from scipy import stats
+
+    ours = rcc.encode_sample(_general_target("laplace", ()), seed=4)
+    assert rcc.encode_sample(stats.laplace(0.3, 0.05), seed=4) == ours
+
+
+def test_a_small_general_batch_remembers_its_race_inputs_per_prior_and_width():
+    from rcc.general import Laplace
+
+    def make():
+        return Laplace(np.linspace(-0.5, 0.5, 8), 0.05)
+
+    remembered = make()
+    calls = [{}, {"prior": rcc.Normal(0.3, 2.0)}, {"width": 4}, {"method": "pfr"}, {"width": "adaptive"}, {}]
+    for kwargs in calls:
+        mine = rcc.encode_sample(remembered, seed=6, **kwargs)
+        fresh = rcc.encode_sample(make(), seed=6, **kwargs)
+        for field in dataclasses.fields(rcc.EncodedSample):
+            np.testing.assert_array_equal(getattr(mine, field.name), getattr(fresh, field.name), err_msg=field.name)

@@ -70,9 +70,11 @@ def test_other_packages_compilations_are_not_announced():
 # in a process that compiled them, not in one that loaded its callers from the
 # cache, and tests of the kernels call some of those directly with other types.)
 ENTRY_POINTS = {f"rcc.kernels.{name}" for name in (
-    "encode_one", "encode_fused", "encode_fused_serial", "decode_one", "decode_batch", "decode_batch_serial",
+    "encode_one", "encode_one_fixed_count", "encode_fused", "encode_fused_serial", "decode_one", "decode_batch",
+    "decode_batch_serial",
     "prepare_batch", "prepare_batch_serial")} | {"rcc.axis_kernels.gaussian_width_array"} | {
-    "rcc.general._encode_general_batch", "rcc.general._encode_general_batch_serial", "rcc.targets.general._certify_batch",
+    "rcc.general._encode_general_batch", "rcc.general._encode_general_batch_serial", "rcc.general._encode_general_one",
+    "rcc.targets.general._certify_batch",
     "rcc.targets.general._quadrature_batch", "rcc.random._uniform_array", "rcc.random._exponential_array"}
 
 
