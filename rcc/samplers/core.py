@@ -18,7 +18,9 @@ from ..encoded import EncodedSample
 from ..race_inputs import kl_divergence_bits
 from ..random import check_seed, private_key
 from ..targets import Distribution, Normal, Product, TruncatedNormal, Uniform
-from .kernels import (MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
+from ..targets.general import GeneralTarget
+from ..targets.general_families import Laplace
+from .kernels import (LAPLACE, MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
                       SAMPLER_METHODS, STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE,
                       _RULES, _fill_params_batch, _sigma_batch, decode_batch, decode_candidates_batch, encode_batch)
 
@@ -41,15 +43,20 @@ def _check_method(method):
 def _params(target, prior, tail_mass):
     """Validated ``(params (count, NUM_PARAMS), batch shape)`` of a 1-D target batch."""
 
-    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform)):
+    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform, Laplace)):
         kind = type(target).__name__
-        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal or rcc.Uniform targets "
-                        f"(one dimension per element), got {kind}"
-                        + ("" if isinstance(target, Distribution) else "; use method='hybrid' or 'pfr'"))
+        hint = "; use method='hybrid' or 'pfr'"
+        if isinstance(target, GeneralTarget):
+            hint = ("; the tree samplers need closed-form interval masses of the target, so of the general "
+                    "targets they take rcc.Laplace only: use method='hybrid' or 'pfr' for this one")
+        elif isinstance(target, Distribution):
+            hint = ""
+        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal, rcc.Uniform or rcc.Laplace "
+                        f"targets (one dimension per element), got {kind}{hint}")
     prior = _check_prior(prior)
     tail_mass = _check_tail_mass(tail_mass)
     shape = target.shape
-    spec = target._spec(tail_mass)
+    spec = _laplace_spec(target) if isinstance(target, Laplace) else target._spec(tail_mass)
     family, loc, scale = _prior_arrays(prior, shape)
     _check_prior_support(prior, spec, loc, scale)
     values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
@@ -68,6 +75,22 @@ def _params(target, prior, tail_mass):
             f"index {bad[0]}): a target at least as wide as a Normal prior needs a bounded support; "
             "use tail_mass > 0 or a TruncatedNormal")
     return params, shape, prior, tail_mass
+
+
+def _laplace_spec(target):
+    """The packed description of a (truncated) :class:`rcc.Laplace`: it carries its own truncation."""
+    return {"family": LAPLACE, "loc": target.loc, "scale": target.scale, "low": target.low, "high": target.high,
+            "log_normalizer": np.log1p(-target.tail_mass)}
+
+
+def _target_tail_mass(target, tail_mass):
+    return target.tail_mass if isinstance(target, Laplace) else target.tail_mass_of(tail_mass)
+
+
+def _target_kl_bits(target, prior, tail_mass):
+    if isinstance(target, Laplace):
+        return target.kl_divergence_bits(prior)
+    return kl_divergence_bits(target, prior, tail_mass)
 
 
 def log_ratio_max(target, prior=None, tail_mass=0.0):
@@ -172,12 +195,12 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
                STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
                                "precision)"}[int(status[first])]
         raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
-    kl_bits = np.asarray(kl_divergence_bits(target, prior, tail_mass), dtype=np.float64)
+    kl_bits = np.asarray(_target_kl_bits(target, prior, tail_mass), dtype=np.float64)
     return EncodedSample(
         index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
         sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
         width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
-        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), shape)),
+        tail_mass=_scalar_or_array(np.broadcast_to(_target_tail_mass(target, tail_mass), shape)),
         kl_bits=_scalar_or_array(kl_bits), method=method,
     )
 

@@ -37,10 +37,11 @@ _RULES = {"astar": (RULE_ASTAR, SPLIT_SAMPLE), "astar-dyadic": (RULE_ASTAR, SPLI
           "grc-sample": (RULE_GRC, SPLIT_SAMPLE), "grc-dyadic": (RULE_GRC, SPLIT_DYADIC)}
 
 OK, STATUS_MAX_STEPS, STATUS_DEPTH, STATUS_QUEUE, STATUS_NO_MASS = 0, 1, 2, 3, 4
-NORMAL, UNIFORM = 0, 1
+NORMAL, UNIFORM, LAPLACE = 0, 1, 2  # target families (the first two are also the prior families)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _QUEUE = 4096
+_KINKS = 5  # breakpoints of the stretch function's integrand
 _BLOCK = 256
 
 # Per-element parameters (one float64 row): target, prior and the quadratic log ratio.
@@ -72,6 +73,8 @@ def _log_ratio(z, p):
     if p[P_FAMILY] == NORMAL:
         t = (z - p[P_LOC]) / p[P_SCALE]
         value -= 0.5 * t * t
+    elif p[P_FAMILY] == LAPLACE:
+        value -= abs(z - p[P_LOC]) / p[P_SCALE]
     if p[P_PRIOR_FAMILY] == NORMAL:
         s = (z - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE]
         value += 0.5 * s * s
@@ -80,11 +83,17 @@ def _log_ratio(z, p):
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _sup_log_ratio(za, zb, p):
-    """``sup log r`` over ``[za, zb]``: exact, because ``log r`` is a quadratic on the support."""
+    """``sup log r`` over ``[za, zb]``: exact, because ``log r`` is a quadratic on the support (on each side
+    of the mode for a Laplace target, where it is convex or linear, so the supremum is at an end or the mode)."""
     lo = max(za, p[P_LOW])
     hi = min(zb, p[P_HIGH])
     if not lo <= hi:
         return -np.inf
+    if p[P_FAMILY] == LAPLACE:
+        best = max(_log_ratio(lo, p), _log_ratio(hi, p))
+        if lo <= p[P_VERTEX] and p[P_VERTEX] <= hi:  # the vertex holds the mode, where the pieces meet
+            best = max(best, _log_ratio(p[P_VERTEX], p))
+        return best
     if p[P_CURVATURE] < 0.0:
         return _log_ratio(min(max(p[P_VERTEX], lo), hi), p)
     return max(_log_ratio(lo, p), _log_ratio(hi, p))
@@ -99,6 +108,8 @@ def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc
     const = -lognorm + math.log(prior_scale)
     if family == NORMAL:
         const -= math.log(scale) + _HALF_LOG_2PI
+    elif family == LAPLACE:
+        const -= math.log(2.0 * scale)
     if prior_family == NORMAL:
         const += _HALF_LOG_2PI
     out[P_CONST] = const
@@ -111,7 +122,10 @@ def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc
         curvature += 0.5 / (prior_scale * prior_scale)
         slope -= prior_loc / (prior_scale * prior_scale)
     out[P_CURVATURE] = curvature
-    if family == NORMAL and prior_family == NORMAL:
+    if family == LAPLACE:
+        # two pieces, z <= loc and z >= loc, each a quadratic of curvature 1 / (2 prior_scale**2) (or 0)
+        out[P_VERTEX] = loc
+    elif family == NORMAL and prior_family == NORMAL:
         # vertex (loc tau^2 - m sigma^2) / (tau^2 - sigma^2), written without the coefficients' cancellation
         tau2, sig2 = prior_scale * prior_scale, scale * scale
         out[P_VERTEX] = (loc * tau2 - prior_loc * sig2) / (tau2 - sig2) if tau2 != sig2 else 0.0
@@ -137,12 +151,24 @@ def _normal_mass(a, b):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _laplace_mass(a, b):
+    """Mass of the standard Laplace on ``[a, b]`` (``a <= b``), from the tail that keeps precision."""
+    if b <= 0.0:
+        return 0.5 * math.exp(b) * -math.expm1(a - b)
+    if a >= 0.0:
+        return 0.5 * math.exp(-a) * -math.expm1(a - b)
+    return 0.5 * (-math.expm1(a) - math.expm1(-b))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _masses(lo, hi, p):
     """``(Q([lo, hi]), P([lo, hi]))`` of an interval inside the target's support."""
     if not lo < hi:
         return 0.0, 0.0
     if p[P_FAMILY] == NORMAL:
         q = _normal_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
+    elif p[P_FAMILY] == LAPLACE:
+        q = _laplace_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
     else:
         q = (hi - lo) / p[P_SCALE]
     if p[P_PRIOR_FAMILY] == NORMAL:
@@ -169,6 +195,8 @@ def _excess_on(eta, za, zb, p):
         q, prior = _masses(low, high, p)
         return q - eta * prior
     level = math.log(eta)
+    if p[P_FAMILY] == LAPLACE:
+        return _laplace_excess_on(eta, level, low, high, p)
     if a == 0.0:
         # constant ratio (only a Uniform target under a Uniform prior is linear-free and bounded)
         q, prior = _masses(low, high, p) if p[P_LOG_RMAX] >= level else (0.0, 0.0)
@@ -197,6 +225,62 @@ def _excess_on(eta, za, zb, p):
     q1, p1 = _masses(low, min(high, v - inner), p)
     q2, p2 = _masses(max(low, v + inner), high, p)
     return (q1 + q2) - eta * (p1 + p2)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _below_level(curvature, slope, offset):
+    """The open interval ``(x1, x2)`` where ``curvature x**2 + slope x + offset < 0`` (``curvature >= 0``);
+    empty when ``x1 >= x2``.  The roots are taken in the form that avoids cancellation."""
+    if curvature == 0.0:
+        root = -offset / slope
+        return (-np.inf, root) if slope > 0.0 else (root, np.inf)
+    disc = slope * slope - 4.0 * curvature * offset
+    if not disc > 0.0:
+        return np.inf, -np.inf
+    q = -0.5 * (slope + math.copysign(math.sqrt(disc), slope))
+    if q == 0.0:
+        return np.inf, -np.inf
+    r1, r2 = q / curvature, offset / q
+    return min(r1, r2), max(r1, r2)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _laplace_piece_slope(side, p):
+    """Slope at the mode ``x = 0`` of the piece's log ratio in ``x = z - m`` (side 0: ``z <= m``; the mode
+    ``m`` is held in ``P_VERTEX``)."""
+    slope = (1.0 if side == 0 else -1.0) / p[P_SCALE]
+    if p[P_PRIOR_FAMILY] == NORMAL:
+        slope += 2.0 * p[P_CURVATURE] * (p[P_VERTEX] - p[P_PRIOR_LOC])
+    return slope
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _laplace_excess_on(eta, level, low, high, p):
+    """:func:`_excess_on` of a Laplace target on ``[low, high]`` inside its support, ``eta > 0``.
+
+    On each side of the mode ``m`` the log ratio is ``a x**2 + b x + g(m)`` in
+    ``x = z - m`` (``a = 1 / (2 prior_scale**2) >= 0``, or 0 for a Uniform
+    prior): convex, so the superlevel set is the piece minus one window.
+    """
+    m = p[P_VERTEX]
+    top = _log_ratio(m, p) - level  # the log ratio at the mode, minus the level
+    total = 0.0
+    for side in range(2):
+        lo, hi = (low, min(high, m)) if side == 0 else (max(low, m), high)
+        if not lo < hi:
+            continue
+        x1, x2 = _below_level(p[P_CURVATURE], _laplace_piece_slope(side, p), top)
+        if x1 >= x2 or m + x2 <= lo or m + x1 >= hi:
+            q, prior = _masses(lo, hi, p)
+            total += q - eta * prior
+            continue
+        if m + x1 > lo:
+            q, prior = _masses(lo, m + x1, p)
+            total += q - eta * prior
+        if m + x2 < hi:
+            q, prior = _masses(m + x2, hi, p)
+            total += q - eta * prior
+    return total
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -359,6 +443,17 @@ def _sigma_setup(p, table, kinks):
     table[1:] = np.nan
     kinks[0] = _level_s(_log_ratio(p[P_LOW], p), p) if math.isfinite(p[P_LOW]) else np.inf
     kinks[1] = _level_s(_log_ratio(p[P_HIGH], p), p) if math.isfinite(p[P_HIGH]) else np.inf
+    kinks[2:] = np.inf
+    if p[P_FAMILY] == LAPLACE:
+        # also where the level passes the mode and, on each side, the piece's minimum (a window opens)
+        m = p[P_VERTEX]
+        kinks[2] = _level_s(_log_ratio(m, p), p)
+        for side in range(2):
+            if p[P_CURVATURE] > 0.0:
+                z = m - _laplace_piece_slope(side, p) / (2.0 * p[P_CURVATURE])
+                if (side == 0 and p[P_LOW] < z < m) or (side == 1 and m < z < p[P_HIGH]):
+                    kinks[3 + side] = _level_s(_log_ratio(z, p), p)
+        kinks.sort()  # the integration walks the kinks in order
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -623,7 +718,7 @@ def _encode_block(block, seed, key, stream_offset, params, rule, split, max_step
     heap = np.empty(_QUEUE, dtype=np.int64)
     top = np.empty(8, dtype=np.float64)
     table = np.empty(_PIECES + 1, dtype=np.float64)
-    kinks = np.empty(2, dtype=np.float64)
+    kinks = np.empty(_KINKS, dtype=np.float64)
     count = params.shape[0]
     for i in range(block * _BLOCK, min(count, (block + 1) * _BLOCK)):
         stream = stream_offset + np.uint64(i)
@@ -706,7 +801,7 @@ def _fill_params_batch(columns, out, log_rmax):
 @numba.njit(cache=True, error_model="numpy")
 def _sigma_batch(params, log_values, out):
     table = np.empty(_PIECES + 1, dtype=np.float64)
-    kinks = np.empty(2, dtype=np.float64)
+    kinks = np.empty(_KINKS, dtype=np.float64)
     _sigma_setup(params, table, kinks)
     for i in range(log_values.shape[0]):
         out[i] = _sigma_at_s(_level_s(log_values[i], params), params, table, kinks)
