@@ -576,11 +576,14 @@ def _pop(queue, heap, size, top):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, table, kinks):
-    """One element's branch and bound; returns ``(heap index, sample, steps, status)``."""
+def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, table, kinks, same_target):
+    """One element's branch and bound; returns ``(heap index, sample, steps, status)``.
+
+    ``same_target``: the previous element had these parameters, so its table of ``sigma`` still holds.
+    """
     shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
-    if rule == RULE_GPRS:
+    if rule == RULE_GPRS and not same_target:
         _sigma_setup(p, table, kinks)
     t_root = -math.log(_private_uniform(private, np.uint64(1)))
     size = _push(queue, heap, 0, t_root if rule == RULE_GPRS else math.log(t_root) - p[P_LOG_RMAX],
@@ -669,19 +672,25 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
     ua, ca, ub, cb, za, zb = 0.0, 1.0, 1.0, 0.0, -np.inf, np.inf
     level, residual = 0.0, 1.0
+    # r(z) <= r_max: a point whose coin fails even at r_max is rejected without computing it (dyadic
+    # splits need the point only when it is accepted); the margin covers rounding in log r
+    r_top = math.exp(p[P_LOG_RMAX]) * (1.0 + 1e-9)
     h = np.int64(1)
+    u, c, z = 0.0, 1.0, np.nan
     for step in range(1, max_steps + 1):
         mass = _mass(ua, ca, ub, cb)
-        u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
-        z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
-        above = math.exp(_log_ratio(z, p)) - level
-        if above > 0.0 and _private_coin(private, h, 1) * residual <= above * mass:
-            return h, z, step, OK
+        coin = _private_coin(private, h, 1) * residual
+        if split == SPLIT_SAMPLE or coin <= (r_top - level) * mass:
+            u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
+            z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+            above = math.exp(_log_ratio(z, p)) - level
+            if above > 0.0 and coin <= above * mass:
+                return h, z, step, OK
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, step, STATUS_DEPTH
         level += residual / mass
         if split == SPLIT_SAMPLE:
-            um, cm, zm = u, c, z
+            um, cm, zm = u, c, z  # always computed for sample splits
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)
             zm = _pair_ppf(um, cm, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
@@ -697,11 +706,12 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
+def _global_gprs(seed, key, stream, p, max_steps, table, kinks, same_target):
     """Global GPRS on the prior-proposal candidates of ``method="pfr"``; returns ``(N, z, N, status)``."""
     shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
-    _sigma_setup(p, table, kinks)
+    if not same_target:
+        _sigma_setup(p, table, kinks)
     t = 0.0
     for n in range(1, max_steps + 1):
         t += -math.log(_private_uniform(private, np.uint64(n)))
@@ -712,6 +722,15 @@ def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
     return 0, np.nan, max_steps, STATUS_MAX_STEPS
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _same_row(params, i):
+    """Whether element ``i`` has the parameters of element ``i - 1``."""
+    for k in range(params.shape[1]):
+        if params[i, k] != params[i - 1, k]:
+            return False
+    return True
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _encode_block(block, seed, key, stream_offset, params, rule, split, max_steps, index, sample, steps, status):
     queue = np.empty((_QUEUE, 8), dtype=np.float64)
@@ -720,15 +739,18 @@ def _encode_block(block, seed, key, stream_offset, params, rule, split, max_step
     table = np.empty(_PIECES + 1, dtype=np.float64)
     kinks = np.empty(_KINKS, dtype=np.float64)
     count = params.shape[0]
-    for i in range(block * _BLOCK, min(count, (block + 1) * _BLOCK)):
+    start = block * _BLOCK
+    for i in range(start, min(count, (block + 1) * _BLOCK)):
         stream = stream_offset + np.uint64(i)
+        # sigma's lazily filled table is a function of the parameters alone: kept for repeated targets
+        same_target = (split < 0 or rule == RULE_GPRS) and i > start and _same_row(params, i)
         if split < 0:
-            h, z, n, st = _global_gprs(seed, key, stream, params[i], max_steps, table, kinks)
+            h, z, n, st = _global_gprs(seed, key, stream, params[i], max_steps, table, kinks, same_target)
         elif rule == RULE_GRC:
             h, z, n, st = _greedy_rejection(seed, key, stream, params[i], split, max_steps)
         else:
             h, z, n, st = _search(seed, key, stream, params[i], rule, split, max_steps, queue, heap, top,
-                                  table, kinks)
+                                  table, kinks, same_target)
         index[i], sample[i], steps[i], status[i] = h, z, n, st
 
 
