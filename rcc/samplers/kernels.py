@@ -350,6 +350,20 @@ def _child_excesses(level, za, zm, zb, ua, ca, um, cm, ub, cb, p):
     if not lo < hi:
         return 0.0, 0.0
     mid = min(max(zm, lo), hi)
+    if mid == lo or mid == hi:
+        # the set lies in one child (most steps while a node is wider than the set): two points, not three,
+        # and the same arithmetic as the three-point masses with the middle point at an end
+        if p[P_FAMILY] == NORMAL:
+            q = _normal_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
+        else:
+            q = (hi - lo) / p[P_SCALE]
+        if p[P_PRIOR_FAMILY] == NORMAL:
+            lo_u, lo_c = _prior_position(lo, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+            hi_u, hi_c = _prior_position(hi, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+            prior = _mass(lo_u, lo_c, hi_u, hi_c)
+        else:
+            prior = (hi - lo) / p[P_PRIOR_SCALE]
+        return (0.0, q - level * prior) if mid == lo else (q - level * prior, 0.0)
     q_left, q_right = _three_point_masses(lo, mid, hi, p[P_FAMILY], p[P_LOC], p[P_SCALE])
     if p[P_FAMILY] == NORMAL:
         norm = math.exp(p[P_LOGNORM])
