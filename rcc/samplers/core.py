@@ -20,6 +20,7 @@ from ..random import check_seed, private_key
 from ..targets import Distribution, Normal, Product, TruncatedNormal, Uniform
 from ..targets.general import GeneralTarget
 from ..targets.general_families import Laplace
+from .general_search import STATUS_NAN, general_astar_batch
 from .kernels import (LAPLACE, MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
                       SAMPLER_METHODS, STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE,
                       _RULES, _fill_params_batch, _sigma_batch, decode_batch, decode_candidates_batch, encode_batch)
@@ -47,8 +48,9 @@ def _params(target, prior, tail_mass):
         kind = type(target).__name__
         hint = "; use method='hybrid' or 'pfr'"
         if isinstance(target, GeneralTarget):
-            hint = ("; the tree samplers need closed-form interval masses of the target, so of the general "
-                    "targets they take rcc.Laplace only: use method='hybrid' or 'pfr' for this one")
+            hint = ("; GPRS and greedy rejection coding need closed-form interval masses of the target, so of "
+                    "the general targets they take rcc.Laplace only: use method='astar' or 'astar-dyadic' "
+                    "(bounds from the target's certificate), or 'hybrid' or 'pfr'")
         elif isinstance(target, Distribution):
             hint = ""
         raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal, rcc.Uniform or rcc.Laplace "
@@ -183,6 +185,8 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     seed_u64 = check_seed(seed)
     offset = check_seed(stream_offset, "stream_offset")
     max_candidates = _check_positive_int(max_candidates, "max_candidates")
+    if isinstance(target, GeneralTarget) and not isinstance(target, Laplace) and method in ("astar", "astar-dyadic"):
+        return _encode_general_astar(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads)
     params, shape, prior, tail_mass = _params(target, prior, tail_mass)
     if method.startswith(("gprs", "grc")):
         linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
@@ -193,15 +197,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     key = private_key(seed_u64, rng)
     with _Threads(num_threads):
         index, sample, steps, status = _run_search(params, seed_u64, key, offset, method, max_candidates)
-    failed = np.flatnonzero(status)
-    if failed.size:
-        first = int(failed[0])
-        why = {STATUS_MAX_STEPS: f"examined more than max_candidates={max_candidates} points; increase it",
-               STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
-               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
-               STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
-                               "precision)"}[int(status[first])]
-        raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
+    _raise_on_failure(status, method, max_candidates)
     kl_bits = np.asarray(_target_kl_bits(target, prior, tail_mass), dtype=np.float64)
     return EncodedSample(
         index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
@@ -209,6 +205,56 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
         width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
         tail_mass=_scalar_or_array(np.broadcast_to(_target_tail_mass(target, tail_mass), shape)),
         kl_bits=_scalar_or_array(kl_bits), method=method,
+    )
+
+
+def _raise_on_failure(status, method, max_candidates):
+    failed = np.flatnonzero(status)
+    if failed.size:
+        first = int(failed[0])
+        why = {STATUS_MAX_STEPS: f"examined more than max_candidates={max_candidates} points; increase it",
+               STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
+               STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
+               STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
+                               "precision)",
+               STATUS_NAN: "met a log density of NaN (or no point of the support)"}[int(status[first])]
+        raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
+
+
+def _encode_general_astar(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads):
+    """A* coding of a :class:`rcc.GeneralTarget` with bounds from its certificate (:mod:`.general_search`)."""
+    prior = _check_prior(prior)
+    target.log_ratio_max(prior)  # raises unless the target states a mode, a Lipschitz or a concavity bound
+    shape = target.batch_shape
+    family, loc, scale = _prior_arrays(prior, shape)
+    _check_prior_support(prior, {"low": target.low, "high": target.high}, loc, scale)
+    count = int(np.prod(shape, dtype=np.int64))
+
+    def flat(value, dtype=np.float64):
+        return np.array(np.reshape(np.broadcast_to(value, shape), -1), dtype=dtype, order="C")
+
+    use_mode = target.mode is not None
+    columns = (np.array(np.reshape(target.params, (count, -1)), dtype=np.float64, order="C"),
+               flat(target.low), flat(target.high), flat(target.mode if use_mode else 0.0), use_mode,
+               flat(np.inf if target.lipschitz is None else target.lipschitz),
+               flat(np.inf if target.concavity is None else target.concavity),
+               flat(family, np.int64), flat(loc), flat(scale))
+    key = private_key(seed_u64, rng)
+    index = np.empty(count, dtype=np.int64)
+    sample = np.empty(count, dtype=np.float64)
+    steps = np.empty(count, dtype=np.int64)
+    status = np.empty(count, dtype=np.int64)
+    with _Threads(num_threads):
+        if count:
+            general_astar_batch(target.logpdf_function, *columns, np.uint64(seed_u64), np.uint64(key),
+                                np.uint64(offset), _RULES[method][1], max_candidates, index, sample, steps, status)
+    _raise_on_failure(status, method, max_candidates)
+    return EncodedSample(
+        index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
+        sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
+        width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
+        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass, shape)),
+        kl_bits=_scalar_or_array(np.asarray(target.kl_divergence_bits(prior), dtype=np.float64)), method=method,
     )
 
 
