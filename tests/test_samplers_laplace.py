@@ -114,7 +114,7 @@ def test_laplace_bad_inputs():
         rcc.encode_sample(rcc.Laplace(0.9, 0.1), 1, prior=rcc.Uniform(0.0, 1.0), method="grc-dyadic")
     quartic = rcc.GeneralTarget(_quartic, -1.0, 1.0, mode=0.0)
     with pytest.raises(TypeError, match="rcc.Laplace only"):
-        rcc.encode_sample(quartic, 1, method="astar")
+        rcc.encode_sample(quartic, 1, method="gprs-dyadic")
 
 
 @numba.njit(cache=True)
