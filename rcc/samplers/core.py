@@ -155,10 +155,12 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
 
     Parameters
     ----------
-    target : rcc.Normal, rcc.TruncatedNormal, rcc.Uniform or rcc.Laplace
+    target : rcc.Normal, rcc.TruncatedNormal, rcc.Uniform, rcc.Laplace or rcc.GeneralTarget
         One-dimensional targets (a batch); element ``i`` uses stream
         ``(seed, stream_offset + i)``.  A Laplace is sampled truncated to its
-        own ``tail_mass`` (its ratio to a Normal prior is unbounded).
+        own ``tail_mass`` (its ratio to a Normal prior is unbounded).  Other
+        general targets take ``"astar"`` and ``"astar-dyadic"`` only, with node
+        bounds from the target's certificate (mode, Lipschitz or concavity).
     seed : int
     prior : rcc.Normal or rcc.Uniform, optional
     method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
