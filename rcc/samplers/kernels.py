@@ -53,8 +53,11 @@ NUM_PARAMS = 13
 # eta / r_max = 1 - 1e-13 (closer, the masses cancel in double precision and sigma = inf).
 _DS = 2.0
 _S_MAX = 30.0
-_GRADE_TOP, _GRADE_BOTTOM = 1.0, 4.0**-20
-_PIECES = int(_S_MAX / _DS)
+# Near s = 0 (eta -> 0) the superlevel sets run out to the prior's tails and the integrand behaves
+# like 1 + O(s log s), which Gauss-Legendre rules converge on slowly: there the grid is geometric,
+# 4**-20 .. 4**-1, 1.  sigma is tabulated at every grid point (lazily, per target), so a query costs
+# one 8-point rule inside its piece.
+_S_GRID = np.concatenate((np.zeros(1), 4.0 ** -np.arange(20.0, -1.0, -1.0), np.arange(_DS, _S_MAX + 0.5 * _DS, _DS)))
 _GL_X = np.array([-0.9602898564975363, -0.7966664774136267, -0.5255324099163290, -0.1834346424956498,
                   0.1834346424956498, 0.5255324099163290, 0.7966664774136267, 0.9602898564975363])
 _GL_W = np.array([0.1012285362903763, 0.2223810344533745, 0.3137066458778873, 0.3626837833783620,
@@ -417,30 +420,6 @@ def _integrate_smooth(sa, sb, p, kinks):
     return total + _gauss_legendre(start, sb, p)
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _integrate(sa, sb, p, kinks):
-    """``int_sa^sb`` of the integrand.
-
-    Near ``s = 0`` (``eta -> 0``) the superlevel sets run out to the prior's tails and
-    the integrand behaves like ``1 + O(s log s)``, which Gauss-Legendre rules converge
-    on slowly; there the interval is cut on the geometric grid ``_GRADE_TOP * 4**-k``.
-    """
-    total = 0.0
-    if sa < _GRADE_TOP:
-        edge = _GRADE_TOP
-        while edge > _GRADE_BOTTOM and edge > sa:
-            low = max(0.25 * edge, sa)
-            if low < sb:
-                total += _integrate_smooth(low, min(edge, sb), p, kinks)
-            edge *= 0.25
-        if sa < _GRADE_BOTTOM:
-            total += _integrate_smooth(sa, min(_GRADE_BOTTOM, sb), p, kinks)
-        sa = _GRADE_TOP
-    if sa < sb:
-        total += _integrate_smooth(sa, sb, p, kinks)
-    return total
-
-
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _level_s(log_value, p):
     """``s = -log(1 - r / r_max)`` of a ratio value (``inf`` at the maximum)."""
@@ -452,7 +431,7 @@ def _level_s(log_value, p):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sigma_setup(p, table, kinks):
-    """Reset the lazily filled table of ``sigma`` at ``s = k * _DS`` and find the kinks."""
+    """Reset the lazily filled table of ``sigma`` at the points of ``_S_GRID`` and find the kinks."""
     table[0] = 0.0
     table[1:] = np.nan
     kinks[0] = _level_s(_log_ratio(p[P_LOW], p), p) if math.isfinite(p[P_LOW]) else np.inf
@@ -470,22 +449,42 @@ def _sigma_setup(p, table, kinks):
         kinks.sort()  # the integration walks the kinks in order
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _piece_of(s):
+    """The piece ``k`` of ``_S_GRID`` holding ``0 <= s < _S_MAX``: ``_S_GRID[k] <= s < _S_GRID[k + 1]``."""
+    lo, hi = 0, _S_GRID.shape[0] - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if _S_GRID[mid] <= s:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _sigma_at_s(s, p, table, kinks):
-    """``sigma`` at level ``s`` (``inf`` beyond ``_S_MAX``)."""
-    if not s < _S_MAX:
-        return np.inf
-    k = int(s / _DS)
+def _sigma_node(k, p, table, kinks):
+    """``sigma`` at the grid point ``_S_GRID[k]``, filling the table up to it on first use."""
     if np.isnan(table[k]):
         j = k
         while np.isnan(table[j]):
             j -= 1
         while j < k:
-            table[j + 1] = table[j] + _integrate(j * _DS, (j + 1) * _DS, p, kinks)
+            table[j + 1] = table[j] + _integrate_smooth(_S_GRID[j], _S_GRID[j + 1], p, kinks)
             j += 1
-    if s == k * _DS:
-        return table[k]
-    return table[k] + _integrate(k * _DS, s, p, kinks)
+    return table[k]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sigma_at_s(s, p, table, kinks):
+    """``sigma`` at level ``s`` (``inf`` beyond ``_S_MAX``): the table, plus one rule inside a piece."""
+    if not s < _S_MAX:
+        return np.inf
+    k = _piece_of(s)
+    below = _sigma_node(k, p, table, kinks)
+    if s == _S_GRID[k]:
+        return below
+    return below + _integrate_smooth(_S_GRID[k], s, p, kinks)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -497,13 +496,13 @@ def _under_graph(t, log_value, p, table, kinks):
     if not s < _S_MAX:
         return True
     # sigma is increasing: the table's values at the piece's ends decide most comparisons
-    k = int(s / _DS)
-    below = _sigma_at_s(k * _DS, p, table, kinks)
+    k = _piece_of(s)
+    below = _sigma_node(k, p, table, kinks)
     if t < below:
         return True
-    if k + 1 <= _PIECES and t >= _sigma_at_s((k + 1) * _DS, p, table, kinks):
+    if t >= _sigma_node(k + 1, p, table, kinks):
         return False
-    return t < _sigma_at_s(s, p, table, kinks)
+    return t < below + _integrate_smooth(_S_GRID[k], s, p, kinks)
 
 
 # --------------------------------------------------------------------------- the searches
@@ -750,7 +749,7 @@ def _encode_block(block, seed, key, stream_offset, params, rule, split, max_step
     queue = np.empty((_QUEUE, 8), dtype=np.float64)
     heap = np.empty(_QUEUE, dtype=np.int64)
     top = np.empty(8, dtype=np.float64)
-    table = np.empty(_PIECES + 1, dtype=np.float64)
+    table = np.empty(_S_GRID.shape[0], dtype=np.float64)
     kinks = np.empty(_KINKS, dtype=np.float64)
     count = params.shape[0]
     start = block * _BLOCK
@@ -836,7 +835,7 @@ def _fill_params_batch(columns, out, log_rmax):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sigma_batch(params, log_values, out):
-    table = np.empty(_PIECES + 1, dtype=np.float64)
+    table = np.empty(_S_GRID.shape[0], dtype=np.float64)
     kinks = np.empty(_KINKS, dtype=np.float64)
     _sigma_setup(params, table, kinks)
     for i in range(log_values.shape[0]):
