@@ -102,7 +102,7 @@ def _sup_log_ratio(za, zb, p):
     return max(_log_ratio(lo, p), _log_ratio(hi, p))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc, prior_scale, out):
     """Pack the parameters and the quadratic's curvature, vertex and maximum; returns the maximum."""
     out[P_FAMILY], out[P_LOC], out[P_SCALE], out[P_LOW], out[P_HIGH] = family, loc, scale, low, high
@@ -324,7 +324,7 @@ def _prior_position(x, za, zm, zb, ua, ca, um, cm, ub, cb, p):
     return u, 1.0 - u
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _child_excesses(level, za, zm, zb, ua, ca, um, cm, ub, cb, p):
     """``(_excess_on(level, za, zm, p), _excess_on(level, zm, zb, p))`` for ``level > 0``, in one pass.
 
