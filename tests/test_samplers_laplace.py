@@ -120,3 +120,10 @@ def test_laplace_bad_inputs():
 @numba.njit(cache=True)
 def _quartic(z):
     return -z**4
+
+
+@pytest.mark.parametrize("prior", [NORMAL_PRIOR, rcc.Normal(0.5, 2.0), rcc.Uniform(-3.0, 4.0)])
+def test_laplace_closed_form_kl_matches_quadrature(prior):
+    target = rcc.Laplace(np.array([0.3, -1.0, 2.0]), np.array([0.1, 0.5, 1e-3]), tail_mass=1e-4)
+    np.testing.assert_allclose(samplers.core._laplace_kl_bits(target, prior), target.kl_divergence_bits(prior),
+                               rtol=1e-9, atol=1e-9)
