@@ -10,6 +10,10 @@ adds its log2 M factor bits).
 Panel 4: points examined against D_inf at a fixed KL of 2 bits (target
 N(mu, s^2) with s growing towards the prior's std and mu set to keep the KL).
 
+Panel ``laplace`` (dashed lines in panels 1 and 3): the same sweep for Laplace targets,
+Laplace(mu, b) with std b sqrt(2) = 2^-I and mu ~ N(0, 1 - 4^-I), truncated to tail mass 1e-6
+(a Laplace's ratio to a Normal prior is unbounded); bits above the mean KL of the targets.
+
 Rows of panel ``throughput``: encode rate on one thread at I = 8 (best of three calls on
 ``throughput_count`` targets), with hybrid coding's rate measured in the same process as the
 reference (``ratio_to_hybrid``).
@@ -109,6 +113,33 @@ def measure(info_bits, count, kwargs, seed):
     }
 
 
+_LAPLACE_TAIL_MASS = 1e-6
+
+
+def _laplace_targets(info_bits, count, rng):
+    mean, std = gaussian_channel(info_bits, count, rng=rng)
+    return rcc.Laplace(mean, std / math.sqrt(2.0), tail_mass=_LAPLACE_TAIL_MASS)
+
+
+def measure_laplace(info_bits, count, kwargs, seed):
+    """One Laplace point: steps and bits above the targets' mean KL (one CSV row)."""
+    target = _laplace_targets(info_bits, count, np.random.default_rng([seed, 7, int(info_bits * 100)]))
+    fit = _laplace_targets(info_bits, count, np.random.default_rng([seed + 1, 7, int(info_bits * 100)]))
+    with Stopwatch() as watch:
+        enc = rcc.encode_sample(target, seed, max_candidates=2**34, **kwargs)
+    sample = rcc.decode_sample(enc.index, enc.factor, seed, method=kwargs["method"])
+    if not np.array_equal(sample, enc.sample):
+        raise RuntimeError(f"Laplace round trip failed at I={info_bits} for {kwargs}")
+    fit_enc = rcc.encode_sample(fit, seed + 1, max_candidates=2**34, **kwargs)
+    steps = np.asarray(enc.candidates, dtype=np.float64)
+    kl = float(np.mean(enc.kl_bits))
+    bits = _bits(enc, fit_enc, kwargs, seed)
+    return {"panel": "laplace", "info_bits": info_bits, "d_inf_bits": float("nan"), "targets": count,
+            "mean_steps": steps.mean(), "median_steps": float(np.median(steps)),
+            "encode_us_per_sample": 1e6 * watch.seconds / count, "bits_per_message": bits,
+            "bits_above_info": bits - kl, "mean_kl_bits": kl}
+
+
 def _fixed_kl_targets(points):
     """Targets N(mu, s^2) with KL = 2 bits and D_inf from 5.8 to 44.8 bits (prior N(0, 1)).
 
@@ -170,11 +201,18 @@ def plot(rows, path):
             ax_s.plot(info, [r["mean_steps"] for r in sel], "-", **style)
             ax_t.plot(info, [r["encode_us_per_sample"] for r in sel], "-", **style)
             ax_b.plot(info, [r["bits_above_info"] for r in sel], "-", **style)
+        sel = [r for r in rows if r["method"] == label and r["panel"] == "laplace"]
+        if sel:
+            info = [r["info_bits"] for r in sel]
+            ax_s.plot(info, [r["mean_steps"] for r in sel], "--", color=f"C{k}", marker="s", markersize=3)
+            ax_b.plot(info, [r["bits_above_info"] for r in sel], "--", color=f"C{k}", marker="s", markersize=3)
         sel = [r for r in rows if r["method"] == label and r["panel"] == "d_inf"]
         if sel:
             ax_d.plot([r["d_inf_bits"] for r in sel], [r["mean_steps"] for r in sel], "-", **style)
     for ax in (ax_s, ax_t, ax_d):
         ax.set_yscale("log")
+    if any(r["panel"] == "laplace" for r in rows):
+        ax_s.plot([], [], "k--", marker="s", markersize=3, label="dashed: Laplace targets (tree samplers)")
     ax_s.set(xlabel="I(X; Z) (bits)", ylabel="points examined per sample (mean)", title="Steps vs information")
     ax_t.set(xlabel="I(X; Z) (bits)", ylabel="encode time per sample (µs)", title="Wall time (batched)")
     ax_b.set(xlabel="I(X; Z) (bits)", ylabel="bits per message - I", title="Bits of the bytes above I")
@@ -198,6 +236,9 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         if kwargs["method"] in ("gprs", "pfr"):
             count = int(np.clip(4e6 / 2.0 ** (info + 2), 200, count))
         rows.append({"method": label, **measure(info, count, kwargs, _SEED)})
+    for info in settings["info_bits"]:
+        for label, kwargs, _ in METHODS[:6]:
+            rows.append({"method": label, **measure_laplace(info, settings["count"], kwargs, _SEED)})
     for s, mu, d_inf in _fixed_kl_targets(settings["d_inf_points"]):
         for label, kwargs, _ in METHODS[:6]:
             rows.append({"method": label, **measure_d_inf(s, mu, d_inf, settings["count"], kwargs, _SEED)})

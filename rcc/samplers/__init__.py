@@ -50,8 +50,9 @@ Selection rules (both exact for the untruncated target):
 ``sigma`` is GPRS's stretch function ``sigma(h) = int_0^h d eta / (w_Q(eta) -
 eta w_P(eta))`` with ``w_P(eta) = P(r >= eta)`` and ``w_Q(eta) = Q(r >=
 eta)`` (Flamich 2023, Section 3).  For the targets here ``log r`` is a
-quadratic on the target's support, so superlevel sets are at most two
-intervals with closed-form masses; the integral is taken by 8-point
+quadratic on the target's support (on each side of the mode for a Laplace
+target: convex there), so superlevel sets are at most four intervals with
+closed-form masses; the integral is taken by 8-point
 Gauss-Legendre rules on the variable ``s = -log(1 - eta / r_max)`` with
 breakpoints where a superlevel set meets the support's ends and a geometric
 grid near ``s = 0`` (relative error about 1e-11 against adaptive quadrature;
@@ -67,6 +68,7 @@ follow one path and take ``O(D_KL)`` steps; the dyadic ones keep a few
 nodes in their queue.
 
 Modules: :mod:`rcc.samplers.kernels` (the numba kernels),
+:mod:`rcc.samplers.general_search` (A* coding of general targets),
 :mod:`rcc.samplers.core` (encode and decode), :mod:`rcc.samplers.messages`
 (messages to bytes; its names are also reachable from this package).
 
@@ -80,9 +82,13 @@ a message costs about ``-log2 P(node)`` bits; or, index-only like PFR's
 streams, with :func:`encode_index_messages` and any :class:`rcc.IndexCode`
 (:func:`heap_index_code` fits a :class:`rcc.BucketIndexCode`: uniform path bits).
 
-Limits: one dimension per element; Normal, TruncatedNormal and Uniform
-targets under Normal and Uniform priors (a Normal at least as wide as a
-Normal prior needs a bounded support); searches deeper than ``MAX_DEPTH``
+Limits: one dimension per element; Normal, TruncatedNormal, Uniform and
+Laplace targets under Normal and Uniform priors (a Normal at least as wide as
+a Normal prior needs a bounded support; an ``rcc.Laplace`` is always
+truncated, by its own ``tail_mass``, because its ratio to a Normal prior is
+unbounded); other general targets (``rcc.GeneralTarget`` with a stated
+mode, Lipschitz or concavity bound) with A* coding only, its node bounds taken
+from that certificate (:mod:`rcc.samplers.general_search`); searches deeper than ``MAX_DEPTH``
 levels (about 40 bits of KL for sample splits, 60 for dyadic ones) raise.
 """
 

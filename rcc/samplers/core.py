@@ -18,7 +18,10 @@ from ..encoded import EncodedSample
 from ..race_inputs import kl_divergence_bits
 from ..random import check_seed, private_key
 from ..targets import Distribution, Normal, Product, TruncatedNormal, Uniform
-from .kernels import (MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
+from ..targets.general import GeneralTarget
+from ..targets.general_families import Laplace
+from .general_search import STATUS_NAN, general_astar_batch
+from .kernels import (LAPLACE, MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
                       SAMPLER_METHODS, STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE,
                       _RULES, _fill_params_batch, _sigma_batch, decode_batch, decode_candidates_batch, encode_batch)
 
@@ -41,15 +44,21 @@ def _check_method(method):
 def _params(target, prior, tail_mass):
     """Validated ``(params (count, NUM_PARAMS), batch shape)`` of a 1-D target batch."""
 
-    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform)):
+    if isinstance(target, Product) or not isinstance(target, (Normal, TruncatedNormal, Uniform, Laplace)):
         kind = type(target).__name__
-        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal or rcc.Uniform targets "
-                        f"(one dimension per element), got {kind}"
-                        + ("" if isinstance(target, Distribution) else "; use method='hybrid' or 'pfr'"))
+        hint = "; use method='hybrid' or 'pfr'"
+        if isinstance(target, GeneralTarget):
+            hint = ("; GPRS and greedy rejection coding need closed-form interval masses of the target, so of "
+                    "the general targets they take rcc.Laplace only: use method='astar' or 'astar-dyadic' "
+                    "(bounds from the target's certificate), or 'hybrid' or 'pfr'")
+        elif isinstance(target, Distribution):
+            hint = ""
+        raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal, rcc.Uniform or rcc.Laplace "
+                        f"targets (one dimension per element), got {kind}{hint}")
     prior = _check_prior(prior)
     tail_mass = _check_tail_mass(tail_mass)
     shape = target.shape
-    spec = target._spec(tail_mass)
+    spec = _laplace_spec(target) if isinstance(target, Laplace) else target._spec(tail_mass)
     family, loc, scale = _prior_arrays(prior, shape)
     _check_prior_support(prior, spec, loc, scale)
     values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
@@ -68,6 +77,49 @@ def _params(target, prior, tail_mass):
             f"index {bad[0]}): a target at least as wide as a Normal prior needs a bounded support; "
             "use tail_mass > 0 or a TruncatedNormal")
     return params, shape, prior, tail_mass
+
+
+def _laplace_spec(target):
+    """The packed description of a (truncated) :class:`rcc.Laplace`: it carries its own truncation."""
+    return {"family": LAPLACE, "loc": target.loc, "scale": target.scale, "low": target.low, "high": target.high,
+            "log_normalizer": np.log1p(-target.tail_mass)}
+
+
+def _target_tail_mass(target, tail_mass):
+    return target.tail_mass if isinstance(target, Laplace) else target.tail_mass_of(tail_mass)
+
+
+def _target_kl_bits(target, prior, tail_mass):
+    """``D_KL[target || prior]`` in bits: closed form for an untruncated Normal under a Normal prior (the
+    common case, a tenth of the cost of the general preparation), else as the other coders compute it."""
+    if isinstance(target, Laplace):
+        return _laplace_kl_bits(target, prior)
+    if type(target) is Normal and tail_mass == 0.0 and isinstance(prior, Normal):
+        ratio = target.std / prior.std
+        gap = (target.mean - prior.mean) / prior.std
+        return (0.5 * (ratio * ratio + gap * gap - 1.0) - np.log(ratio)) / math.log(2.0)
+    return kl_divergence_bits(target, prior, tail_mass)
+
+
+def _laplace_kl_bits(target, prior):
+    """``D_KL`` in bits of a Laplace truncated to ``loc -/+ c scale`` (``c = log(1 / tail_mass)``), closed form.
+
+    ``x = |z - loc| / scale`` is Exp(1) truncated to ``[0, c]``: ``E x = 1 - c w`` and
+    ``E x**2 = 2 - (c**2 + 2 c) w`` with ``w = e**-c / (1 - e**-c)``; by symmetry
+    ``E (z - mu)**2 = scale**2 E x**2 + (loc - mu)**2``.
+    """
+    eps = np.asarray(target.tail_mass, dtype=np.float64)
+    c = -np.log(eps)
+    w = eps / -np.expm1(-c)
+    mean_x = 1.0 - c * w
+    mean_x2 = 2.0 - (c * c + 2.0 * c) * w
+    neg_entropy = -mean_x - np.log(2.0 * target.scale) - np.log1p(-eps)  # E_q log q
+    if isinstance(prior, Normal):
+        second = target.scale**2 * mean_x2 + (target.loc - prior.mean) ** 2
+        cross = np.log(prior.std) + 0.5 * math.log(2.0 * math.pi) + second / (2.0 * prior.std**2)  # -E_q log p
+    else:
+        cross = np.log(prior.high - prior.low)
+    return (neg_entropy + cross) / math.log(2.0)
 
 
 def log_ratio_max(target, prior=None, tail_mass=0.0):
@@ -124,15 +176,18 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
 
     Parameters
     ----------
-    target : rcc.Normal, rcc.TruncatedNormal or rcc.Uniform
+    target : rcc.Normal, rcc.TruncatedNormal, rcc.Uniform, rcc.Laplace or rcc.GeneralTarget
         One-dimensional targets (a batch); element ``i`` uses stream
-        ``(seed, stream_offset + i)``.
+        ``(seed, stream_offset + i)``.  A Laplace is sampled truncated to its
+        own ``tail_mass`` (its ratio to a Normal prior is unbounded).  Other
+        general targets take ``"astar"`` and ``"astar-dyadic"`` only, with node
+        bounds from the target's certificate (mode, Lipschitz or concavity).
     seed : int
     prior : rcc.Normal or rcc.Uniform, optional
     method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
     tail_mass : float
         Truncation of Normal targets, as for the other methods; ``0``
-        (untruncated, exact) is the default here.
+        (untruncated, exact) is the default here.  Not used for a Laplace.
     max_candidates : int
         Bound on the points examined per element; exceeding it raises.
     rng : None, int or numpy.random.Generator
@@ -153,6 +208,8 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     seed_u64 = check_seed(seed)
     offset = check_seed(stream_offset, "stream_offset")
     max_candidates = _check_positive_int(max_candidates, "max_candidates")
+    if isinstance(target, GeneralTarget) and not isinstance(target, Laplace) and method in ("astar", "astar-dyadic"):
+        return _encode_general_astar(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads)
     params, shape, prior, tail_mass = _params(target, prior, tail_mass)
     if method.startswith(("gprs", "grc")):
         linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
@@ -163,6 +220,18 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     key = private_key(seed_u64, rng)
     with _Threads(num_threads):
         index, sample, steps, status = _run_search(params, seed_u64, key, offset, method, max_candidates)
+    _raise_on_failure(status, method, max_candidates)
+    kl_bits = np.asarray(_target_kl_bits(target, prior, tail_mass), dtype=np.float64)
+    return EncodedSample(
+        index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
+        sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
+        width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
+        tail_mass=_scalar_or_array(np.broadcast_to(_target_tail_mass(target, tail_mass), shape)),
+        kl_bits=_scalar_or_array(kl_bits), method=method,
+    )
+
+
+def _raise_on_failure(status, method, max_candidates):
     failed = np.flatnonzero(status)
     if failed.size:
         first = int(failed[0])
@@ -170,15 +239,45 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
                STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
                STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
                STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
-                               "precision)"}[int(status[first])]
+                               "precision)",
+               STATUS_NAN: "met a log density of NaN (or no point of the support)"}[int(status[first])]
         raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
-    kl_bits = np.asarray(kl_divergence_bits(target, prior, tail_mass), dtype=np.float64)
+
+
+def _encode_general_astar(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads):
+    """A* coding of a :class:`rcc.GeneralTarget` with bounds from its certificate (:mod:`.general_search`)."""
+    prior = _check_prior(prior)
+    target.log_ratio_max(prior)  # raises unless the target states a mode, a Lipschitz or a concavity bound
+    shape = target.batch_shape
+    family, loc, scale = _prior_arrays(prior, shape)
+    _check_prior_support(prior, {"low": target.low, "high": target.high}, loc, scale)
+    count = int(np.prod(shape, dtype=np.int64))
+
+    def flat(value, dtype=np.float64):
+        return np.array(np.reshape(np.broadcast_to(value, shape), -1), dtype=dtype, order="C")
+
+    use_mode = target.mode is not None
+    columns = (np.array(np.reshape(target.params, (count, -1)), dtype=np.float64, order="C"),
+               flat(target.low), flat(target.high), flat(target.mode if use_mode else 0.0), use_mode,
+               flat(np.inf if target.lipschitz is None else target.lipschitz),
+               flat(np.inf if target.concavity is None else target.concavity),
+               flat(family, np.int64), flat(loc), flat(scale))
+    key = private_key(seed_u64, rng)
+    index = np.empty(count, dtype=np.int64)
+    sample = np.empty(count, dtype=np.float64)
+    steps = np.empty(count, dtype=np.int64)
+    status = np.empty(count, dtype=np.int64)
+    with _Threads(num_threads):
+        if count:
+            general_astar_batch(target.logpdf_function, *columns, np.uint64(seed_u64), np.uint64(key),
+                                np.uint64(offset), _RULES[method][1], max_candidates, index, sample, steps, status)
+    _raise_on_failure(status, method, max_candidates)
     return EncodedSample(
         index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
         sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
         width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
-        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass_of(tail_mass), shape)),
-        kl_bits=_scalar_or_array(kl_bits), method=method,
+        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass, shape)),
+        kl_bits=_scalar_or_array(np.asarray(target.kl_divergence_bits(prior), dtype=np.float64)), method=method,
     )
 
 

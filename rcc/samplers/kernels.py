@@ -37,10 +37,11 @@ _RULES = {"astar": (RULE_ASTAR, SPLIT_SAMPLE), "astar-dyadic": (RULE_ASTAR, SPLI
           "grc-sample": (RULE_GRC, SPLIT_SAMPLE), "grc-dyadic": (RULE_GRC, SPLIT_DYADIC)}
 
 OK, STATUS_MAX_STEPS, STATUS_DEPTH, STATUS_QUEUE, STATUS_NO_MASS = 0, 1, 2, 3, 4
-NORMAL, UNIFORM = 0, 1
+NORMAL, UNIFORM, LAPLACE = 0, 1, 2  # target families (the first two are also the prior families)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _QUEUE = 4096
+_KINKS = 5  # breakpoints of the stretch function's integrand
 _BLOCK = 256
 
 # Per-element parameters (one float64 row): target, prior and the quadratic log ratio.
@@ -52,8 +53,11 @@ NUM_PARAMS = 13
 # eta / r_max = 1 - 1e-13 (closer, the masses cancel in double precision and sigma = inf).
 _DS = 2.0
 _S_MAX = 30.0
-_GRADE_TOP, _GRADE_BOTTOM = 1.0, 4.0**-20
-_PIECES = int(_S_MAX / _DS)
+# Near s = 0 (eta -> 0) the superlevel sets run out to the prior's tails and the integrand behaves
+# like 1 + O(s log s), which Gauss-Legendre rules converge on slowly: there the grid is geometric,
+# 4**-20 .. 4**-1, 1.  sigma is tabulated at every grid point (lazily, per target), so a query costs
+# one 8-point rule inside its piece.
+_S_GRID = np.concatenate((np.zeros(1), 4.0 ** -np.arange(20.0, -1.0, -1.0), np.arange(_DS, _S_MAX + 0.5 * _DS, _DS)))
 _GL_X = np.array([-0.9602898564975363, -0.7966664774136267, -0.5255324099163290, -0.1834346424956498,
                   0.1834346424956498, 0.5255324099163290, 0.7966664774136267, 0.9602898564975363])
 _GL_W = np.array([0.1012285362903763, 0.2223810344533745, 0.3137066458778873, 0.3626837833783620,
@@ -72,6 +76,8 @@ def _log_ratio(z, p):
     if p[P_FAMILY] == NORMAL:
         t = (z - p[P_LOC]) / p[P_SCALE]
         value -= 0.5 * t * t
+    elif p[P_FAMILY] == LAPLACE:
+        value -= abs(z - p[P_LOC]) / p[P_SCALE]
     if p[P_PRIOR_FAMILY] == NORMAL:
         s = (z - p[P_PRIOR_LOC]) / p[P_PRIOR_SCALE]
         value += 0.5 * s * s
@@ -80,17 +86,23 @@ def _log_ratio(z, p):
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _sup_log_ratio(za, zb, p):
-    """``sup log r`` over ``[za, zb]``: exact, because ``log r`` is a quadratic on the support."""
+    """``sup log r`` over ``[za, zb]``: exact, because ``log r`` is a quadratic on the support (on each side
+    of the mode for a Laplace target, where it is convex or linear, so the supremum is at an end or the mode)."""
     lo = max(za, p[P_LOW])
     hi = min(zb, p[P_HIGH])
     if not lo <= hi:
         return -np.inf
+    if p[P_FAMILY] == LAPLACE:
+        best = max(_log_ratio(lo, p), _log_ratio(hi, p))
+        if lo <= p[P_VERTEX] and p[P_VERTEX] <= hi:  # the vertex holds the mode, where the pieces meet
+            best = max(best, _log_ratio(p[P_VERTEX], p))
+        return best
     if p[P_CURVATURE] < 0.0:
         return _log_ratio(min(max(p[P_VERTEX], lo), hi), p)
     return max(_log_ratio(lo, p), _log_ratio(hi, p))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc, prior_scale, out):
     """Pack the parameters and the quadratic's curvature, vertex and maximum; returns the maximum."""
     out[P_FAMILY], out[P_LOC], out[P_SCALE], out[P_LOW], out[P_HIGH] = family, loc, scale, low, high
@@ -99,6 +111,8 @@ def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc
     const = -lognorm + math.log(prior_scale)
     if family == NORMAL:
         const -= math.log(scale) + _HALF_LOG_2PI
+    elif family == LAPLACE:
+        const -= math.log(2.0 * scale)
     if prior_family == NORMAL:
         const += _HALF_LOG_2PI
     out[P_CONST] = const
@@ -111,7 +125,10 @@ def _fill_params(family, loc, scale, low, high, lognorm, prior_family, prior_loc
         curvature += 0.5 / (prior_scale * prior_scale)
         slope -= prior_loc / (prior_scale * prior_scale)
     out[P_CURVATURE] = curvature
-    if family == NORMAL and prior_family == NORMAL:
+    if family == LAPLACE:
+        # two pieces, z <= loc and z >= loc, each a quadratic of curvature 1 / (2 prior_scale**2) (or 0)
+        out[P_VERTEX] = loc
+    elif family == NORMAL and prior_family == NORMAL:
         # vertex (loc tau^2 - m sigma^2) / (tau^2 - sigma^2), written without the coefficients' cancellation
         tau2, sig2 = prior_scale * prior_scale, scale * scale
         out[P_VERTEX] = (loc * tau2 - prior_loc * sig2) / (tau2 - sig2) if tau2 != sig2 else 0.0
@@ -137,12 +154,24 @@ def _normal_mass(a, b):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _laplace_mass(a, b):
+    """Mass of the standard Laplace on ``[a, b]`` (``a <= b``), from the tail that keeps precision."""
+    if b <= 0.0:
+        return 0.5 * math.exp(b) * -math.expm1(a - b)
+    if a >= 0.0:
+        return 0.5 * math.exp(-a) * -math.expm1(a - b)
+    return 0.5 * (-math.expm1(a) - math.expm1(-b))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _masses(lo, hi, p):
     """``(Q([lo, hi]), P([lo, hi]))`` of an interval inside the target's support."""
     if not lo < hi:
         return 0.0, 0.0
     if p[P_FAMILY] == NORMAL:
         q = _normal_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
+    elif p[P_FAMILY] == LAPLACE:
+        q = _laplace_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
     else:
         q = (hi - lo) / p[P_SCALE]
     if p[P_PRIOR_FAMILY] == NORMAL:
@@ -169,6 +198,8 @@ def _excess_on(eta, za, zb, p):
         q, prior = _masses(low, high, p)
         return q - eta * prior
     level = math.log(eta)
+    if p[P_FAMILY] == LAPLACE:
+        return _laplace_excess_on(eta, level, low, high, p)
     if a == 0.0:
         # constant ratio (only a Uniform target under a Uniform prior is linear-free and bounded)
         q, prior = _masses(low, high, p) if p[P_LOG_RMAX] >= level else (0.0, 0.0)
@@ -197,6 +228,62 @@ def _excess_on(eta, za, zb, p):
     q1, p1 = _masses(low, min(high, v - inner), p)
     q2, p2 = _masses(max(low, v + inner), high, p)
     return (q1 + q2) - eta * (p1 + p2)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _below_level(curvature, slope, offset):
+    """The open interval ``(x1, x2)`` where ``curvature x**2 + slope x + offset < 0`` (``curvature >= 0``);
+    empty when ``x1 >= x2``.  The roots are taken in the form that avoids cancellation."""
+    if curvature == 0.0:
+        root = -offset / slope
+        return (-np.inf, root) if slope > 0.0 else (root, np.inf)
+    disc = slope * slope - 4.0 * curvature * offset
+    if not disc > 0.0:
+        return np.inf, -np.inf
+    q = -0.5 * (slope + math.copysign(math.sqrt(disc), slope))
+    if q == 0.0:
+        return np.inf, -np.inf
+    r1, r2 = q / curvature, offset / q
+    return min(r1, r2), max(r1, r2)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _laplace_piece_slope(side, p):
+    """Slope at the mode ``x = 0`` of the piece's log ratio in ``x = z - m`` (side 0: ``z <= m``; the mode
+    ``m`` is held in ``P_VERTEX``)."""
+    slope = (1.0 if side == 0 else -1.0) / p[P_SCALE]
+    if p[P_PRIOR_FAMILY] == NORMAL:
+        slope += 2.0 * p[P_CURVATURE] * (p[P_VERTEX] - p[P_PRIOR_LOC])
+    return slope
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _laplace_excess_on(eta, level, low, high, p):
+    """:func:`_excess_on` of a Laplace target on ``[low, high]`` inside its support, ``eta > 0``.
+
+    On each side of the mode ``m`` the log ratio is ``a x**2 + b x + g(m)`` in
+    ``x = z - m`` (``a = 1 / (2 prior_scale**2) >= 0``, or 0 for a Uniform
+    prior): convex, so the superlevel set is the piece minus one window.
+    """
+    m = p[P_VERTEX]
+    top = _log_ratio(m, p) - level  # the log ratio at the mode, minus the level
+    total = 0.0
+    for side in range(2):
+        lo, hi = (low, min(high, m)) if side == 0 else (max(low, m), high)
+        if not lo < hi:
+            continue
+        x1, x2 = _below_level(p[P_CURVATURE], _laplace_piece_slope(side, p), top)
+        if x1 >= x2 or m + x2 <= lo or m + x1 >= hi:
+            q, prior = _masses(lo, hi, p)
+            total += q - eta * prior
+            continue
+        if m + x1 > lo:
+            q, prior = _masses(lo, m + x1, p)
+            total += q - eta * prior
+        if m + x2 < hi:
+            q, prior = _masses(m + x2, hi, p)
+            total += q - eta * prior
+    return total
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -237,7 +324,7 @@ def _prior_position(x, za, zm, zb, ua, ca, um, cm, ub, cb, p):
     return u, 1.0 - u
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _child_excesses(level, za, zm, zb, ua, ca, um, cm, ub, cb, p):
     """``(_excess_on(level, za, zm, p), _excess_on(level, zm, zb, p))`` for ``level > 0``, in one pass.
 
@@ -266,6 +353,20 @@ def _child_excesses(level, za, zm, zb, ua, ca, um, cm, ub, cb, p):
     if not lo < hi:
         return 0.0, 0.0
     mid = min(max(zm, lo), hi)
+    if mid == lo or mid == hi:
+        # the set lies in one child (most steps while a node is wider than the set): two points, not three,
+        # and the same arithmetic as the three-point masses with the middle point at an end
+        if p[P_FAMILY] == NORMAL:
+            q = _normal_mass((lo - p[P_LOC]) / p[P_SCALE], (hi - p[P_LOC]) / p[P_SCALE]) / math.exp(p[P_LOGNORM])
+        else:
+            q = (hi - lo) / p[P_SCALE]
+        if p[P_PRIOR_FAMILY] == NORMAL:
+            lo_u, lo_c = _prior_position(lo, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+            hi_u, hi_c = _prior_position(hi, za, zm, zb, ua, ca, um, cm, ub, cb, p)
+            prior = _mass(lo_u, lo_c, hi_u, hi_c)
+        else:
+            prior = (hi - lo) / p[P_PRIOR_SCALE]
+        return (0.0, q - level * prior) if mid == lo else (q - level * prior, 0.0)
     q_left, q_right = _three_point_masses(lo, mid, hi, p[P_FAMILY], p[P_LOC], p[P_SCALE])
     if p[P_FAMILY] == NORMAL:
         norm = math.exp(p[P_LOGNORM])
@@ -319,30 +420,6 @@ def _integrate_smooth(sa, sb, p, kinks):
     return total + _gauss_legendre(start, sb, p)
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _integrate(sa, sb, p, kinks):
-    """``int_sa^sb`` of the integrand.
-
-    Near ``s = 0`` (``eta -> 0``) the superlevel sets run out to the prior's tails and
-    the integrand behaves like ``1 + O(s log s)``, which Gauss-Legendre rules converge
-    on slowly; there the interval is cut on the geometric grid ``_GRADE_TOP * 4**-k``.
-    """
-    total = 0.0
-    if sa < _GRADE_TOP:
-        edge = _GRADE_TOP
-        while edge > _GRADE_BOTTOM and edge > sa:
-            low = max(0.25 * edge, sa)
-            if low < sb:
-                total += _integrate_smooth(low, min(edge, sb), p, kinks)
-            edge *= 0.25
-        if sa < _GRADE_BOTTOM:
-            total += _integrate_smooth(sa, min(_GRADE_BOTTOM, sb), p, kinks)
-        sa = _GRADE_TOP
-    if sa < sb:
-        total += _integrate_smooth(sa, sb, p, kinks)
-    return total
-
-
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _level_s(log_value, p):
     """``s = -log(1 - r / r_max)`` of a ratio value (``inf`` at the maximum)."""
@@ -354,29 +431,60 @@ def _level_s(log_value, p):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sigma_setup(p, table, kinks):
-    """Reset the lazily filled table of ``sigma`` at ``s = k * _DS`` and find the kinks."""
+    """Reset the lazily filled table of ``sigma`` at the points of ``_S_GRID`` and find the kinks."""
     table[0] = 0.0
     table[1:] = np.nan
     kinks[0] = _level_s(_log_ratio(p[P_LOW], p), p) if math.isfinite(p[P_LOW]) else np.inf
     kinks[1] = _level_s(_log_ratio(p[P_HIGH], p), p) if math.isfinite(p[P_HIGH]) else np.inf
+    kinks[2:] = np.inf
+    if p[P_FAMILY] == LAPLACE:
+        # also where the level passes the mode and, on each side, the piece's minimum (a window opens)
+        m = p[P_VERTEX]
+        kinks[2] = _level_s(_log_ratio(m, p), p)
+        for side in range(2):
+            if p[P_CURVATURE] > 0.0:
+                z = m - _laplace_piece_slope(side, p) / (2.0 * p[P_CURVATURE])
+                if (side == 0 and p[P_LOW] < z < m) or (side == 1 and m < z < p[P_HIGH]):
+                    kinks[3 + side] = _level_s(_log_ratio(z, p), p)
+        kinks.sort()  # the integration walks the kinks in order
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _piece_of(s):
+    """The piece ``k`` of ``_S_GRID`` holding ``0 <= s < _S_MAX``: ``_S_GRID[k] <= s < _S_GRID[k + 1]``."""
+    lo, hi = 0, _S_GRID.shape[0] - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if _S_GRID[mid] <= s:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _sigma_at_s(s, p, table, kinks):
-    """``sigma`` at level ``s`` (``inf`` beyond ``_S_MAX``)."""
-    if not s < _S_MAX:
-        return np.inf
-    k = int(s / _DS)
+def _sigma_node(k, p, table, kinks):
+    """``sigma`` at the grid point ``_S_GRID[k]``, filling the table up to it on first use."""
     if np.isnan(table[k]):
         j = k
         while np.isnan(table[j]):
             j -= 1
         while j < k:
-            table[j + 1] = table[j] + _integrate(j * _DS, (j + 1) * _DS, p, kinks)
+            table[j + 1] = table[j] + _integrate_smooth(_S_GRID[j], _S_GRID[j + 1], p, kinks)
             j += 1
-    if s == k * _DS:
-        return table[k]
-    return table[k] + _integrate(k * _DS, s, p, kinks)
+    return table[k]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sigma_at_s(s, p, table, kinks):
+    """``sigma`` at level ``s`` (``inf`` beyond ``_S_MAX``): the table, plus one rule inside a piece."""
+    if not s < _S_MAX:
+        return np.inf
+    k = _piece_of(s)
+    below = _sigma_node(k, p, table, kinks)
+    if s == _S_GRID[k]:
+        return below
+    return below + _integrate_smooth(_S_GRID[k], s, p, kinks)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -388,13 +496,13 @@ def _under_graph(t, log_value, p, table, kinks):
     if not s < _S_MAX:
         return True
     # sigma is increasing: the table's values at the piece's ends decide most comparisons
-    k = int(s / _DS)
-    below = _sigma_at_s(k * _DS, p, table, kinks)
+    k = _piece_of(s)
+    below = _sigma_node(k, p, table, kinks)
     if t < below:
         return True
-    if k + 1 <= _PIECES and t >= _sigma_at_s((k + 1) * _DS, p, table, kinks):
+    if t >= _sigma_node(k + 1, p, table, kinks):
         return False
-    return t < _sigma_at_s(s, p, table, kinks)
+    return t < below + _integrate_smooth(_S_GRID[k], s, p, kinks)
 
 
 # --------------------------------------------------------------------------- the searches
@@ -481,11 +589,14 @@ def _pop(queue, heap, size, top):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, table, kinks):
-    """One element's branch and bound; returns ``(heap index, sample, steps, status)``."""
+def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, table, kinks, same_target):
+    """One element's branch and bound; returns ``(heap index, sample, steps, status)``.
+
+    ``same_target``: the previous element had these parameters, so its table of ``sigma`` still holds.
+    """
     shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
-    if rule == RULE_GPRS:
+    if rule == RULE_GPRS and not same_target:
         _sigma_setup(p, table, kinks)
     t_root = -math.log(_private_uniform(private, np.uint64(1)))
     size = _push(queue, heap, 0, t_root if rule == RULE_GPRS else math.log(t_root) - p[P_LOG_RMAX],
@@ -574,19 +685,25 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
     ua, ca, ub, cb, za, zb = 0.0, 1.0, 1.0, 0.0, -np.inf, np.inf
     level, residual = 0.0, 1.0
+    # r(z) <= r_max: a point whose coin fails even at r_max is rejected without computing it (dyadic
+    # splits need the point only when it is accepted); the margin covers rounding in log r
+    r_top = math.exp(p[P_LOG_RMAX]) * (1.0 + 1e-9)
     h = np.int64(1)
+    u, c, z = 0.0, 1.0, np.nan
     for step in range(1, max_steps + 1):
         mass = _mass(ua, ca, ub, cb)
-        u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
-        z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
-        above = math.exp(_log_ratio(z, p)) - level
-        if above > 0.0 and _private_coin(private, h, 1) * residual <= above * mass:
-            return h, z, step, OK
+        coin = _private_coin(private, h, 1) * residual
+        if split == SPLIT_SAMPLE or coin <= (r_top - level) * mass:
+            u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
+            z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
+            above = math.exp(_log_ratio(z, p)) - level
+            if above > 0.0 and coin <= above * mass:
+                return h, z, step, OK
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, step, STATUS_DEPTH
         level += residual / mass
         if split == SPLIT_SAMPLE:
-            um, cm, zm = u, c, z
+            um, cm, zm = u, c, z  # always computed for sample splits
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)
             zm = _pair_ppf(um, cm, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
@@ -602,11 +719,12 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
+def _global_gprs(seed, key, stream, p, max_steps, table, kinks, same_target):
     """Global GPRS on the prior-proposal candidates of ``method="pfr"``; returns ``(N, z, N, status)``."""
     shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
-    _sigma_setup(p, table, kinks)
+    if not same_target:
+        _sigma_setup(p, table, kinks)
     t = 0.0
     for n in range(1, max_steps + 1):
         t += -math.log(_private_uniform(private, np.uint64(n)))
@@ -617,23 +735,35 @@ def _global_gprs(seed, key, stream, p, max_steps, table, kinks):
     return 0, np.nan, max_steps, STATUS_MAX_STEPS
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _same_row(params, i):
+    """Whether element ``i`` has the parameters of element ``i - 1``."""
+    for k in range(params.shape[1]):
+        if params[i, k] != params[i - 1, k]:
+            return False
+    return True
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _encode_block(block, seed, key, stream_offset, params, rule, split, max_steps, index, sample, steps, status):
     queue = np.empty((_QUEUE, 8), dtype=np.float64)
     heap = np.empty(_QUEUE, dtype=np.int64)
     top = np.empty(8, dtype=np.float64)
-    table = np.empty(_PIECES + 1, dtype=np.float64)
-    kinks = np.empty(2, dtype=np.float64)
+    table = np.empty(_S_GRID.shape[0], dtype=np.float64)
+    kinks = np.empty(_KINKS, dtype=np.float64)
     count = params.shape[0]
-    for i in range(block * _BLOCK, min(count, (block + 1) * _BLOCK)):
+    start = block * _BLOCK
+    for i in range(start, min(count, (block + 1) * _BLOCK)):
         stream = stream_offset + np.uint64(i)
+        # sigma's lazily filled table is a function of the parameters alone: kept for repeated targets
+        same_target = (split < 0 or rule == RULE_GPRS) and i > start and _same_row(params, i)
         if split < 0:
-            h, z, n, st = _global_gprs(seed, key, stream, params[i], max_steps, table, kinks)
+            h, z, n, st = _global_gprs(seed, key, stream, params[i], max_steps, table, kinks, same_target)
         elif rule == RULE_GRC:
             h, z, n, st = _greedy_rejection(seed, key, stream, params[i], split, max_steps)
         else:
             h, z, n, st = _search(seed, key, stream, params[i], rule, split, max_steps, queue, heap, top,
-                                  table, kinks)
+                                  table, kinks, same_target)
         index[i], sample[i], steps[i], status[i] = h, z, n, st
 
 
@@ -705,8 +835,8 @@ def _fill_params_batch(columns, out, log_rmax):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sigma_batch(params, log_values, out):
-    table = np.empty(_PIECES + 1, dtype=np.float64)
-    kinks = np.empty(2, dtype=np.float64)
+    table = np.empty(_S_GRID.shape[0], dtype=np.float64)
+    kinks = np.empty(_KINKS, dtype=np.float64)
     _sigma_setup(params, table, kinks)
     for i in range(log_values.shape[0]):
         out[i] = _sigma_at_s(_level_s(log_values[i], params), params, table, kinks)
