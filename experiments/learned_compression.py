@@ -94,7 +94,7 @@ SERIES = {
 #: Per mode and architecture: betas, seeds, latents, hidden width (MLP) or channels (conv), steps.
 SETTINGS = {
     "full": dict(
-        mlp=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=16, hidden=128, steps=600),
+        mlp=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=16, hidden=128, steps=6000),
         conv=dict(betas=(0.1, 0.25, 0.6, 1.4, 3.2), seeds=(0, 1, 2), latents=32, hidden=16, steps=500),
         calibration_items=None, test_items=None, grid_points=8),
     "quick": dict(
