@@ -46,9 +46,9 @@ from numba.extending import intrinsic
 from numpy.typing import ArrayLike
 
 from .encoded import DEFAULT_MAX_CANDIDATES, EncodedSample, _scalar_encoded_sample
-from .kernels import _candidate_factor, prior_ppf_scaled, race
-from .random import (DOMAIN_KEY, DOMAIN_PRIVATE, DOMAIN_SHARED, _shared_dither, _stream_prefix, check_seed,
-                     check_stream_offset, hash_counter, private_key, uniform_centered)
+from .kernels import _candidate_position, prior_ppf_scaled, race
+from .random import (DOMAIN_KEY, DOMAIN_PRIVATE, DOMAIN_SHARED, _stream_prefix, check_seed, check_stream_offset,
+                     hash_counter, private_key)
 from .targets import NORMAL_FAMILY, Normal, Uniform
 # The target definitions live in the targets layer; importable from here as before.
 from .targets.general import (  # noqa: F401 - re-exported
@@ -97,13 +97,7 @@ def _general_log_weight(state, shared, n):
     """
     (logpdf, params, low, high, log_const, prior_family, prior_loc, prior_scale, width, centre, window_low,
      window_high, hybrid, check_bound, log_w_max) = state
-    u = _shared_dither(shared, n, 0)
-    if hybrid:
-        k = _candidate_factor(centre, u)
-        offset = u
-    else:
-        k = 0.0
-        offset = u + 0.5
+    k, offset = _candidate_position(shared, n, 0, centre, hybrid)
     position = k + offset
     if not (position >= window_low and position <= window_high):
         return -np.inf, STATUS_OK
@@ -131,18 +125,13 @@ def _encode_general_row(seed, key, stream, logpdf, params, low, high, log_const,
     # The one race loop of the built-in targets, with this target's log-density callback as its weight.
     state = (logpdf, params, low, high, log_const, prior_family, prior_loc, prior_scale, width, centre, window_low,
              window_high, hybrid, check_bound, log_w_max)
-    n, examined, status = race(_general_log_weight, state, _stream_prefix(DOMAIN_SHARED, seed, stream),
-                               _stream_prefix(DOMAIN_PRIVATE, key, stream), log_w_max, max_candidates)
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    n, examined, status = race(_general_log_weight, state, shared, _stream_prefix(DOMAIN_PRIVATE, key, stream),
+                               log_w_max, max_candidates)
     if status != STATUS_OK:
         return status, n, np.int64(0), np.nan, examined
     # The selected candidate, rebuilt exactly as rcc.kernels.decode_batch will rebuild it.
-    u = uniform_centered(seed, stream, np.uint64(n), np.uint64(0))
-    if hybrid:
-        k = _candidate_factor(centre, u)
-        offset = u
-    else:
-        k = 0.0
-        offset = u + 0.5
+    k, offset = _candidate_position(shared, n, 0, centre, hybrid)
     return status, n, np.int64(k), prior_ppf_scaled(k, offset, width, prior_family, prior_loc, prior_scale), examined
 
 
