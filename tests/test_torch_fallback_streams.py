@@ -7,8 +7,6 @@ earlier coder wrote.  The cases mix width classes with the width-1 race, one and
 blocks (with padding), fitted and prior factor codes, bucket and Zipf index codes.
 """
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -17,24 +15,8 @@ pytest.importorskip("constriction")
 
 from rcc.torch import RCCChannel  # noqa: E402
 
-STDS = np.array([0.05, 0.1, 0.2, 0.08, 1.0, 0.97])
-
-
-def digest(data):
-    """``(sha256 hex, length)`` of a stream, or of the concatenated per-item streams and their lengths."""
-    if isinstance(data, (list, tuple)):
-        lengths = [len(blob) for blob in data]
-        data = b"".join(bytes(blob) for blob in data)
-        return hashlib.sha256(data).hexdigest(), len(data), lengths
-    return hashlib.sha256(bytes(data)).hexdigest(), len(data)
-
-
-def posteriors(count, seed):
-    rng = np.random.default_rng(seed)
-    log_scale = np.log(STDS) + 0.05 * rng.standard_normal((count, 6))
-    std = np.minimum(np.exp(log_scale), 1.0)
-    mean = rng.standard_normal((count, 6)) * np.sqrt(1.0 - std**2)
-    return torch.tensor(mean), torch.tensor(log_scale)
+# The pinned-stream helpers of the in-distribution golden tests, shared.
+from test_golden_torch import digest, posteriors  # noqa: E402
 
 
 def narrow_posteriors(count, seed, latents=8):
