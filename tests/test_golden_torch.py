@@ -157,3 +157,20 @@ def test_rcc_channel_item_streams_do_not_depend_on_drifted_neighbours():
     assert stats["fallback_blocks"] >= 1
     assert [blob for i, blob in enumerate(items) if i != 3] == [blob for i, blob in enumerate(pinned) if i != 3]
     assert items[3] != pinned[3]
+
+
+def test_uniform_noise_channel_parameters_do_not_depend_on_torch_transcendentals():
+    """The initial ``log_scale`` is the float64 log rounded once, and the coding scale is the
+    C library's double ``exp`` of it: torch's float32 log and vectorised exp differ between CPUs
+    in the last bit, which would change the streams from one machine to another."""
+    import math
+
+    import numpy as np
+
+    scales = [1.5, 0.3, 7.1, 2.0 / 3.0]
+    channel = UniformNoiseChannel(num_channels=len(scales), scale=scales, learnable=False)
+    expected = np.array([math.log(s) for s in np.asarray(scales, dtype=np.float32).astype(np.float64)],
+                        dtype=np.float32)
+    assert channel.log_scale.detach().numpy().tobytes() == expected.tobytes()
+    _, scale = channel._params_np((1, len(scales)))
+    assert scale.tolist() == [math.exp(float(v)) for v in expected]

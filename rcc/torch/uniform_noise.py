@@ -206,7 +206,9 @@ class UniformNoiseChannel(nn.Module):
         scale_t = self._initial_param(scale, "scale")
         if bool((scale_t <= 0).any()):
             raise ValueError("scale must be positive")
-        log_scale_t = torch.log(scale_t)
+        # The log in float64, rounded once to the parameter's dtype: torch's float32 log
+        # is not correctly rounded on every CPU, and the streams must not depend on it.
+        log_scale_t = torch.log(scale_t.to(torch.float64)).to(scale_t.dtype)
         if learnable:
             self.loc = nn.Parameter(loc_t)
             self.log_scale = nn.Parameter(log_scale_t)
@@ -290,7 +292,11 @@ class UniformNoiseChannel(nn.Module):
     def _params_np(self, shape):
         """float64 numpy ``loc`` and ``scale`` broadcast to ``shape``, flattened."""
         loc = self.loc.detach().to(device="cpu", dtype=torch.float64)
-        scale = torch.exp(self.log_scale.detach().to(device="cpu", dtype=torch.float64))
+        # exp per channel with the C library's double exp: torch's vectorised exp differs
+        # between CPUs in the last bit, and both coder sides must derive the same scale.
+        log_scale = self.log_scale.detach().to(device="cpu", dtype=torch.float64)
+        scale = torch.tensor([math.exp(v) for v in log_scale.reshape(-1).tolist()],
+                             dtype=torch.float64).reshape(log_scale.shape)
         ndim = len(shape)
         loc = self._param_view(loc, ndim).expand(shape).reshape(-1).numpy()
         scale = self._param_view(scale, ndim).expand(shape).reshape(-1).numpy()
