@@ -96,17 +96,26 @@ RCC_CASES = {
     "narrow8": dict(kwargs=dict(block_budget_bits=12.0), data=narrow_posteriors),
 }
 
-#: name: (batch stream, per-item streams).
+#: name: (batch stream, per-item streams).  The per-item streams are format 3 (each payload
+#: ends at its shortest decodable byte string); the batch streams are unchanged since format 2.
 RCC_DIGESTS = {
     "default": (("5c93d84836f626c5269a9ea7f62aadde3bf39e32f996ddab9865fad7bb533387", 45),
-                ("07068425aa8a78429c08906262d9986a9fa3f971d13ae73b68e1887913b0bdd3", 60, [6] * 10)),
+                ('07feef8740f33dd5b2c39ef7b24eb81b2982637f7591b3d218d476a65ec0ad07', 45, [5, 5, 4, 4, 5, 4, 5, 5, 4, 4])),
     "empirical": (("f3c09c5dd80ceea8f3690208930444a4e6ae42e20ec2a2cf579f3b3ae6165c12", 45),
-                  ("c1e1df2d0566b49f1dacfc62cd27dc146e01914f0cded6403af25558a598d897", 60, [6] * 10)),
+                  ('e60de624f64068c00f450915c0e2bebaf7d819f21a8e475355f305b4ab66553e', 46, [5, 5, 5, 5, 4, 5, 4, 5, 4, 4])),
     "narrow8": (("045e40ff7a11276737acf73898c4ab40a749e9a6b45db6a05fb982c215d5a7b4", 53),
-                ("9ea989243d27da53e41df188bc40fd9fb4523826bdd2c708500bbef33e218424", 60, [6] * 10)),
+                ('403297e491a40814127e0106855e59c6c49a33cf6df1b2104db8fc74eb5ee292', 55, [6, 6, 5, 5, 6, 5, 5, 5, 6, 6])),
     "prior_zipf": (("af0e89d9cc91d193ecf89d9fe0c49501cff751e605a7b15cbd539d0e0ce4fb96", 96),
-                   ("352aaf589d89be0e6bf6d7af50bc556ae4ea0587c866105d753fa5476e290740", 106,
-                    [6, 13, 10, 10, 10, 13, 10, 10, 14, 10])),
+                   ('1c4b95ec9e7d2ddf909f7648a3fd0cf6db790d4b81f15ac96b894e0ed6fc0776', 90, [6, 11, 10, 7, 7, 12, 7, 7, 13, 10])),
+}
+#: The per-item streams of the earlier format 1 (payload = the range coder's whole words), which
+#: this rcc still reads and can still write (``_item_payload(..., words=True)``).
+RCC_WORD_ITEM_DIGESTS = {
+    "default": ("07068425aa8a78429c08906262d9986a9fa3f971d13ae73b68e1887913b0bdd3", 60, [6] * 10),
+    "empirical": ("c1e1df2d0566b49f1dacfc62cd27dc146e01914f0cded6403af25558a598d897", 60, [6] * 10),
+    "narrow8": ("9ea989243d27da53e41df188bc40fd9fb4523826bdd2c708500bbef33e218424", 60, [6] * 10),
+    "prior_zipf": ("352aaf589d89be0e6bf6d7af50bc556ae4ea0587c866105d753fa5476e290740", 106,
+                   [6, 13, 10, 10, 10, 13, 10, 10, 14, 10]),
 }
 RCC_DECODED = ("b262c45052ab52c938dab39ddd0e3f36d863754c5fe092f0260c5f4fe16d696a", 240)
 
@@ -136,6 +145,27 @@ def test_rcc_channel_streams_are_pinned(name):
     assert stats["fallback_blocks"] == 0  # only the jointly coded path is pinned
     items = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
     assert (digest(batch), digest(items)) == RCC_DIGESTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(RCC_CASES))
+def test_rcc_channel_reads_the_earlier_item_format(name, monkeypatch):
+    from rcc.torch import streams
+
+    channel = rcc_channel(name)
+    mean, log_scale = rcc_items(name)
+    current = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    writer = streams._item_payload
+    monkeypatch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
+                        writer(encoder, has_fallback, words=True))
+    earlier = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    assert digest(earlier) == RCC_WORD_ITEM_DIGESTS[name]
+    monkeypatch.setattr(streams, "_item_payload", writer)
+    assert torch.equal(channel.decompress(earlier, 77, mean.shape), channel.decompress(current, 77, mean.shape))
+    # Each item is as short as its format allows: one byte less no longer decodes.
+    for i, blob in enumerate(current):
+        if len(blob) > 2:
+            with pytest.raises(ValueError):
+                channel.decompress(current[:i] + [blob[:-1]] + current[i + 1:], 77, mean.shape)
 
 
 def test_rcc_channel_decoded_tensor_is_pinned():

@@ -64,8 +64,9 @@ def test_drifted_per_item_streams_degrade_gracefully(channel, in_distribution):
     base_excess, base_candidates, _ = in_distribution[True]
     assert fallback == 40
     # A per-item stream names the drifted latent on its own (about 5 bits of classes for one
-    # latent in eight), and its bytes round up: far below the width-1 fallback's ~36 bits.
-    assert excess <= base_excess + 16.0, (excess, base_excess)
+    # latent in eight) and its payload ends at its shortest bytes (measured: 5.5 bits above the
+    # in-distribution items): far below the width-1 fallback's ~36 bits.
+    assert excess <= base_excess + 8.0, (excess, base_excess)
     assert candidates <= 4.0 * base_candidates, (candidates, base_candidates)
 
 

@@ -58,33 +58,31 @@ def drifted_case(name):
 
 
 #: name: ((batch stream), (per-item streams), decoded latents); modes of the fallback blocks in a comment.
+#: The per-item streams are format 3 (shortest payloads); WORD_ITEM_DIGESTS holds the same items
+#: in the earlier formats 1 and 2 (whole range-coder words), which this rcc still reads.
 DIGESTS = {
-    # 22 fallback blocks: 21 with width classes, 1 width-1.
     "classes_one_block": (
         ("11034f6c8755d7caf5fa6d14d1e47ef77e380559a7f195fbd5334a9b5f69c347", 170),
-        ("b6b8b4d9fc73c2accf8888b3405783f74e58b46f9b4a7b5923d0685ae3f4061b", 293,
-         [10, 6, 10, 6, 10, 7, 10, 14, 6, 6, 6, 10, 6, 6, 10, 10, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-          6, 6, 10, 6, 6, 6, 10, 6]),
+        ("a7047e7807175543e1186e034408cc6cb1cee200dbc80557d9915851e2fb0478", 247, [6, 5, 7, 5, 7, 6, 6, 14, 6, 5, 6, 7, 6, 6, 7, 7, 7, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 5, 6, 5, 6, 5, 7, 6, 6, 6, 7, 6]),
         ("6c201508d88f25ebdc726d784609720771e8a5d2e14b64f5c743c26f25276680", 1280)),
     "classes_blocks": (
         ("27ef5015c5385a7a40908a0e19a12d9315888406964d2dd3df5cb92e3d1a5456", 102),
-        ("be67f009b11e3092d9e1e255e624ff62bb5a5d3fb97d1ca1e1c16b3c7f323257", 201,
-         [6, 6, 6, 7, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6]),
+        ("cb205065268a99d5f2622cfc240306d10954610e312aaadfca7d8b0137ecf915", 160, [6, 5, 5, 6, 6, 4, 8, 4, 4, 6, 5, 3, 8, 4, 5, 8, 5, 5, 6, 4, 5, 7, 5, 5, 6, 4, 5, 8, 4, 4]),
         ("e48b90dcb527a9c332d395eb500924ddfc8a155e58cf1cc7e75dab0f8fd0548d", 720)),
     "prior_factors_zipf": (
         ("9182ae8edfb8b07eedf4ee353a746a81ae39252539442f44f3763acaca479830", 146),
-        ("0cb6a5873a0321147ad8f29917137d761f33c84ac45574ef24b0c90e83447369", 192,
-         [10, 10, 10, 6, 10, 10, 6, 6, 10, 10, 10, 10, 10, 14, 13, 10, 11, 10, 10, 6]),
+        ("2fe5be3f007fef2335cffb056c382eec23c3eff3026398298bde9f561c6edb3b", 162, [9, 8, 9, 5, 10, 8, 6, 5, 6, 7, 10, 9, 8, 12, 11, 7, 10, 6, 10, 6]),
         ("e199cd982a3e5c817b9305241d3dd58cc66c7b0347c434f91c4e7bdf821b12a0", 480)),
-    # 2 blocks of 4 (one padded), 50 fallback blocks with width classes.
     "padded_blocks": (
         ("988851611ac50e662ba138bc5aeca793428b170a18b0ed630f6ac0418a42a3fa", 436),
-        ("6e22995fc6e7a83e790c76fde3564cb235effbf2f39acd8b1f7595b56cb3307b", 806,
-         [6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 10, 6, 6, 6, 6, 10, 10, 10, 6, 6, 10, 6, 6, 6, 6, 6,
-          6, 6, 6, 10, 6, 6, 7, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 10, 10, 6, 6, 6, 9, 10, 7, 6, 6, 10, 6, 6, 10, 6, 6,
-          6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 7, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-          6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6]),
+        ("e42e5b30f8e7a0815a1dbefddd554d197ca5280496bcd72ed922d2819cdef2ea", 700, [5, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 6, 6, 7, 6, 9, 6, 6, 5, 5, 7, 7, 8, 5, 5, 8, 6, 6, 6, 5, 6, 6, 5, 5, 6, 5, 6, 6, 6, 5, 6, 6, 5, 7, 5, 6, 7, 6, 7, 6, 6, 6, 6, 8, 6, 6, 6, 6, 8, 5, 6, 7, 5, 5, 6, 5, 6, 6, 5, 6, 7, 6, 5, 6, 6, 6, 6, 5, 5, 7, 5, 5, 7, 6, 5, 6, 6, 6, 6, 4, 5, 6, 6, 5, 6, 6, 5, 5, 5, 5, 7, 5, 5, 6, 5, 5, 5, 6, 5, 7, 6, 6, 6, 6, 5, 6, 5, 5]),
         ("ecafaa6ea45b26eab7d1c30e38473f00436ae8a8d10131588865eb991e222f8c", 3360)),
+}
+WORD_ITEM_DIGESTS = {
+    "classes_one_block": ("b6b8b4d9fc73c2accf8888b3405783f74e58b46f9b4a7b5923d0685ae3f4061b", 293, [10, 6, 10, 6, 10, 7, 10, 14, 6, 6, 6, 10, 6, 6, 10, 10, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 10, 6]),
+    "classes_blocks": ("be67f009b11e3092d9e1e255e624ff62bb5a5d3fb97d1ca1e1c16b3c7f323257", 201, [6, 6, 6, 7, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6]),
+    "prior_factors_zipf": ("0cb6a5873a0321147ad8f29917137d761f33c84ac45574ef24b0c90e83447369", 192, [10, 10, 10, 6, 10, 10, 6, 6, 10, 10, 10, 10, 10, 14, 13, 10, 11, 10, 10, 6]),
+    "padded_blocks": ("6e22995fc6e7a83e790c76fde3564cb235effbf2f39acd8b1f7595b56cb3307b", 806, [6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 10, 6, 6, 6, 6, 10, 10, 10, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 7, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 10, 10, 6, 6, 6, 9, 10, 7, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 10, 6, 6, 6, 7, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6]),
 }
 
 #: A batch stream of the first 6 items of "padded_blocks" (seed 5) as the earlier coder wrote it,
@@ -104,6 +102,21 @@ def test_fallback_streams_are_pinned(name):
     assert torch.equal(z, stats["latents"])
     assert torch.equal(channel.decompress(items, 77, mean.shape), item_stats["latents"])
     assert (digest(batch), digest(items), digest(z.numpy().tobytes())) == DIGESTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_the_earlier_item_formats_decode(name, monkeypatch):
+    from rcc.torch import streams
+
+    channel, mean, log_scale = drifted_case(name)
+    current, _, stats = channel.compress(mean, log_scale, seed=77, per_item=True, return_stats=True)
+    writer = streams._item_payload
+    monkeypatch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
+                        writer(encoder, has_fallback, words=True))
+    earlier = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    assert digest(earlier) == WORD_ITEM_DIGESTS[name]
+    monkeypatch.setattr(streams, "_item_payload", writer)
+    assert torch.equal(channel.decompress(earlier, 77, mean.shape), stats["latents"])
 
 
 def test_the_earlier_coders_stream_decodes():

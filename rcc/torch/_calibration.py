@@ -198,3 +198,38 @@ def _widths_and_coding_priors(mean64, std64, log_scale64, tail_mass, coverage, w
         _gaussian_kl_to_prior_bits_np(mean64[:, j], log_scale64[:, j], prior_scales[j]).mean() for j in range(d)
     ])
     return widths, index_kl, prior_scales, fallback_kl
+
+
+def _dimension_log2_candidates(mean64, std64, widths, prior_scales, tail_mass):
+    """``log2 max w_j`` of each calibration posterior and dimension (items x latents): a block's
+    race examines about ``2**`` the sum of its dimensions' values candidates."""
+    shape = mean64.shape
+    return _hybrid_bounds(Normal(mean64, std64), _PRIOR, np.broadcast_to(widths, shape), tail_mass,
+                          Normal(0.0, np.broadcast_to(prior_scales, shape)))[1]
+
+
+def _block_log2_candidates(log2_candidates, block_dims):
+    """Per calibration item and block, the summed ``log2`` candidates of its dimensions (padding: 0)."""
+    valid = block_dims >= 0
+    per_slot = log2_candidates[:, np.where(valid, block_dims, 0)]  # (items, blocks, block_size)
+    return np.where(valid, per_slot, 0.0).sum(axis=2)
+
+
+def _blocks_within_candidates(weights, num_blocks, log2_candidates, max_log2_candidates, allowed_fraction):
+    """The smallest block count from ``num_blocks`` up whose balanced layout leaves at most
+    ``allowed_fraction`` of the calibration item-blocks above ``2**max_log2_candidates`` candidates.
+
+    The index KL ``D_j`` that sets the first count measures bits, not the race's length: a
+    dimension whose posterior is a little narrower than the prior carries a fraction of a bit
+    but multiplies the candidates by ``max w_j``, its density ratio's maximum, often twice
+    ``2**KL``.  Blocks of many such dimensions exceed the candidate limit far more often than
+    their index KL suggests and would leave the calibrated race, each costing far more bits and
+    time than one more block (about 2.5 bits).  Returns ``(num_blocks, layout)``.
+    """
+    d = weights.size
+    while True:
+        layout = _balanced_blocks(weights, num_blocks)
+        over = _block_log2_candidates(log2_candidates, layout) > max_log2_candidates
+        if num_blocks >= d or over.mean() <= allowed_fraction:
+            return num_blocks, layout
+        num_blocks += 1

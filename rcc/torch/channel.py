@@ -15,7 +15,8 @@ from torch import nn
 from ..entropy import BucketIndexCode
 from ..targets import Normal, Product
 from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
-from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
+from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _blocks_within_candidates
+from ._calibration import _dimension_log2_candidates, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
 from ._fallback import _FallbackCoding
 from .streams import _STREAM_JOINT, _StreamCoding, _derive_seed
 
@@ -83,6 +84,13 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
       a dummy ``N(0, 1)`` dimension of width 1, which costs nothing and is
       discarded).  Dimensions whose posterior equals the prior carry ``D_j ~ 0`` and
       ride along almost for free;
+    * with ``blocks="auto"`` the count then grows until at most a fraction
+      ``1 - coverage`` of the calibration item-blocks would examine more than
+      ``2**max_log2_candidates`` candidates: a race examines about ``prod_j max w_j``
+      candidates, and dimensions a little narrower than the prior carry a fraction of
+      a bit of ``D_j`` each but a factor ``max w_j`` of often twice ``2**KL``, so
+      blocks of many of them would leave the calibrated race (several bits and a far
+      longer race each) where one more block costs about 2.5 bits;
     * every block costs about 2.5 bits above its KL (the entropy of the index
       beyond ``D``), so fewer, larger blocks are cheaper but slower;
     * the index code of the blocks (one for all blocks: the layout balances them)
@@ -120,7 +128,8 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         Target KL carried by the index of one block, ``sum_{j in block} D_j``
         (default 12).
     blocks : "auto" or int, optional
-        ``"auto"`` (default) derives the number of blocks from ``block_budget_bits``;
+        ``"auto"`` (default) derives the number of blocks from ``block_budget_bits``
+        and the calibration races' candidates (above);
         an integer fixes it (``1``: one joint block, ``num_latents``: one block per
         dimension, i.e. per-dimension coding).
     coverage : float, optional
@@ -462,7 +471,9 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         the prior), the width ``M_j`` from the ``coverage`` quantile of the
         transformed support lengths, and the index KL
         ``D_j = mean KL(q_j || coding prior) - log2 M_j``; then a balanced block
-        layout; finally (unless ``index_code="zipf"``) the calibration posteriors are
+        layout (with ``blocks="auto"``, enough blocks that all but ``1 - coverage``
+        of the calibration item-blocks stay within ``2**max_log2_candidates``
+        candidates); finally (unless ``index_code="zipf"``) the calibration posteriors are
         coded with seed ``seed`` and the index code is fitted to the indices of the
         jointly coded blocks.
 
@@ -500,9 +511,13 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         wide = self.coding_prior_scale
         if self.blocks == "auto":
             num_blocks = int(min(d, max(1, math.ceil(float(index_kl.sum()) / self.block_budget_bits - 1e-9))))
+            # More blocks where the budget's blocks would leave the calibrated race for their length.
+            num_blocks, block_dims = _blocks_within_candidates(
+                index_kl, num_blocks, _dimension_log2_candidates(mean64, std64, widths, prior_scales, self.tail_mass),
+                self.max_log2_candidates, 1.0 - self.coverage)
         else:
             num_blocks = int(self.blocks)
-        block_dims = _balanced_blocks(index_kl, num_blocks)
+            block_dims = _balanced_blocks(index_kl, num_blocks)
 
         device = self.widths.device
         self.widths = torch.as_tensor(widths, dtype=torch.int64, device=device)
@@ -659,9 +674,14 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         2-byte header (format version, dtype, fallback flag and an 11-bit check of
         the item's bytes, seed, position and the channel's state) followed by one
         range-coded payload (which blocks fall back, if any; the joint messages; the
-        fallback blocks' modes, width classes and messages).  Everything shared lives in the ``state_dict``.  The
-        receiver also re-encodes what it decoded and requires the same bytes, so a
-        damaged payload is rejected even where the short check would pass it.
+        fallback blocks' modes, width classes and messages), ended at the shortest byte
+        string that decodes (about 3 bits of termination per item where whole 32-bit
+        words cost up to 32).  Everything shared lives in the ``state_dict``.  The
+        receiver also re-encodes what it decoded and requires the same bytes, so bytes
+        appended to a payload are rejected even where the short check would pass them;
+        the payload itself has no redundancy, so damage inside it that the 11-bit check
+        misses (about 1 in 2048) decodes to other latents.  Per-item streams of the
+        earlier format (whole words) are still read.
 
         Parameters
         ----------

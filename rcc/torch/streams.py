@@ -28,10 +28,13 @@ _HAS_FALLBACK = 0x08
 
 
 #: Format of RCCChannel's per-item streams, and their header: 2 bits version, 2 bits dtype,
-#: 1 bit fallback flag and an 11-bit check.
-_ITEM_FORMAT_VERSION = 1
-#: Format of per-item streams with fallback blocks (their fallback section has width classes).
-_ITEM_FALLBACK_FORMAT_VERSION = 2
+#: 1 bit fallback flag and an 11-bit check.  Version 3 (with or without fallback blocks) ends
+#: the payload at the shortest byte string that decodes (:func:`_shortest_payload`).
+_ITEM_FORMAT_VERSION = 3
+#: Earlier formats, still read: payload = the range coder's words, trailing zero bytes dropped;
+#: version 1 without fallback blocks, 2 with them (width classes).
+_ITEM_WORD_FORMAT_VERSION = 1
+_ITEM_WORD_FALLBACK_FORMAT_VERSION = 2
 
 
 _ITEM_HAS_FALLBACK = 0x08
@@ -59,6 +62,73 @@ _STREAM_JOINT = 1
 _STREAM_FALLBACK = 2
 #: Tag of the seed of the fallback blocks coded with width classes.
 _STREAM_CLASSED = 0
+
+
+class _RecordingEncoder:
+    """A range encoder that also remembers every ``encode`` call, to replay them as decodes."""
+
+    def __init__(self):
+        self._encoder = _constriction().stream.queue.RangeEncoder()
+        self.calls = []
+
+    def encode(self, symbols, model, *params):
+        self._encoder.encode(symbols, model, *params)
+        self.calls.append((np.array(symbols, dtype=np.int64, copy=True), model, params))
+
+    def get_compressed(self):
+        return self._encoder.get_compressed()
+
+
+def _replays(payload, calls):
+    """Whether a range decoder over ``payload`` (zero-padded to whole words) returns every recorded symbol."""
+    from .. import entropy
+
+    try:
+        decoder = _constriction().stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
+        for symbols, model, params in calls:
+            if params:
+                decoded = decoder.decode(model, *params)
+            elif symbols.ndim == 0:
+                decoded = decoder.decode(model)
+            else:
+                decoded = decoder.decode(model, symbols.size)
+            if not np.array_equal(np.asarray(decoded, dtype=np.int64).reshape(symbols.shape), symbols):
+                return False
+    except entropy._DECODE_ERRORS:
+        return False
+    return True
+
+
+def _shortest_payload(encoder):
+    """The shortest bytes from which a range decoder reads back all of ``encoder``'s symbols.
+
+    The range coder ends its output with whole 32-bit words that name a point inside the final
+    interval; any shorter string whose zero-padded value lies inside that interval decodes the
+    same symbols.  On the grid of ``m``-byte strings the candidates are the point rounded down
+    and rounded up (if the interval holds an ``m``-byte point, it holds one of these two), and
+    an interval that holds an ``m``-byte point holds an ``m + 1``-byte one, so the search walks
+    down from the full length and stops at the first length where neither candidate replays.
+    Saves about 2.6 of the last word's 4 bytes: what a one-item stream pays for termination.
+    A deterministic function of the symbols and their models, so the receiver, re-encoding what
+    it decoded, obtains the same bytes.
+    """
+    from .. import entropy
+
+    full = best = entropy._words_to_bytes(encoder.get_compressed())
+    for length in range(len(full) - 1, -1, -1):
+        down = int.from_bytes(full[:length], "big")
+        found = None
+        for value in (down, down + 1):
+            if value >> (8 * length):
+                continue  # rounding up overflowed the m-byte grid
+            candidate = value.to_bytes(length, "big")
+            if _replays(candidate, encoder.calls):
+                found = candidate
+                break
+        if found is None:
+            break
+        best = found
+    return best
 
 
 def _derive_seed(seed, tag):
@@ -101,6 +171,17 @@ def _message_bits(enc, seed, index_code, width, factor_code=None, factor_context
     bits = message_bits(enc, seed, index_code=index_code, width=width, factor_code=factor_code,
                         factor_context=factor_context)
     return np.asarray(bits.total, dtype=np.float64)
+
+
+def _item_payload(encoder, has_fallback, words=False):
+    """``(format version, payload)`` of a per-item stream: the shortest payload (the current
+    format), or with ``words`` the range coder's words as the earlier formats wrote them."""
+    from .. import entropy
+
+    if words:
+        version = _ITEM_WORD_FALLBACK_FORMAT_VERSION if has_fallback else _ITEM_WORD_FORMAT_VERSION
+        return version, entropy._words_to_bytes(encoder.get_compressed())
+    return _ITEM_FORMAT_VERSION, _shortest_payload(encoder)
 
 
 class _StreamCoding:
@@ -301,11 +382,10 @@ class _StreamCoding:
             if fallback.size:
                 section = self._encode_section(plan, fallback, item_seed)
                 candidates[item] += int(self._section_samples(plan, section, latents, decode=False).sum())
-            encoder = _constriction().stream.queue.RangeEncoder()
+            encoder = _RecordingEncoder()
             item_bits[item] += float(np.sum(self._item_symbols(encoder, plan, item, item_seed, codes, is_joint,
                                                                enc_joint, section)))
-            payload = entropy._words_to_bytes(encoder.get_compressed())
-            version = _ITEM_FALLBACK_FORMAT_VERSION if fallback.size else _ITEM_FORMAT_VERSION
+            version, payload = _item_payload(encoder, bool(fallback.size))
             flags = (version << 6) | (dtype_code << 4) | (_ITEM_HAS_FALLBACK if fallback.size else 0)
             check = self._item_check(flags, seed, item, payload, fingerprint)
             out.append(bytes([flags | (check >> 8), check & 0xFF]) + payload)
@@ -332,8 +412,8 @@ class _StreamCoding:
             if len(blob) < 2:
                 raise ValueError(f"data[{item}] is too short ({len(blob)} bytes) to be an RCCChannel item")
             flags = blob[0] & 0xF8
-            expected = _ITEM_FALLBACK_FORMAT_VERSION if flags & _ITEM_HAS_FALLBACK else _ITEM_FORMAT_VERSION
-            if flags >> 6 != expected:
+            old = _ITEM_WORD_FALLBACK_FORMAT_VERSION if flags & _ITEM_HAS_FALLBACK else _ITEM_WORD_FORMAT_VERSION
+            if flags >> 6 not in (_ITEM_FORMAT_VERSION, old):
                 raise ValueError(f"data[{item}] is not an RCCChannel item stream this rcc reads (format "
                                  f"{flags >> 6}{' with fallback blocks' if flags & _ITEM_HAS_FALLBACK else ''})")
             payload = blob[2:]
@@ -368,11 +448,13 @@ class _StreamCoding:
                 if fallback.size:
                     section = self._read_section(decoder, plan, fallback, item_seed, codes)
                 # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
-                encoder = cons.stream.queue.RangeEncoder()
+                encoder = _RecordingEncoder()
                 self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, section)
+                canonical = _item_payload(encoder, bool(flags & _ITEM_HAS_FALLBACK),
+                                          words=flags >> 6 != _ITEM_FORMAT_VERSION)[1]
             except entropy._DECODE_ERRORS as exc:
                 raise ValueError(f"data[{item}] is corrupted: its payload does not decode ({exc})") from None
-            if entropy._words_to_bytes(encoder.get_compressed()) != payload:
+            if canonical != payload:
                 raise ValueError(f"data[{item}] is corrupted: its payload is not what the sender's coder writes")
             if enc_joint is not None:
                 transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
