@@ -105,7 +105,8 @@ def _rule(logpdf, row, a, b, shift):
 
 @numba.njit(cache=True, error_model="numpy")
 def _setup(logpdf, row, low, high, breaks, mode, use_mode, pf, ploc, pscale, edges, cdf, g):
-    """Fill the mass table (``edges``, unnormalised cumulative ``cdf``) and the state ``g``; returns a status."""
+    """Fill the mass table (``edges``; ``cdf[0]`` the unnormalised mass below each edge, ``cdf[1]`` above it)
+    and the state ``g``; returns a status."""
     width = high - low
     n = 0
     for c in range(TABLE_CELLS + 1):
@@ -135,10 +136,15 @@ def _setup(logpdf, row, low, high, breaks, mode, use_mode, pf, ploc, pscale, edg
             shift = max(shift, v)
     if shift == -np.inf:
         return STATUS_NAN
-    cdf[0] = 0.0
+    for c in range(m - 1):  # cell masses, for the moment in cdf[1]
+        cdf[1, c] = _rule(logpdf, row, edges[c], edges[c + 1], shift)
+    cdf[0, 0] = 0.0
     for c in range(m - 1):
-        cdf[c + 1] = cdf[c] + _rule(logpdf, row, edges[c], edges[c + 1], shift)
-    g[G_LOW], g[G_HIGH], g[G_SHIFT], g[G_TOTAL], g[G_EDGES] = low, high, shift, cdf[m - 1], m
+        cdf[0, c + 1] = cdf[0, c] + cdf[1, c]
+    cdf[1, m - 1] = 0.0  # the mass above each edge, summed from the top: small upper masses keep precision
+    for c in range(m - 2, -1, -1):
+        cdf[1, c] = cdf[1, c + 1] + cdf[1, c]
+    g[G_LOW], g[G_HIGH], g[G_SHIFT], g[G_TOTAL], g[G_EDGES] = low, high, shift, cdf[0, m - 1], m
     g[G_PF], g[G_PLOC], g[G_PSCALE] = pf, ploc, pscale
     g[G_CONST] = math.log(pscale) + (_HALF_LOG_2PI if pf == NORMAL else 0.0)
     if use_mode:
@@ -186,7 +192,8 @@ def _cell_of(x, edges, n):
 
 @numba.njit(cache=True, error_model="numpy")
 def _target_mass(logpdf, row, lo, hi, g, edges, cdf):
-    """``Q([lo, hi])`` for ``low <= lo <= hi <= high``: partial cells by the rule, whole cells from the table."""
+    """``Q([lo, hi])`` for ``low <= lo <= hi <= high``: partial cells by the rule, whole cells from the table
+    (a sum of positive parts, so every mass is accurate to about 1e-16 of the total)."""
     if not lo < hi:
         return 0.0
     n = np.int64(g[G_EDGES])
@@ -194,7 +201,9 @@ def _target_mass(logpdf, row, lo, hi, g, edges, cdf):
     if i == j:
         total = _rule(logpdf, row, lo, hi, g[G_SHIFT])
     else:
-        total = (_rule(logpdf, row, lo, edges[i + 1], g[G_SHIFT]) + (cdf[j] - cdf[i + 1])
+        # the whole cells i + 1 .. j - 1, from the end of the table nearer to them
+        whole = cdf[0, j] - cdf[0, i + 1] if cdf[0, j] <= cdf[1, i + 1] else cdf[1, i + 1] - cdf[1, j]
+        total = (_rule(logpdf, row, lo, edges[i + 1], g[G_SHIFT]) + whole
                  + _rule(logpdf, row, edges[j], hi, g[G_SHIFT]))
     return total / g[G_TOTAL]
 
@@ -522,7 +531,7 @@ def general_masses_batch(logpdf, params, low, high, breaks, mode, use_mode, prio
     capacity = TABLE_CELLS + 1 + 2 * (_GRADE - 8) + breaks.shape[1]
     for block in numba.prange((low.shape[0] + _BLOCK - 1) // _BLOCK):
         edges = np.empty(capacity)
-        cdf = np.empty(capacity)
+        cdf = np.empty((2, capacity))
         g = np.empty(_STATE)
         table = np.empty(_S_GRID.shape[0])
         kinks = np.empty(2)
@@ -560,7 +569,7 @@ def general_sigma(logpdf, row, low, high, breaks, mode, use_mode, prior_family, 
                   levels, out, info):
     """GPRS's ``sigma`` of one target at ratios ``levels`` (``0 <= levels``); ``info = (log r_max, status)``."""
     capacity = TABLE_CELLS + 1 + 2 * (_GRADE - 8) + breaks.shape[0]
-    edges, cdf, g = np.empty(capacity), np.empty(capacity), np.empty(_STATE)
+    edges, cdf, g = np.empty(capacity), np.empty((2, capacity)), np.empty(_STATE)
     table, kinks = np.empty(_S_GRID.shape[0]), np.empty(2)
     state = _setup(logpdf, row, low, high, breaks, mode, use_mode, prior_family, prior_loc, prior_scale,
                    edges, cdf, g)
