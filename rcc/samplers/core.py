@@ -254,7 +254,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     )
 
 
-def _raise_on_failure(status, method, max_candidates):
+def _raise_on_failure(status, method, max_candidates, stated=False):
     failed = np.flatnonzero(status)
     if failed.size:
         first = int(failed[0])
@@ -262,7 +262,8 @@ def _raise_on_failure(status, method, max_candidates):
                STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
                STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
                STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
-                               "precision)",
+                               "precision" + ("; or the target's stated mode or log_concavity is wrong" if stated
+                                              else "") + ")",
                STATUS_NAN: "met a log density of NaN (or no point of the support)"}[int(status[first])]
         raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
 
@@ -362,7 +363,7 @@ def _encode_general_masses(target, seed_u64, offset, prior, method, max_candidat
                                  np.array(mode[:count] if use_mode else np.zeros(count), order="C"), use_mode,
                                  flat(family, np.int64), flat(loc), flat(scale), np.uint64(seed_u64), np.uint64(key),
                                  np.uint64(offset), rule, split, max_candidates, index, sample, steps, status)
-    _raise_on_failure(status, method, max_candidates)
+    _raise_on_failure(status, method, max_candidates, stated=True)
     return EncodedSample(
         index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
         sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
