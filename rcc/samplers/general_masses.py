@@ -16,13 +16,13 @@ breakpoints and the mode, each cell integrated by a 10-point Gauss-Legendre
 rule; ``Q([lo, hi])`` is the table's whole cells between them plus one rule
 on each partial cell, so every term is a sum of positive parts.  For
 densities smooth on each cell (algebraic singularities at the ends, as a
-Beta's, are caught by the grading) this is about 1e-13 accurate relative to
-the total mass, and the normaliser is the table's own total, so the masses
+Beta's, are caught by the grading) this is accurate to about 1e-15 of the
+total mass, and the normaliser is the table's own total, so the masses
 and the ratio ``r`` agree.  GPRS's stretch function is then integrated as for
 the closed-form targets (:mod:`rcc.samplers.kernels`: the same grid in
 ``s = -log(1 - eta / r_max)``, the same 8-point rules; kinks where the set
-meets a support end); the measured error against the closed form of a
-truncated Normal is given in :ref:`samplers`.  Exactness is up to these
+meets a support end); the measured errors are given in
+:ref:`samplers-general`.  Exactness is up to these
 errors, like the hybrid coder's transform of a general target.
 
 Unimodality of ``r`` is taken from the target's statements (checked in
