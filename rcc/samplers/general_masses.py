@@ -52,7 +52,7 @@ from .kernels import (_GL_W, _GL_X, _S_GRID, _S_MAX, MAX_DEPTH, NORMAL, OK, RULE
                       STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE, _cut, _dither, _mass,
                       _normal_mass, _pair_ppf, _piece_of, _pop, _private_coin, _push)
 
-__all__ = ["TABLE_CELLS", "table_capacity", "general_masses_batch", "general_sigma"]
+__all__ = ["TABLE_CELLS", "general_masses_batch", "general_sigma"]
 
 #: Equal cells of a target's mass table (before grading and breakpoints).
 TABLE_CELLS = 256
@@ -69,11 +69,6 @@ _f8, _i8, _u8, _b1 = types.float64, types.int64, types.uint64, types.boolean
 _F1 = types.Array(_f8, 1, "A")
 _F2 = types.Array(_f8, 2, "A")
 _I1 = types.Array(_i8, 1, "A")
-
-
-def table_capacity(breakpoints):
-    """Length of the edge table for targets with ``breakpoints`` points each."""
-    return TABLE_CELLS + 1 + 2 * (_GRADE - 8) + int(breakpoints)
 
 
 # --------------------------------------------------------------------------- the target's table
