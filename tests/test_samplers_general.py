@@ -1,4 +1,5 @@
-"""A* coding of general targets (rcc.GeneralTarget) with bounds from their certificate: exactness, a wrong mode."""
+"""Tree samplers for general targets (rcc.GeneralTarget): A* coding with bounds from the certificate, GPRS and
+greedy rejection coding with masses from the target's table; exactness, a wrong mode, refusals."""
 
 import numba
 import numpy as np
@@ -71,9 +72,106 @@ def test_general_targets_threads_and_offsets():
 
 
 def test_general_targets_bad_inputs():
-    with pytest.raises(TypeError, match="astar"):
-        rcc.encode_sample(rcc.ScaledBeta(2.0, 2.0), 1, method="grc-dyadic")
     with pytest.raises(ValueError, match="cannot certify"):
         rcc.encode_sample(rcc.GeneralTarget(_bump, 0.0, 1.0, np.array([0.3, 0.05])), 1, method="astar")
     with pytest.raises(ValueError, match="inside the Uniform prior"):
         rcc.encode_sample(rcc.ScaledBeta(2.0, 2.0, 0.5, 1.5), 1, prior=rcc.Uniform(0.0, 1.0), method="astar")
+
+
+# --------------------------------------------------------------------------- GPRS and greedy rejection coding
+
+MASS_METHODS = ["gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"]
+M = 10_000
+
+
+def _mass_cases(n=M):
+    """The Beta cases of CASES (a unimodal ratio under each prior), ``n`` samples each."""
+    return [
+        ("beta(2, 5) under a normal prior (log_concavity)", rcc.ScaledBeta(np.full(n, 2.0), 5.0, 0.1, 0.6),
+         rcc.Normal(0.0, 1.0), stats.beta(2, 5, loc=0.1, scale=0.5).cdf),
+        ("beta(3, 3) under a uniform prior (mode)", rcc.ScaledBeta(np.full(n, 3.0), 3.0, -1.0, 1.0),
+         rcc.Uniform(-2.0, 2.0), stats.beta(3, 3, loc=-1.0, scale=2.0).cdf),
+    ]
+
+
+@pytest.mark.parametrize("method", MASS_METHODS)
+def test_gprs_and_grc_of_general_targets_exactness_battery(method):
+    cases = []
+    for k, (name, target, prior, cdf) in enumerate(_mass_cases()):
+        enc = rcc.encode_sample(target, 950 + k, prior=prior, method=method)
+        decoded = rcc.decode_sample(enc.index, enc.factor, 950 + k, prior=prior, method=method)
+        assert np.array_equal(decoded, enc.sample)  # the unchanged decoder: same tree, same heap indices
+        cases.append(testing.BatteryCase(f"{method}: {name}", enc.sample, cdf))
+    testing.assert_battery_passes(testing.run_battery(cases))
+
+
+@pytest.mark.parametrize("method", ["gprs-sac", "grc-dyadic"])
+def test_test_of_the_test_wrong_mode_and_false_log_concavity_fail(method):
+    """The stated facts are what the masses rest on.  A mode 0.1 away from the true one (wrong superlevel sets
+    and a maximum ratio too low) biases GPRS, which the battery detects, and starves greedy rejection coding of
+    residual mass, which raises; a log_concavity claimed for a bimodal mixture (one of its modes taken for the
+    ratio's) biases both."""
+    prior = rcc.Uniform(0.0, 1.0)
+    if method.startswith("gprs"):
+        wrong = rcc.encode_sample(_bump_target(M, mode=0.4), 5, prior=prior, method=method)
+        assert not testing.run_battery([testing.BatteryCase("wrong mode", wrong.sample, _bump_cdf)]).passed
+    else:
+        with pytest.raises(ValueError, match="stated mode or log_concavity is wrong"):
+            rcc.encode_sample(_bump_target(M, mode=0.4), 5, prior=prior, method=method)
+    honest = rcc.encode_sample(_bump_target(M, mode=0.3), 5, prior=prior, method=method)
+    assert testing.run_battery([testing.BatteryCase("true mode", honest.sample, _bump_cdf)]).passed
+    mixture = rcc.GaussianMixture(0.3, -0.5, 0.1, 0.4, 0.2)
+    false = rcc.GeneralTarget(mixture.logpdf_function, mixture.low, mixture.high,
+                              np.tile(mixture.params, (M, 1)), log_concavity=100.0)
+    lied = rcc.encode_sample(false, 6, prior=rcc.Normal(0.0, 1.0), method=method)
+    assert not testing.run_battery([testing.BatteryCase("false log_concavity", lied.sample, mixture.cdf)]).passed
+
+
+def test_general_stretch_function_matches_the_closed_form():
+    """sigma of a Normal bump given as a log density equals the closed form of the TruncatedNormal."""
+    for prior, (m, s, lo, hi) in [(rcc.Uniform(0.0, 1.0), (0.3, 0.05, 0.0, 1.0)),
+                                  (rcc.Normal(0.0, 1.0), (0.3, 0.2, -0.5, 1.0)),
+                                  (rcc.Normal(0.2, 1.5), (0.3, 0.05, 0.1, 0.35))]:
+        general = rcc.GeneralTarget(_bump, lo, hi, np.array([m, s]), mode=m, log_concavity=1.0 / s**2)
+        closed = rcc.TruncatedNormal(m, s, lo, hi)
+        r_max = 2.0 ** float(rcc.samplers.log_ratio_max(closed, prior))
+        levels = r_max * np.array([0.0, 1e-6, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999])
+        got = rcc.samplers.stretch_function(general, levels, prior=prior)
+        want = rcc.samplers.stretch_function(closed, levels, prior=prior)
+        assert got[0] == 0.0
+        np.testing.assert_allclose(got[1:], want[1:], rtol=1e-11)
+        assert rcc.samplers.stretch_function(general, [1.01 * r_max], prior=prior)[0] == np.inf
+
+
+@pytest.mark.parametrize("method", ["gprs", "grc-sample"])
+def test_gprs_and_grc_of_general_targets_threads_offsets_and_batches(method):
+    """Results do not depend on the threads; a batch is its streams; distinct targets in one batch."""
+    target = rcc.ScaledBeta(np.linspace(1.5, 4.0, 200), 3.0, -0.5, 0.5)
+    one = rcc.encode_sample(target, 4, method=method, num_threads=1)
+    two = rcc.encode_sample(target, 4, method=method, num_threads=2)
+    assert np.array_equal(one.index, two.index) and np.array_equal(one.sample, two.sample)
+    tail = rcc.encode_sample(rcc.ScaledBeta(np.linspace(1.5, 4.0, 200)[150:], 3.0, -0.5, 0.5), 4, method=method,
+                             stream_offset=150)
+    assert np.array_equal(tail.index, one.index[150:])
+    assert np.array_equal(rcc.decode_sample(one.index, one.factor, 4, method=method), one.sample)
+    scalar = rcc.encode_sample(rcc.ScaledBeta(2.5, 3.0, -0.5, 0.5), 4, method=method)
+    assert np.ndim(scalar.sample) == 0 and -0.5 <= scalar.sample <= 0.5
+    assert rcc.decode_sample(scalar.index, scalar.factor, 4, method=method) == scalar.sample
+
+
+def test_gprs_and_grc_refuse_general_targets_without_a_unimodal_ratio():
+    mixture = rcc.GaussianMixture(0.3, -0.5, 0.1, 0.4, 0.2)  # bimodal, states Lipschitz and concavity bounds only
+    for method in MASS_METHODS:
+        with pytest.raises(ValueError, match="log_concavity >= 1 / prior.std"):
+            rcc.encode_sample(mixture, 1, method=method)
+        with pytest.raises(ValueError, match="give the target a mode"):
+            rcc.encode_sample(_bump_target(1, lipschitz=280.0), 1, prior=rcc.Uniform(0.0, 1.0), method=method)
+    # a Beta on [-5, 5] is log-concave, but not enough to make its ratio to a standard Normal unimodal
+    with pytest.raises(ValueError, match=r"log_concavity must be >= 1 .*got 0\.08"):
+        rcc.encode_sample(rcc.ScaledBeta(2.0, 2.0, -5.0, 5.0), 1, method="grc-dyadic")
+    with pytest.raises(ValueError, match="inside the Uniform prior"):
+        rcc.encode_sample(rcc.ScaledBeta(2.0, 2.0, 0.5, 1.5), 1, prior=rcc.Uniform(0.0, 1.0), method="gprs")
+    with pytest.raises(ValueError, match="log_concavity must be < inf"):
+        rcc.GeneralTarget(_bump, 0.0, 1.0, np.array([0.3, 0.05]), log_concavity=np.inf)
+    with pytest.raises(ValueError, match="scalar target"):
+        rcc.samplers.stretch_function(rcc.ScaledBeta([2.0, 3.0], 2.0), [0.5])

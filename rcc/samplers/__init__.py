@@ -69,6 +69,7 @@ nodes in their queue.
 
 Modules: :mod:`rcc.samplers.kernels` (the numba kernels),
 :mod:`rcc.samplers.general_search` (A* coding of general targets),
+:mod:`rcc.samplers.general_masses` (GPRS and greedy rejection coding of general targets),
 :mod:`rcc.samplers.core` (encode and decode), :mod:`rcc.samplers.messages`
 (messages to bytes; its names are also reachable from this package).
 
@@ -87,8 +88,11 @@ Laplace targets under Normal and Uniform priors (a Normal at least as wide as
 a Normal prior needs a bounded support; an ``rcc.Laplace`` is always
 truncated, by its own ``tail_mass``, because its ratio to a Normal prior is
 unbounded); other general targets (``rcc.GeneralTarget`` with a stated
-mode, Lipschitz or concavity bound) with A* coding only, its node bounds taken
-from that certificate (:mod:`rcc.samplers.general_search`); searches deeper than ``MAX_DEPTH``
+mode, Lipschitz or concavity bound) with A* coding, its node bounds taken
+from that certificate (:mod:`rcc.samplers.general_search`), and with GPRS and
+greedy rejection coding when their ratio to the prior is unimodal by what they
+state, with masses from a per-target quadrature table
+(:mod:`rcc.samplers.general_masses`); searches deeper than ``MAX_DEPTH``
 levels (about 40 bits of KL for sample splits, 60 for dyadic ones) raise.
 """
 

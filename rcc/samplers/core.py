@@ -20,6 +20,7 @@ from ..random import check_seed, private_key
 from ..targets import Distribution, Normal, Product, TruncatedNormal, Uniform
 from ..targets.general import GeneralTarget
 from ..targets.general_families import Laplace
+from .general_masses import general_masses_batch, general_sigma
 from .general_search import STATUS_NAN, general_astar_batch
 from .kernels import (LAPLACE, MAX_DEPTH, NORMAL, NUM_PARAMS, P_CURVATURE, P_FAMILY, P_LOG_RMAX, RULE_GPRS,
                       SAMPLER_METHODS, STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE,
@@ -48,9 +49,8 @@ def _params(target, prior, tail_mass):
         kind = type(target).__name__
         hint = "; use method='hybrid' or 'pfr'"
         if isinstance(target, GeneralTarget):
-            hint = ("; GPRS and greedy rejection coding need closed-form interval masses of the target, so of "
-                    "the general targets they take rcc.Laplace only: use method='astar' or 'astar-dyadic' "
-                    "(bounds from the target's certificate), or 'hybrid' or 'pfr'")
+            hint = ("; for other general targets use target.log_ratio_max(prior) (in nats), and encode them "
+                    "with encode_tree_sample or rcc.encode_sample")
         elif isinstance(target, Distribution):
             hint = ""
         raise TypeError(f"the tree samplers take rcc.Normal, rcc.TruncatedNormal, rcc.Uniform or rcc.Laplace "
@@ -134,17 +134,35 @@ def stretch_function(target, levels, prior=None, tail_mass=0.0):
     ``sigma(h) = int_0^h d eta / (w_Q(eta) - eta w_P(eta))`` (Flamich 2023,
     Section 3); ``inf`` from ``h >= r_max (1 - 1e-13)`` on.
     """
+    if isinstance(target, GeneralTarget) and not isinstance(target, Laplace):
+        if target.batch_shape != ():
+            raise ValueError("stretch_function takes a scalar target")
+        levels = _check_levels(levels)
+        use_mode, mode, prior, _, _, _ = _general_ratio_inputs(target, prior, "gprs")
+        out = np.empty(levels.size, dtype=np.float64)
+        info = np.empty(2, dtype=np.float64)
+        general_sigma(target.logpdf_function, np.array(np.reshape(target.params, -1), dtype=np.float64),
+                      float(target.low), float(target.high), _flat_breaks(target)[0], float(mode[0]), use_mode,
+                      *(np.reshape(v, -1)[0].item() for v in _prior_arrays(prior, ())),
+                      np.ascontiguousarray(levels.reshape(-1)), out, info)
+        _raise_on_failure(np.array([int(info[1])]), "gprs", 1)
+        return out.reshape(levels.shape)
     params, shape, _, _ = _params(target, prior, tail_mass)
     if shape != ():
         raise ValueError("stretch_function takes a scalar target")
-    levels = np.asarray(levels, dtype=np.float64)
-    if (levels < 0).any() or np.isnan(levels).any():
-        raise ValueError("levels must be >= 0")
+    levels = _check_levels(levels)
     with np.errstate(divide="ignore"):
         logs = np.log(levels).reshape(-1)
     out = np.empty(logs.size, dtype=np.float64)
     _sigma_batch(params[0], logs, out)
     return out.reshape(levels.shape)
+
+
+def _check_levels(levels):
+    levels = np.asarray(levels, dtype=np.float64)
+    if (levels < 0).any() or np.isnan(levels).any():
+        raise ValueError("levels must be >= 0")
+    return levels
 
 
 def _check_positive_int(value, name):
@@ -180,8 +198,12 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
         One-dimensional targets (a batch); element ``i`` uses stream
         ``(seed, stream_offset + i)``.  A Laplace is sampled truncated to its
         own ``tail_mass`` (its ratio to a Normal prior is unbounded).  Other
-        general targets take ``"astar"`` and ``"astar-dyadic"`` only, with node
-        bounds from the target's certificate (mode, Lipschitz or concavity).
+        general targets take ``"astar"`` and ``"astar-dyadic"`` with node bounds
+        from the target's certificate (mode, Lipschitz or concavity), and the
+        GPRS and greedy rejection methods when their density ratio to the prior
+        is unimodal by what they state: a ``mode`` under a Uniform prior, or
+        ``log_concavity >= 1 / prior.std**2`` under a Normal prior (``>= 0``
+        under a Uniform one); masses from a per-target quadrature table.
     seed : int
     prior : rcc.Normal or rcc.Uniform, optional
     method : {"astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic"}
@@ -208,8 +230,9 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     seed_u64 = check_seed(seed)
     offset = check_seed(stream_offset, "stream_offset")
     max_candidates = _check_positive_int(max_candidates, "max_candidates")
-    if isinstance(target, GeneralTarget) and not isinstance(target, Laplace) and method in ("astar", "astar-dyadic"):
-        return _encode_general_astar(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads)
+    if isinstance(target, GeneralTarget) and not isinstance(target, Laplace):
+        encode = _encode_general_astar if method in ("astar", "astar-dyadic") else _encode_general_masses
+        return encode(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads)
     params, shape, prior, tail_mass = _params(target, prior, tail_mass)
     if method.startswith(("gprs", "grc")):
         linear = (params[:, P_CURVATURE] == 0.0) & (params[:, P_FAMILY] == NORMAL)
@@ -231,7 +254,7 @@ def encode_tree_sample(target, seed, *, prior=None, method="gprs-dyadic", tail_m
     )
 
 
-def _raise_on_failure(status, method, max_candidates):
+def _raise_on_failure(status, method, max_candidates, stated=False):
     failed = np.flatnonzero(status)
     if failed.size:
         first = int(failed[0])
@@ -239,7 +262,8 @@ def _raise_on_failure(status, method, max_candidates):
                STATUS_DEPTH: f"went deeper than {MAX_DEPTH} levels (heap indices must stay below 2**63)",
                STATUS_QUEUE: f"needed more than {_QUEUE} open nodes",
                STATUS_NO_MASS: "lost the residual target mass to rounding (a target too narrow for double "
-                               "precision)",
+                               "precision" + ("; or the target's stated mode or log_concavity is wrong" if stated
+                                              else "") + ")",
                STATUS_NAN: "met a log density of NaN (or no point of the support)"}[int(status[first])]
         raise ValueError(f"the {method} search {why} for {failed.size} element(s) (first: flat index {first})")
 
@@ -272,6 +296,74 @@ def _encode_general_astar(target, seed_u64, offset, prior, method, max_candidate
             general_astar_batch(target.logpdf_function, *columns, np.uint64(seed_u64), np.uint64(key),
                                 np.uint64(offset), _RULES[method][1], max_candidates, index, sample, steps, status)
     _raise_on_failure(status, method, max_candidates)
+    return EncodedSample(
+        index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
+        sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),
+        width=_scalar_or_array(np.ones(shape, dtype=np.int64)),
+        tail_mass=_scalar_or_array(np.broadcast_to(target.tail_mass, shape)),
+        kl_bits=_scalar_or_array(np.asarray(target.kl_divergence_bits(prior), dtype=np.float64)), method=method,
+    )
+
+
+def _flat_breaks(target):
+    """The target's breakpoints as a C-contiguous ``(count, nb)`` array."""
+    count = int(np.prod(target.batch_shape, dtype=np.int64))
+    return np.array(np.reshape(target.breakpoints, (count, target.breakpoints.shape[-1])), dtype=np.float64,
+                    order="C")
+
+
+def _general_ratio_inputs(target, prior, method):
+    """``(use_mode, flat mode, prior, family, loc, scale)`` for GPRS and greedy rejection coding of a
+    :class:`rcc.GeneralTarget`, whose density ratio to the prior must be unimodal by what the target states."""
+    prior = _check_prior(prior)
+    shape = target.batch_shape
+    family, loc, scale = _prior_arrays(prior, shape)
+    _check_prior_support(prior, {"low": target.low, "high": target.high}, loc, scale)
+    fix = ("; or use method='astar' or 'astar-dyadic' (they need only the certificate), 'hybrid' or 'pfr'")
+    needed = np.zeros(shape) if isinstance(prior, Uniform) else 1.0 / np.broadcast_to(scale, shape) ** 2
+    if isinstance(prior, Uniform) and target.mode is not None:
+        return True, np.reshape(np.broadcast_to(target.mode, shape), -1).astype(np.float64), prior, family, loc, scale
+    if target.log_concavity is None:
+        what = ("a mode (a unimodal log density; or log_concavity >= 0)" if isinstance(prior, Uniform) else
+                "log_concavity >= 1 / prior.std**2 (a lower bound of -d^2 logpdf / dz^2 that makes the log "
+                "ratio concave; a mode alone does not make the ratio to a Normal prior unimodal)")
+        raise ValueError(f"method={method!r} needs the target's density ratio to the prior to be unimodal: give "
+                         f"the target {what}{fix}")
+    short = np.flatnonzero(~(np.broadcast_to(target.log_concavity, shape) >= needed).reshape(-1))
+    if short.size:
+        first = int(short[0])
+        raise ValueError(
+            f"method={method!r} needs the target's density ratio to the prior to be unimodal: log_concavity "
+            f"must be >= {float(needed.reshape(-1)[first]):.6g} (1 / prior.std**2 for a Normal prior, 0 for a "
+            f"Uniform one), got {float(np.reshape(np.broadcast_to(target.log_concavity, shape), -1)[first]):.6g} "
+            f"for {short.size} element(s) (first: flat index {first}){fix}")
+    return False, np.zeros(max(int(np.prod(shape, dtype=np.int64)), 1)), prior, family, loc, scale
+
+
+def _encode_general_masses(target, seed_u64, offset, prior, method, max_candidates, rng, num_threads):
+    """GPRS or greedy rejection coding of a :class:`rcc.GeneralTarget` (:mod:`.general_masses`)."""
+    use_mode, mode, prior, family, loc, scale = _general_ratio_inputs(target, prior, method)
+    shape = target.batch_shape
+    count = int(np.prod(shape, dtype=np.int64))
+
+    def flat(value, dtype=np.float64):
+        return np.array(np.reshape(np.broadcast_to(value, shape), -1), dtype=dtype, order="C")
+
+    rule, split = _RULES.get(method, (RULE_GPRS, -1))
+    key = private_key(seed_u64, rng)
+    index = np.empty(count, dtype=np.int64)
+    sample = np.empty(count, dtype=np.float64)
+    steps = np.empty(count, dtype=np.int64)
+    status = np.empty(count, dtype=np.int64)
+    with _Threads(num_threads):
+        if count:
+            general_masses_batch(target.logpdf_function,
+                                 np.array(np.reshape(target.params, (count, -1)), dtype=np.float64, order="C"),
+                                 flat(target.low), flat(target.high), _flat_breaks(target),
+                                 np.array(mode[:count] if use_mode else np.zeros(count), order="C"), use_mode,
+                                 flat(family, np.int64), flat(loc), flat(scale), np.uint64(seed_u64), np.uint64(key),
+                                 np.uint64(offset), rule, split, max_candidates, index, sample, steps, status)
+    _raise_on_failure(status, method, max_candidates, stated=True)
     return EncodedSample(
         index=_scalar_or_array(index.reshape(shape)), factor=_scalar_or_array(np.zeros(shape, dtype=np.int64)),
         sample=_scalar_or_array(sample.reshape(shape)), candidates=_scalar_or_array(steps.reshape(shape)),

@@ -9,7 +9,8 @@ relative margin for rounding.  The tree, its shared and private randomness and
 the heap indices are those of :mod:`rcc.samplers.kernels`, so
 :func:`rcc.samplers.decode_tree_sample` decodes these messages unchanged.
 GPRS and greedy rejection coding need the target's mass on intervals and
-superlevel sets, which a general log density does not give in closed form.
+superlevel sets as well; :mod:`rcc.samplers.general_masses` computes them for
+targets whose ratio to the prior is unimodal.
 """
 
 from __future__ import annotations

@@ -419,6 +419,13 @@ class GeneralTarget:
         ``logpdf`` twice differentiable).  Certifies ``w_max`` cell by cell with
         quadratic convergence.  When several of ``mode``, ``lipschitz`` and
         ``concavity`` are given, each cell uses the smallest of their bounds.
+    log_concavity : array_like, optional
+        A bound ``kappa <= -d^2 logpdf / dz^2`` on ``[low, high]`` (``logpdf``
+        is ``kappa``-strongly concave; ``-inf`` for "unknown").  Not used by the
+        certificate: it proves that the density ratio to a Normal prior of std
+        ``s`` is unimodal when ``kappa >= 1 / s**2`` (to a Uniform prior when
+        ``kappa >= 0``), which GPRS and greedy rejection coding need
+        (:ref:`samplers`).
     breakpoints : array_like, optional
         Points where ``logpdf`` is not smooth (kinks, jumps), shape
         ``batch_shape + (nb,)``; quadrature cells are split there.  ``mode`` is
@@ -440,7 +447,8 @@ class GeneralTarget:
     def __init__(self, logpdf: Any, low: ArrayLike, high: ArrayLike, params: ArrayLike | None = None, *,
                  mode: ArrayLike | None = None, lipschitz: ArrayLike | None = None,
                  concavity: ArrayLike | None = None, breakpoints: ArrayLike | None = None,
-                 tail_mass: ArrayLike = 0.0, name: str | None = None) -> None:
+                 tail_mass: ArrayLike = 0.0, name: str | None = None,
+                 log_concavity: ArrayLike | None = None) -> None:
         self.logpdf_function = _check_logpdf(logpdf)
         low = _finite_array(low, "low")
         high = _finite_array(high, "high")
@@ -454,6 +462,9 @@ class GeneralTarget:
         concavity_arr = None if concavity is None else _real_array(concavity, "concavity")
         if concavity_arr is not None and np.isneginf(concavity_arr).any():
             raise ValueError("concavity must be > -inf (or +inf for 'unknown')")
+        log_concavity_arr = None if log_concavity is None else _real_array(log_concavity, "log_concavity")
+        if log_concavity_arr is not None and np.isposinf(log_concavity_arr).any():
+            raise ValueError("log_concavity must be < inf (or -inf for 'unknown')")
         tail = _real_array(tail_mass, "tail_mass")
         if ((tail < 0) | (tail >= 1)).any():
             raise ValueError("tail_mass must lie in [0, 1)")
@@ -461,11 +472,13 @@ class GeneralTarget:
         shapes += [] if mode_arr is None else [mode_arr.shape]
         shapes += [] if lipschitz_arr is None else [lipschitz_arr.shape]
         shapes += [] if concavity_arr is None else [concavity_arr.shape]
+        shapes += [] if log_concavity_arr is None else [log_concavity_arr.shape]
         try:
             batch_shape = np.broadcast_shapes(*shapes)
         except ValueError as exc:
             raise ValueError(
-                f"low, high, params[..., :], mode, lipschitz, concavity shapes do not broadcast: {shapes}"
+                f"low, high, params[..., :], mode, lipschitz, concavity, log_concavity shapes do not broadcast: "
+                f"{shapes}"
             ) from exc
         self.batch_shape = tuple(batch_shape)
         self.low = np.broadcast_to(low, batch_shape)
@@ -476,6 +489,8 @@ class GeneralTarget:
         self.mode = None if mode_arr is None else np.clip(np.broadcast_to(mode_arr, batch_shape), self.low, self.high)
         self.lipschitz = None if lipschitz_arr is None else np.broadcast_to(lipschitz_arr, batch_shape)
         self.concavity = None if concavity_arr is None else np.broadcast_to(concavity_arr, batch_shape)
+        self.log_concavity = (None if log_concavity_arr is None
+                              else np.broadcast_to(log_concavity_arr, batch_shape))
         self.tail_mass = np.broadcast_to(tail, batch_shape)
         if breakpoints is None:
             breaks = np.zeros(batch_shape + (0,))
@@ -519,6 +534,7 @@ class GeneralTarget:
             columns += [] if self.mode is None else [self.mode[..., None]]
             columns += [] if self.lipschitz is None else [self.lipschitz[..., None]]
             columns += [] if self.concavity is None else [self.concavity[..., None]]
+            columns += [] if self.log_concavity is None else [self.log_concavity[..., None]]
             table = np.concatenate([np.reshape(c, (count, c.shape[-1])) for c in columns], axis=1)
             _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
             self._rows = (first, inverse.reshape(-1))

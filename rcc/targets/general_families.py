@@ -146,7 +146,9 @@ def _beta_logpdf(z, params):
 class ScaledBeta(GeneralTarget):
     """Beta(a, b) rescaled to ``[low, high]``, with ``a, b >= 1`` (log-concave, bounded density).
 
-    No truncation.  Certified by its mode ``low + (high - low) (a - 1) / (a + b - 2)``.
+    No truncation.  Certified by its mode ``low + (high - low) (a - 1) / (a + b - 2)``; states
+    ``log_concavity = ((a - 1)**(1/3) + (b - 1)**(1/3))**3 / (high - low)**2``, the minimum over the
+    support of ``-d^2 log q / dz^2 = ((a - 1) / t**2 + (b - 1) / (1 - t)**2) / (high - low)**2``.
     """
 
     def __init__(self, a: ArrayLike, b: ArrayLike, low: ArrayLike = 0.0, high: ArrayLike = 1.0) -> None:
@@ -160,9 +162,10 @@ class ScaledBeta(GeneralTarget):
         with np.errstate(invalid="ignore", divide="ignore"):
             mode_t = np.where(a + b > 2.0, (a - 1.0) / np.where(a + b > 2.0, a + b - 2.0, 1.0), 0.0)
         log_norm = -special.betaln(a, b) - np.log(high - low)
+        log_concavity = (np.cbrt(a - 1.0) + np.cbrt(b - 1.0)) ** 3 / (high - low) ** 2
         self.a, self.b = a, b
         super().__init__(_beta_logpdf, low, high, np.stack([a, b, low, high, log_norm], axis=-1),
-                         mode=low + (high - low) * mode_t, name="ScaledBeta")
+                         mode=low + (high - low) * mode_t, log_concavity=log_concavity, name="ScaledBeta")
 
     def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF (regularised incomplete beta function)."""
