@@ -17,8 +17,9 @@ built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
 * its arrival time is ``T_h = T_parent + E_h / (b - a)`` (``T_1 = E_1``) with
   ``E_h`` a *private* Exp(1) variate of the sender;
 * a node splits at its own point (``"sample"`` splits: AS* coding, GPRS "sac",
-  GRCS) or at its interval's midpoint (``"dyadic"`` splits: AD*, dyadic GPRS,
-  GRCD).  Positions are kept as pairs ``(u, 1 - u)`` so that intervals deep in
+  GRCS; from depth :data:`SAMPLE_SPLIT_DEPTH` on, at the midpoint, see
+  :ref:`samplers-depth`) or at its interval's midpoint (``"dyadic"`` splits:
+  AD*, dyadic GPRS, GRCD).  Positions are kept as pairs ``(u, 1 - u)`` so that intervals deep in
   the prior's upper tail keep full precision.
 
 The receiver needs only the heap index: it walks from the root to node ``h``
@@ -89,17 +90,18 @@ truncated, by its own ``tail_mass``, because its ratio to a Normal prior is
 unbounded); other general targets (``rcc.GeneralTarget`` with a stated
 mode, Lipschitz or concavity bound) with A* coding only, its node bounds taken
 from that certificate (:mod:`rcc.samplers.general_search`); searches deeper than ``MAX_DEPTH``
-levels (about 40 bits of KL for sample splits, 60 for dyadic ones) raise.
+levels (about 40 bits of KL per target for sample splits, more for dyadic ones) raise.
 """
 
 from __future__ import annotations
 
 from .core import decode_tree_sample, encode_tree_sample, log_ratio_max, stretch_function
-from .kernels import MAX_DEPTH, SAMPLER_METHODS, left_fractions
+from .kernels import MAX_DEPTH, SAMPLE_SPLIT_DEPTH, SAMPLER_METHODS, left_fractions
 
 __all__ = [
     "SAMPLER_METHODS",
     "MAX_DEPTH",
+    "SAMPLE_SPLIT_DEPTH",
     "encode_tree_sample",
     "decode_tree_sample",
     "heap_index_code",
