@@ -13,9 +13,6 @@ N(mu, s^2) with s growing towards the prior's std and mu set to keep the KL).
 Panel ``laplace`` (dashed lines in panels 1 and 3): the same sweep for Laplace targets,
 Laplace(mu, b) with std b sqrt(2) = 2^-I and mu ~ N(0, 1 - 4^-I), truncated to tail mass 1e-6
 (a Laplace's ratio to a Normal prior is unbounded); bits above the mean KL of the targets.
-The sample-split methods (AS*, GPRS sac, GRCS) stop at I = 20 in this panel: at I = 24 a few
-targets in 20,000 need a search deeper than the 62 levels a heap index addresses, and the
-encoder refuses them with a ValueError.
 
 Rows of panel ``throughput``: encode rate on one thread at I = 8 (best of three calls on
 ``throughput_count`` targets), with hybrid coding's rate measured in the same process as the
@@ -36,7 +33,7 @@ from rcc import samplers
 from .common import Stopwatch, gaussian_channel, legend_below, new_figure, output_dir, progress_bar, run_script, \
     save_figure, write_csv
 
-__all__ = ["METHODS", "grid", "measure", "main"]
+__all__ = ["METHODS", "PANELS", "grid", "measure", "main"]
 
 #: (label, encode_sample keyword arguments, largest I at which it runs)
 METHODS = (
@@ -91,11 +88,36 @@ def _bits(enc, fit_enc, kwargs, seed):
     return 8.0 * len(data) / count
 
 
-def measure(info_bits, count, kwargs, seed):
-    """One Gaussian-channel point: steps, timings and bits (one CSV row)."""
-    mean, std = gaussian_channel(info_bits, count, rng=np.random.default_rng([seed, int(info_bits * 100)]))
-    fit_mean, _ = gaussian_channel(info_bits, count, rng=np.random.default_rng([seed + 1, int(info_bits * 100)]))
-    target = rcc.Normal(mean, std)
+def _normal_targets(info_bits, count, rng):
+    mean, std = gaussian_channel(info_bits, count, rng=rng)
+    return rcc.Normal(mean, std)
+
+
+_LAPLACE_TAIL_MASS = 1e-6
+
+
+def _laplace_targets(info_bits, count, rng):
+    mean, std = gaussian_channel(info_bits, count, rng=rng)
+    return rcc.Laplace(mean, std / math.sqrt(2.0), tail_mass=_LAPLACE_TAIL_MASS)
+
+
+#: panel -> (target builder ``(info_bits, count, rng) -> target``, seed words of its targets, and whether
+#: its bits are measured above I or above the mean KL of its targets)
+PANELS = {
+    "information": (_normal_targets, (), "info"),
+    "laplace": (_laplace_targets, (7,), "mean_kl"),
+}
+
+
+def measure(info_bits, count, kwargs, seed, panel="information"):
+    """One point of a sweep over I: steps, encode and decode timings and bits (one CSV row).
+
+    ``panel`` (a key of :data:`PANELS`) picks the targets and what the bits are
+    measured above; the index code is fitted on separate targets of the same kind.
+    """
+    build, words, above = PANELS[panel]
+    target = build(info_bits, count, np.random.default_rng([seed, *words, int(info_bits * 100)]))
+    fit = build(info_bits, count, np.random.default_rng([seed + 1, *words, int(info_bits * 100)]))
     seconds = []
     while len(seconds) < 3 and sum(seconds) < 1.0:
         with Stopwatch() as watch:
@@ -104,49 +126,18 @@ def measure(info_bits, count, kwargs, seed):
     with Stopwatch() as watch:
         sample = rcc.decode_sample(enc.index, enc.factor, seed, width=enc.width, method=kwargs["method"])
     if not np.array_equal(sample, enc.sample):
-        raise RuntimeError(f"round trip failed at I={info_bits} for {kwargs}")
-    fit_enc = rcc.encode_sample(rcc.Normal(fit_mean, std), seed + 1, max_candidates=2**34, **kwargs)
-    steps = np.asarray(enc.candidates, dtype=np.float64)
-    bits = _bits(enc, fit_enc, kwargs, seed)
-    return {
-        "panel": "information", "info_bits": info_bits, "d_inf_bits": float("nan"), "targets": count,
-        "mean_steps": steps.mean(), "median_steps": float(np.median(steps)),
-        "encode_us_per_sample": 1e6 * min(seconds) / count, "decode_us_per_sample": 1e6 * watch.seconds / count,
-        "bits_per_message": bits, "bits_above_info": bits - info_bits, "mean_kl_bits": float(np.mean(enc.kl_bits)),
-    }
-
-
-_LAPLACE_TAIL_MASS = 1e-6
-#: Above this I the sample-split searches (AS*, GPRS sac, GRCS) on Laplace targets go deeper than
-#: the 62 levels a heap index can address for about one target in 10^4 (the heavier tails make the
-#: splits at the sample unbalanced), and the encoder refuses those targets with a ValueError; the
-#: Laplace panel stops there for those methods.
-_LAPLACE_SAMPLE_SPLIT_MAX_INFO = 20.0
-_SAMPLE_SPLIT_METHODS = ("astar", "gprs-sac", "grc-sample")
-
-
-def _laplace_targets(info_bits, count, rng):
-    mean, std = gaussian_channel(info_bits, count, rng=rng)
-    return rcc.Laplace(mean, std / math.sqrt(2.0), tail_mass=_LAPLACE_TAIL_MASS)
-
-
-def measure_laplace(info_bits, count, kwargs, seed):
-    """One Laplace point: steps and bits above the targets' mean KL (one CSV row)."""
-    target = _laplace_targets(info_bits, count, np.random.default_rng([seed, 7, int(info_bits * 100)]))
-    fit = _laplace_targets(info_bits, count, np.random.default_rng([seed + 1, 7, int(info_bits * 100)]))
-    with Stopwatch() as watch:
-        enc = rcc.encode_sample(target, seed, max_candidates=2**34, **kwargs)
-    sample = rcc.decode_sample(enc.index, enc.factor, seed, method=kwargs["method"])
-    if not np.array_equal(sample, enc.sample):
-        raise RuntimeError(f"Laplace round trip failed at I={info_bits} for {kwargs}")
+        raise RuntimeError(f"round trip failed at I={info_bits} for {kwargs} ({panel} panel)")
     fit_enc = rcc.encode_sample(fit, seed + 1, max_candidates=2**34, **kwargs)
     steps = np.asarray(enc.candidates, dtype=np.float64)
     kl = float(np.mean(enc.kl_bits))
     bits = _bits(enc, fit_enc, kwargs, seed)
-    return {"panel": "laplace", "info_bits": info_bits, "d_inf_bits": float("nan"), "targets": count,
-            "mean_steps": steps.mean(), "median_steps": float(np.median(steps)),
-            "encode_us_per_sample": 1e6 * watch.seconds / count, "bits_per_message": bits,
-            "bits_above_info": bits - kl, "mean_kl_bits": kl}
+    return {
+        "panel": panel, "info_bits": info_bits, "d_inf_bits": float("nan"), "targets": count,
+        "mean_steps": steps.mean(), "median_steps": float(np.median(steps)),
+        "encode_us_per_sample": 1e6 * min(seconds) / count, "decode_us_per_sample": 1e6 * watch.seconds / count,
+        "bits_per_message": bits, "bits_above_info": bits - (info_bits if above == "info" else kl),
+        "mean_kl_bits": kl,
+    }
 
 
 def _fixed_kl_targets(points):
@@ -247,9 +238,7 @@ def main(quick=False, *, out_dir=None, tiny=False, progress=True):
         rows.append({"method": label, **measure(info, count, kwargs, _SEED)})
     for info in settings["info_bits"]:
         for label, kwargs, _ in METHODS[:6]:
-            if kwargs["method"] in _SAMPLE_SPLIT_METHODS and info > _LAPLACE_SAMPLE_SPLIT_MAX_INFO:
-                continue
-            rows.append({"method": label, **measure_laplace(info, settings["count"], kwargs, _SEED)})
+            rows.append({"method": label, **measure(info, settings["count"], kwargs, _SEED, panel="laplace")})
     for s, mu, d_inf in _fixed_kl_targets(settings["d_inf_points"]):
         for label, kwargs, _ in METHODS[:6]:
             rows.append({"method": label, **measure_d_inf(s, mu, d_inf, settings["count"], kwargs, _SEED)})

@@ -17,8 +17,9 @@ built on the prior's CDF axis ``u = F_p(z)``, where the prior is uniform on
 * its arrival time is ``T_h = T_parent + E_h / (b - a)`` (``T_1 = E_1``) with
   ``E_h`` a *private* Exp(1) variate of the sender;
 * a node splits at its own point (``"sample"`` splits: AS* coding, GPRS "sac",
-  GRCS) or at its interval's midpoint (``"dyadic"`` splits: AD*, dyadic GPRS,
-  GRCD).  Positions are kept as pairs ``(u, 1 - u)`` so that intervals deep in
+  GRCS; from depth :data:`SAMPLE_SPLIT_DEPTH` on, at the midpoint, see
+  :ref:`samplers-depth`) or at its interval's midpoint (``"dyadic"`` splits:
+  AD*, dyadic GPRS, GRCD).  Positions are kept as pairs ``(u, 1 - u)`` so that intervals deep in
   the prior's upper tail keep full precision.
 
 The receiver needs only the heap index: it walks from the root to node ``h``
@@ -93,17 +94,19 @@ from that certificate (:mod:`rcc.samplers.general_search`), and with GPRS and
 greedy rejection coding when their ratio to the prior is unimodal by what they
 state, with masses from a per-target quadrature table
 (:mod:`rcc.samplers.general_masses`); searches deeper than ``MAX_DEPTH``
-levels (about 40 bits of KL for sample splits, 60 for dyadic ones) raise.
+levels raise (sample splits turn into midpoint splits below
+``SAMPLE_SPLIT_DEPTH`` levels, so that every target up to about 40 bits of KL fits).
 """
 
 from __future__ import annotations
 
 from .core import decode_tree_sample, encode_tree_sample, log_ratio_max, stretch_function
-from .kernels import MAX_DEPTH, SAMPLER_METHODS, left_fractions
+from .kernels import MAX_DEPTH, SAMPLE_SPLIT_DEPTH, SAMPLER_METHODS, left_fractions
 
 __all__ = [
     "SAMPLER_METHODS",
     "MAX_DEPTH",
+    "SAMPLE_SPLIT_DEPTH",
     "encode_tree_sample",
     "decode_tree_sample",
     "heap_index_code",

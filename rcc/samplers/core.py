@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
+from numba.core.errors import NumbaExperimentalFeatureWarning
 
 # The argument checks and the result type shared with the other coders.
 from ..checks import (_check_prior, _check_prior_support, _check_tail_mass, _integer_array, _prior_arrays,
@@ -291,7 +293,8 @@ def _encode_general_astar(target, seed_u64, offset, prior, method, max_candidate
     sample = np.empty(count, dtype=np.float64)
     steps = np.empty(count, dtype=np.int64)
     status = np.empty(count, dtype=np.int64)
-    with _Threads(num_threads):
+    with _Threads(num_threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)  # the log density, a first-class function
         if count:
             general_astar_batch(target.logpdf_function, *columns, np.uint64(seed_u64), np.uint64(key),
                                 np.uint64(offset), _RULES[method][1], max_candidates, index, sample, steps, status)

@@ -47,10 +47,10 @@ from numba import types
 from .. import kernels as base_kernels
 from ..random import DOMAIN_PRIVATE, DOMAIN_SHARED, _private_uniform, _shared_dither, _stream_prefix
 from ..targets.general import _GL_NODES, _GL_WEIGHTS, _HALF_LOG_2PI, _LOGPDF_TYPE, _typed_kernel
-from .general_search import STATUS_NAN
-from .kernels import (_GL_W, _GL_X, _S_GRID, _S_MAX, MAX_DEPTH, NORMAL, OK, RULE_GPRS, SPLIT_SAMPLE,
+
+from .kernels import (_GL_W, _GL_X, _S_GRID, _S_MAX, MAX_DEPTH, NORMAL, OK, RULE_GPRS, STATUS_NAN,
                       STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE, _cut, _dither, _mass,
-                      _normal_mass, _pair_ppf, _piece_of, _pop, _private_coin, _push)
+                      _normal_mass, _pair_ppf, _piece_of, _pop, _private_coin, _push, _splits_at_point)
 
 __all__ = ["TABLE_CELLS", "general_masses_batch", "general_sigma"]
 
@@ -403,7 +403,7 @@ def _gprs_tree(logpdf, row, seed, key, stream, split, max_steps, g, edges, cdf, 
             return h, z, steps, OK
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, steps, STATUS_DEPTH
-        if split == SPLIT_SAMPLE:
+        if _splits_at_point(split, h):
             um, cm, zm = u, c, z
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)
@@ -467,7 +467,8 @@ def _greedy_rejection(logpdf, row, seed, key, stream, split, max_steps, g, edges
     for step in range(1, max_steps + 1):
         mass = _mass(ua, ca, ub, cb)
         coin = _private_coin(private, h, 1) * residual
-        if split == SPLIT_SAMPLE or coin <= (r_top - level) * mass:
+        at_point = _splits_at_point(split, h)
+        if at_point or coin <= (r_top - level) * mass:
             u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
             z = _pair_ppf(u, c, pf, ploc, pscale)
             lr = _log_ratio(logpdf, row, z, g)
@@ -479,7 +480,7 @@ def _greedy_rejection(logpdf, row, seed, key, stream, split, max_steps, g, edges
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, step, STATUS_DEPTH
         level += residual / mass
-        if split == SPLIT_SAMPLE:
+        if at_point:
             um, cm, zm = u, c, z
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)

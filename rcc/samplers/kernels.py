@@ -10,6 +10,7 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from .. import kernels as base_kernels
 from ..random import (_GAMMA, _S11, _TWO_M53, DOMAIN_PRIVATE, DOMAIN_SHARED, _mix64, _private_uniform,
@@ -18,6 +19,7 @@ from ..random import (_GAMMA, _S11, _TWO_M53, DOMAIN_PRIVATE, DOMAIN_SHARED, _mi
 __all__ = [
     "SAMPLER_METHODS",
     "MAX_DEPTH",
+    "SAMPLE_SPLIT_DEPTH",
     "NUM_PARAMS",
     "encode_batch",
     "decode_batch",
@@ -29,6 +31,13 @@ __all__ = [
 SAMPLER_METHODS = ("astar", "astar-dyadic", "gprs", "gprs-sac", "gprs-dyadic", "grc-sample", "grc-dyadic")
 #: Deepest node a search may reach (heap indices stay below ``2**63``).
 MAX_DEPTH = 62
+#: Depth from which the sample-split methods split a node at its midpoint instead of its point: a
+#: dyadic level halves the prior mass, where a split at the point shrinks the interval that holds
+#: the target by less on average (about 0.7 bits a level) and by much less on unlucky paths, so
+#: the mixed tree keeps targets of about 40 bits of KL within ``MAX_DEPTH`` levels (a pure
+#: sample-split tree: about 30).  Nodes above this depth, and so every heap index of at most this
+#: depth, are those of the pure sample-split tree.
+SAMPLE_SPLIT_DEPTH = 32
 
 RULE_ASTAR, RULE_GPRS, RULE_GRC = 0, 1, 2
 SPLIT_SAMPLE, SPLIT_DYADIC = 0, 1
@@ -37,6 +46,7 @@ _RULES = {"astar": (RULE_ASTAR, SPLIT_SAMPLE), "astar-dyadic": (RULE_ASTAR, SPLI
           "grc-sample": (RULE_GRC, SPLIT_SAMPLE), "grc-dyadic": (RULE_GRC, SPLIT_DYADIC)}
 
 OK, STATUS_MAX_STEPS, STATUS_DEPTH, STATUS_QUEUE, STATUS_NO_MASS = 0, 1, 2, 3, 4
+STATUS_NAN = 5  # a log density of NaN at a point or a bound (general targets), or no point of the support
 NORMAL, UNIFORM, LAPLACE = 0, 1, 2  # target families (the first two are also the prior families)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -539,6 +549,13 @@ def _pair_ppf(u, c, prior_family, prior_loc, prior_scale):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
+def _splits_at_point(split, h):
+    """Whether node ``h`` splits at its own point: sample splits above :data:`SAMPLE_SPLIT_DEPTH`, else at
+    the midpoint.  A function of the node alone, so the receiver rebuilds the sender's tree."""
+    return split == SPLIT_SAMPLE and h < (np.int64(1) << SAMPLE_SPLIT_DEPTH)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _dither(prefix, h):
     """``V_h = U(seed, stream, h) + 1/2`` in ``[0, 1)``."""
     return _shared_dither(prefix, np.uint64(h), 0) + 0.5
@@ -588,18 +605,57 @@ def _pop(queue, heap, size, top):
     return h, size
 
 
+def _target_log_ratio(z, target):
+    """``log dq/dp`` at ``z`` of the target a search runs on, up to a constant (``-inf`` off its support).
+
+    :func:`_search` reaches its target only through this function and
+    :func:`_target_bound`; in compiled code the implementation is chosen by the
+    type of ``target``: a packed parameter row (``P_*``) of the closed-form
+    families here, a certified general target in
+    :mod:`rcc.samplers.general_search`.  This Python version takes a row.
+    """
+    return _log_ratio.py_func(z, target)
+
+
+def _target_bound(za, zb, target):
+    """An upper bound of :func:`_target_log_ratio` on ``[za, zb]`` (``-inf`` where the interval misses the
+    support, NaN where the target's density is NaN); the supremum itself for a packed row."""
+    return _sup_log_ratio.py_func(za, zb, target)
+
+
+@overload(_target_log_ratio)
+def _row_log_ratio(z, target):
+    if isinstance(target, numba.types.Array):
+        return lambda z, target: _log_ratio(z, target)
+    return None
+
+
+@overload(_target_bound)
+def _row_bound(za, zb, target):
+    if isinstance(target, numba.types.Array):
+        return lambda za, zb, target: _sup_log_ratio(za, zb, target)
+    return None
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, table, kinks, same_target):
+def _search(seed, key, stream, p, target, rule, split, max_steps, queue, heap, top, table, kinks, same_target):
     """One element's branch and bound; returns ``(heap index, sample, steps, status)``.
 
-    ``same_target``: the previous element had these parameters, so its table of ``sigma`` still holds.
+    ``p`` holds the prior (``P_PRIOR_*``) and, for GPRS, the packed target;
+    the search meets its target only through :func:`_target_log_ratio` and
+    :func:`_target_bound` of ``target`` (``p`` itself for the closed-form
+    families).  ``same_target``: the previous element had these parameters, so
+    its table of ``sigma`` still holds.
     """
     shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
     private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
     if rule == RULE_GPRS and not same_target:
         _sigma_setup(p, table, kinks)
+    root = _target_bound(-np.inf, np.inf, target)
+    if math.isnan(root):
+        return 0, np.nan, 0, STATUS_NAN
     t_root = -math.log(_private_uniform(private, np.uint64(1)))
-    size = _push(queue, heap, 0, t_root if rule == RULE_GPRS else math.log(t_root) - p[P_LOG_RMAX],
+    size = _push(queue, heap, 0, t_root if rule == RULE_GPRS else math.log(t_root) - root,
                  t_root, 0.0, 1.0, 1.0, 0.0, -np.inf, np.inf, np.int64(1))
     best, best_h, best_z = np.inf, np.int64(0), np.nan
     steps = 0
@@ -613,7 +669,9 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
         t, ua, ca, ub, cb, za, zb = top[1], top[2], top[3], top[4], top[5], top[6], top[7]
         u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
         z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
-        lr = _log_ratio(z, p)
+        lr = _target_log_ratio(z, target)
+        if math.isnan(lr):
+            return 0, np.nan, steps, STATUS_NAN
         if rule == RULE_GPRS:
             if _under_graph(t, lr, p, table, kinks):
                 return h, z, steps, OK
@@ -621,7 +679,7 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
             best, best_h, best_z = math.log(t) - lr, h, z
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, steps, STATUS_DEPTH
-        if split == SPLIT_SAMPLE:
+        if _splits_at_point(split, h):
             um, cm, zm = u, c, z
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)
@@ -634,7 +692,9 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
             mass = _mass(lu, lc, hu, hc)
             if not mass > 0.0:
                 continue
-            bound = _sup_log_ratio(cza, czb, p)
+            bound = _target_bound(cza, czb, target)
+            if math.isnan(bound):
+                return 0, np.nan, steps, STATUS_NAN
             if bound == -np.inf:
                 continue
             # The child's time exceeds t: children that fail at time t are pruned without drawing it
@@ -659,6 +719,8 @@ def _search(seed, key, stream, p, rule, split, max_steps, queue, heap, top, tabl
             size = _push(queue, heap, size, priority, tc, lu, lc, hu, hc, cza, czb, child)
     if rule == RULE_GPRS:
         return 0, np.nan, steps, STATUS_QUEUE  # unreachable: the mode's node is always kept
+    if best_h == 0:
+        return 0, np.nan, steps, STATUS_NAN  # no point of the support scored
     return best_h, best_z, steps, OK
 
 
@@ -693,7 +755,8 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
     for step in range(1, max_steps + 1):
         mass = _mass(ua, ca, ub, cb)
         coin = _private_coin(private, h, 1) * residual
-        if split == SPLIT_SAMPLE or coin <= (r_top - level) * mass:
+        at_point = _splits_at_point(split, h)
+        if at_point or coin <= (r_top - level) * mass:
             u, c = _cut(ua, ca, ub, cb, _dither(shared, h))
             z = _pair_ppf(u, c, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
             above = math.exp(_log_ratio(z, p)) - level
@@ -702,8 +765,8 @@ def _greedy_rejection(seed, key, stream, p, split, max_steps):
         if h >= np.int64(1) << MAX_DEPTH:
             return 0, np.nan, step, STATUS_DEPTH
         level += residual / mass
-        if split == SPLIT_SAMPLE:
-            um, cm, zm = u, c, z  # always computed for sample splits
+        if at_point:
+            um, cm, zm = u, c, z  # always computed where the node splits at its point
         else:
             um, cm = _cut(ua, ca, ub, cb, 0.5)
             zm = _pair_ppf(um, cm, p[P_PRIOR_FAMILY], p[P_PRIOR_LOC], p[P_PRIOR_SCALE])
@@ -762,8 +825,8 @@ def _encode_block(block, seed, key, stream_offset, params, rule, split, max_step
         elif rule == RULE_GRC:
             h, z, n, st = _greedy_rejection(seed, key, stream, params[i], split, max_steps)
         else:
-            h, z, n, st = _search(seed, key, stream, params[i], rule, split, max_steps, queue, heap, top,
-                                  table, kinks, same_target)
+            h, z, n, st = _search(seed, key, stream, params[i], params[i], rule, split, max_steps, queue, heap,
+                                  top, table, kinks, same_target)
         index[i], sample[i], steps[i], status[i] = h, z, n, st
 
 
@@ -785,7 +848,7 @@ def _decode_node(seed, stream, h, split, prior_family, prior_loc, prior_scale):
     ua, ca, ub, cb = 0.0, 1.0, 1.0, 0.0
     for level in range(depth - 1, -1, -1):
         node = h >> np.int64(level + 1)
-        um, cm = _cut(ua, ca, ub, cb, _dither(shared, node) if split == SPLIT_SAMPLE else 0.5)
+        um, cm = _cut(ua, ca, ub, cb, _dither(shared, node) if _splits_at_point(split, node) else 0.5)
         if (h >> np.int64(level)) & 1:
             ua, ca = um, cm
         else:
@@ -815,12 +878,13 @@ def decode_candidates_batch(seed, stream_offset, index, prior_family, prior_loc,
 def left_fractions(seed, stream_offset, index, split, out):
     """The left child's share of the prior mass of node ``index[i]`` of element ``i`` (into ``out``).
 
-    ``V`` of the node for sample splits, 1/2 for dyadic ones: a function of the
-    shared randomness only, so sender and receiver agree on it.
+    ``V`` of the node for sample splits above :data:`SAMPLE_SPLIT_DEPTH`, 1/2 for
+    dyadic ones and deeper nodes: a function of the shared randomness only, so
+    sender and receiver agree on it.
     """
     for i in range(index.shape[0]):
         node = np.int64(index[i])
-        if split == SPLIT_DYADIC:
+        if not _splits_at_point(split, node):
             out[i] = 0.5
         else:
             out[i] = _dither(_stream_prefix(DOMAIN_SHARED, seed, stream_offset + np.uint64(i)), node)

@@ -74,7 +74,8 @@ class TreeIndexCode:
     The depth ``d = floor(log2 h)`` is coded with fitted probabilities; then the
     path, level by level, each step ``left`` with the probability of the left
     child's share of the prior mass (the shared point ``V`` of the node for
-    sample splits, 1/2 for dyadic ones).  Sender and receiver both know these
+    sample splits above :data:`rcc.samplers.SAMPLE_SPLIT_DEPTH`, 1/2 for dyadic
+    ones and deeper nodes).  Sender and receiver both know these
     shares from the seed, so the path costs ``-log2 P(node)`` bits instead of
     ``d``: for sample splits, whose paths are about 1.4 times deeper than the
     information, this saves most of the difference.
