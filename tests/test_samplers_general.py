@@ -175,3 +175,19 @@ def test_gprs_and_grc_refuse_general_targets_without_a_unimodal_ratio():
         rcc.GeneralTarget(_bump, 0.0, 1.0, np.array([0.3, 0.05]), log_concavity=np.inf)
     with pytest.raises(ValueError, match="scalar target"):
         rcc.samplers.stretch_function(rcc.ScaledBeta([2.0, 3.0], 2.0), [0.5])
+
+
+@pytest.mark.parametrize("method", ["gprs-sac", "grc-sample"])
+def test_deep_sample_split_messages_of_general_targets_decode(method):
+    """A Beta on an interval 2**-38 wide under a Uniform prior: most searches pass
+    SAMPLE_SPLIT_DEPTH, where the tree turns to midpoint splits, and decode_tree_sample must
+    rebuild that tree from the heap index alone."""
+    width = 2.0 ** -38
+    target = rcc.ScaledBeta(np.full(400, 3.0), 3.0, 0.3, 0.3 + width)
+    prior = rcc.Uniform(0.0, 1.0)
+    enc = rcc.encode_sample(target, 17, prior=prior, method=method)
+    depth = np.floor(np.log2(enc.index.astype(np.float64)))
+    assert np.mean(depth > rcc.samplers.SAMPLE_SPLIT_DEPTH) > 0.5
+    decoded = rcc.decode_sample(enc.index, enc.factor, 17, prior=prior, method=method)
+    assert np.array_equal(decoded, enc.sample)
+    assert np.all((enc.sample >= 0.3) & (enc.sample <= 0.3 + width))
