@@ -318,7 +318,7 @@ def progress_bar(iterable=None, *, enabled=True, **kwargs):
 
 
 def train_adam(model, images, loss_terms, steps, *, seed, progress=True, desc="train", batch_size=64,
-               learning_rate=1e-3, before_step=None, postfix_every=250, foreach=None):
+               learning_rate=1e-3, before_step=None, postfix_every=250):
     """Adam on minibatches of ``images`` for ``steps`` steps; deterministic given ``seed``.
 
     The one training loop of the autoencoder experiments: each epoch visits the
@@ -340,11 +340,6 @@ def train_adam(model, images, loss_terms, steps, *, seed, progress=True, desc="t
         Seed of the batch order.
     before_step : callable, optional
         Called as ``before_step(step)`` before each step (e.g. an annealing schedule).
-    foreach : bool, optional
-        Passed to :class:`torch.optim.Adam`: ``True`` updates all parameters with one
-        multi-tensor kernel per operation instead of a Python loop over the parameters
-        (less per-step overhead for models with many small tensors); ``None`` is torch's
-        default.
 
     Returns
     -------
@@ -355,7 +350,7 @@ def train_adam(model, images, loss_terms, steps, *, seed, progress=True, desc="t
 
     data = torch.from_numpy(images)
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=foreach)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     model.train()
     bar = progress_bar(total=steps, enabled=progress, desc=desc, leave=False)
     step = 0
