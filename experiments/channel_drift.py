@@ -10,21 +10,24 @@ to the undrifted case, and how many item-blocks left the calibrated race.
 
     python -m experiments.channel_drift [--quick]
 
-Writes ``channel_drift.csv`` and ``channel_drift.png``.
+Writes ``channel_drift.csv`` and ``channel_drift.png``; :func:`replot` redraws the figure
+from the CSV.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import torch
 
 from rcc.torch import RCCChannel
 
-from .common import legend_below, new_figure, output_dir, progress_bar, run_script, save_figure, write_csv
+from .common import (legend_below, new_figure, output_dir, progress_bar, read_csv, run_script, save_figure,
+                     write_csv)
 
-__all__ = ["DRIFT_CASES", "measure", "plot", "main"]
+__all__ = ["DRIFT_CASES", "measure", "draw", "plot", "replot", "main"]
 
 #: (name, factor on latent 0's std, latent 0's mean or None).
 DRIFT_CASES = (("as calibrated", 1.0, None), ("std x1.6", 1.6, None), ("std x2", 2.0, None),
@@ -72,27 +75,42 @@ def measure(*, items=500, calibration_items=2000, latents=8, progress=True):
     return rows
 
 
-def plot(rows, path):
-    """Bits above the KL and candidates per item, per drift case, for both stream kinds."""
-    fig, (ax_bits, ax_cand) = new_figure(2, 1, width=4.6)
+def draw(rows):
+    """The figure of :func:`plot`, not saved: ``(fig, (ax_bits, ax_cand))``.
+
+    Axis labels are broken into lines so that each is no taller than its axes.
+    """
+    fig, (ax_bits, ax_cand) = new_figure(2, 1, width=4.6, height=3.6)
     cases = [c[0] for c in DRIFT_CASES]
     x = np.arange(len(cases))
     for k, stream in enumerate(("batch", "per item")):
         sel = {r["case"]: r for r in rows if r["stream"] == stream}
         colour = _STREAM_COLOURS[stream]
         offset = (k - 0.5) * 0.3
-        ax_bits.bar(x + offset, [sel[c]["bits_above_kl"] for c in cases], width=0.3, color=colour,
+        ax_bits.bar(x + offset, [float(sel[c]["bits_above_kl"]) for c in cases], width=0.3, color=colour,
                     label=f"{stream} stream")
-        ax_cand.bar(x + offset, [sel[c]["candidates_per_item"] for c in cases], width=0.3, color=colour)
+        ax_cand.bar(x + offset, [float(sel[c]["candidates_per_item"]) for c in cases], width=0.3, color=colour)
     for ax in (ax_bits, ax_cand):
         ax.set_xticks(x)
-        ax.set_xticklabels(cases, rotation=30, ha="right")
-    ax_bits.set_ylabel("measured bits above the KL, per item")
+        ax.set_xticklabels([textwrap.fill(c, 16) for c in cases], rotation=30, ha="right")
+    ax_bits.set_ylabel("measured bits\nabove the KL, per item")
     ax_bits.set_title("Rate overhead under drift of latent 0")
     ax_cand.set_ylabel("candidates per item")
     ax_cand.set_title("Race length")
     legend_below(fig, (ax_bits,), ncol=2)
+    return fig, (ax_bits, ax_cand)
+
+
+def plot(rows, path):
+    """Bits above the KL and candidates per item, per drift case, for both stream kinds."""
+    fig, _ = draw(rows)
     return save_figure(fig, path)
+
+
+def replot(out_dir=None):
+    """Redraw ``channel_drift.png`` from the ``channel_drift.csv`` in ``out_dir`` (the CSV is left as it is)."""
+    out = output_dir(out_dir)
+    return plot(read_csv(out / "channel_drift.csv"), out / "channel_drift.png")
 
 
 def main(quick=False, *, out_dir=None, tiny=False, progress=True):

@@ -213,3 +213,56 @@ def test_hard_rounding_coder_round_trips_with_escapes():
 def test_run_all_rejects_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="unknown experiments"):
         run_all.main(tiny=True, out_dir=tmp_path, only=["no_such_figure"])
+
+
+def _handle_colour(handle):
+    from matplotlib.colors import to_hex
+
+    line = handle.lines[0] if hasattr(handle, "lines") else handle  # an errorbar's data line
+    colour = line.get_color() if hasattr(line, "get_color") else line.get_facecolor()
+    return to_hex(colour)
+
+
+def test_learned_compression_figure_gives_each_series_its_own_colour(tmp_path, monkeypatch):
+    # Redraw the committed figure from its CSV and read back what every labelled series was drawn with:
+    # one colour per series in every panel and row, and no colour shared by two series.
+    import shutil
+
+    from experiments import learned_compression as lc
+    from experiments.common import FIGURE_DIR
+
+    drawn = {}
+
+    def capture(fig, path):
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                drawn.setdefault(label, set()).add(_handle_colour(handle))
+        return path
+
+    shutil.copy(FIGURE_DIR / "learned_compression.csv", tmp_path / "learned_compression.csv")
+    monkeypatch.setattr(lc, "save_figure", capture)
+    lc.replot(tmp_path)
+    assert set(drawn) == {s["label"] for s in lc.SERIES.values()}
+    assert all(len(colours) == 1 for colours in drawn.values()), drawn
+    colours = [next(iter(c)) for c in drawn.values()]
+    assert len(set(colours)) == len(colours), drawn
+
+
+def _label_fits(fig, ax):
+    fig.tight_layout()  # as save_figure lays the figure out
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return ax.yaxis.label.get_window_extent(renderer).height <= ax.get_window_extent(renderer).height
+
+
+def test_channel_drift_axis_labels_fit_beside_their_axes():
+    from experiments import channel_drift
+    from experiments.common import FIGURE_DIR, plt
+
+    fig, axes = channel_drift.draw(read_csv(FIGURE_DIR / "channel_drift.csv"))
+    try:
+        assert all(_label_fits(fig, ax) for ax in axes)
+        axes[0].set_ylabel("measured bits above the KL, per item")  # the one-line label ran past the axes
+        assert not _label_fits(fig, axes[0])
+    finally:
+        plt.close(fig)
