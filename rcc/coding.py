@@ -111,7 +111,7 @@ def _describe_element(inputs, i):
 
 
 def _raise_encode_error(status, inputs, threads, max_candidates):
-    """Raise the error the first failed element calls for (``status`` from ``encode_fused``).
+    """Raise the error the first failed element calls for (``status`` from the batch kernel).
 
     A target that cannot be prepared is reported first (bad parameters), then
     the first element whose race bound exceeds ``max_candidates`` (by flat
@@ -138,6 +138,13 @@ def _raise_encode_error(status, inputs, threads, max_candidates):
 
 
 _NO_KEY = np.uint64(0)
+
+
+def _batch_encoder(mode, dims):
+    """The name of the batch kernel for ``mode`` and ``dims`` dimensions (each compiles only its own search)."""
+    if mode != kernels.RACE:
+        return "encode_fused_fixed_count"
+    return "encode_fused" if dims == 1 else "encode_fused_product"
 
 
 def _scalar_spec(target, tail_mass):
@@ -471,9 +478,11 @@ def encode_sample(
     threads = _Threads(num_threads)
     log_max_candidates = math.log(max_candidates)
 
+    encoder = _batch_encoder(mode, dims)
+
     def run(begin, end):
-        # One pass per element: parameters, bound, KL and the race (kernels.encode_fused).
-        threads.kernel("encode_fused", end - begin)(
+        # One pass per element: parameters, bound, KL and the selection (kernels.encode_fused and its siblings).
+        threads.kernel(encoder, end - begin)(
             begin, end, seed_u64, key, stream_offset, inputs.columns, inputs.steps, inputs.width_mode,
             inputs.half_width, hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
             log_max_candidates, index, factor, sample, examined, widths, kl_bits, counts, status,
