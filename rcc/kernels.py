@@ -25,10 +25,13 @@ transform for hybrid coding, the prior itself for the prior-proposal methods.
 
 Inlining: helpers of the candidate loop and of decoding (the inverse CDF, the
 log weight, the dither) are inlined by numba (``inline="always"``); the
-once-per-element preparation (``_prepare_row`` and what it calls, the batch
-blocks) are ordinary compiled functions that numba types and compiles once and
-every kernel links.  Inlining those too measured within 5% of the throughput
-but doubled the first-run compilation of the batch encoder.
+once-per-element preparation (``_prepare_row`` and what it calls) and the
+searches (the races, ORC/MRC) are ordinary compiled functions that numba types
+and compiles once and every kernel links.  Inlining the preparation too
+measured within 5% of the throughput but doubled the first-run compilation of
+the batch encoder.  The batch encoders' block and element functions take their
+search as an argument and are inlined into each entry point (see
+:func:`encode_fused`).
 """
 
 from __future__ import annotations
