@@ -25,9 +25,10 @@ transform for hybrid coding, the prior itself for the prior-proposal methods.
 
 Inlining: helpers of the candidate loop and of decoding (the inverse CDF, the
 log weight, the dither) are inlined by numba (``inline="always"``); the
-once-per-element preparation (``_prepare_row`` and what it calls) and the
-searches (the races, ORC/MRC) are ordinary compiled functions that numba types
-and compiles once and every kernel links.  Inlining the preparation too
+once-per-element preparation (``_prepare_element``, ``_prepare_row`` and what
+they call), the searches (the races, ORC/MRC) and the winner's write-out are
+ordinary compiled functions that numba types and compiles once and every
+kernel links.  Inlining the preparation too
 measured within 5% of the throughput but doubled the first-run compilation of
 the batch encoder.  The batch encoders' block and element functions take their
 search as an argument and are inlined into each entry point (see
@@ -329,7 +330,7 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
                    max_candidates, factor_out, sample_out)
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _write_winner(shared, n, params, hybrid, factor_out, sample_out):
     """Candidate ``n``'s factor and sample in each dimension: exactly what :func:`decode_batch` computes."""
     for j in range(params.shape[0]):
@@ -615,7 +616,7 @@ def _column(columns, steps, c, i, j):
     return columns[c][i * steps[c, 0] + j * steps[c, 1]]
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, memo):
     """Race parameters of element ``i`` into ``params`` (d, NUM_FIELDS); returns (bound, kl, status).
 
