@@ -241,8 +241,13 @@ def main(argv=None):
     mixture = general.GaussianMixture(0.3, -0.1, 0.02, 0.1, 0.03)
     beta = general.ScaledBeta(2.0, 5.0, -0.2, 0.3)
     pfr_target = rcc.Normal(0.3, 0.2)
+    explicit_prior, other_prior = rcc.Normal(0.0, 1.0), rcc.Normal(0.2, 2.0)
     for case, call in (
         ("encode_sample, scalar Normal(0.3, 0.01), hybrid", lambda seed: rcc.encode_sample(scalar, seed=seed)),
+        ("encode_sample, scalar Normal(0.3, 0.01), hybrid, prior and tail_mass passed",
+         lambda seed: rcc.encode_sample(scalar, seed=seed, prior=explicit_prior, tail_mass=rcc.DEFAULT_TAIL_MASS)),
+        ("encode_sample, scalar Normal(0.3, 0.01), hybrid, prior Normal(0.2, 2), tail_mass 1e-4",
+         lambda seed: rcc.encode_sample(scalar, seed=seed, prior=other_prior, tail_mass=1e-4)),
         ("decode_sample, one hybrid message", lambda seed: rcc.decode_sample(enc.index, enc.factor, seed=seed,
                                                                              width=enc.width)),
         ("encode_sample, scalar Normal(0.3, 0.2), pfr",

@@ -214,8 +214,8 @@ class _Threads:
     def kernel(self, name, count):
         """The threaded kernel ``name``, or its serial twin for small batches.
 
-        Both twins run the same compiled per-block function; the serial one
-        only saves waking the thread pool, which costs more than a small batch.
+        Both twins run the same per-block function; the serial one only saves
+        waking the thread pool, which costs more than a small batch.
         """
         return getattr(kernels, name + "_serial" if count < _SERIAL_BELOW else name)
 

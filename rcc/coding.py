@@ -111,7 +111,7 @@ def _describe_element(inputs, i):
 
 
 def _raise_encode_error(status, inputs, threads, max_candidates):
-    """Raise the error the first failed element calls for (``status`` from ``encode_fused``).
+    """Raise the error the first failed element calls for (``status`` from the batch kernel).
 
     A target that cannot be prepared is reported first (bad parameters), then
     the first element whose race bound exceeds ``max_candidates`` (by flat
@@ -138,6 +138,13 @@ def _raise_encode_error(status, inputs, threads, max_candidates):
 
 
 _NO_KEY = np.uint64(0)
+
+
+def _batch_encoder(mode, dims):
+    """The name of the batch kernel for ``mode`` and ``dims`` dimensions (each compiles only its own search)."""
+    if mode != kernels.RACE:
+        return "encode_fused_fixed_count"
+    return "encode_fused" if dims == 1 else "encode_fused_product"
 
 
 def _scalar_spec(target, tail_mass):
@@ -212,31 +219,59 @@ _DEFAULT_HALF_WIDTH = normal_half_width(DEFAULT_TAIL_MASS)
 _DEFAULT_LOG_NORMALIZER = math.log1p(-DEFAULT_TAIL_MASS)
 _LOG_DEFAULT_MAX_CANDIDATES = math.log(DEFAULT_MAX_CANDIDATES)
 _STREAM_ZERO = np.uint64(0)
+# The last non-default tail mass of the plain path: (tail mass, half-width, log normaliser).
+_LAST_TAIL = [(DEFAULT_TAIL_MASS, _DEFAULT_HALF_WIDTH, _DEFAULT_LOG_NORMALIZER)]
 
 
-def _encode_default_normal(target, seed, hybrid):
-    """:func:`_encode_scalar` specialised to the defaults, for a scalar Normal target and a plain int seed.
+def _encode_plain_normal(target, seed, hybrid, prior, tail_mass):
+    """:func:`_encode_scalar` specialised to a scalar Normal target and prior and a plain int seed.
 
-    The caller checked that every other argument has its default (standard
-    Normal prior, default transform, width, tail mass, candidate cap, no
-    ``rng``, stream 0), so the constants of that case are passed straight to
-    the kernel: the same arithmetic on the same values as the general scalar
-    path (so the same bits), without its per-call checks.  Returns None where
-    the target cannot be encoded, so that the checked path raises its error.
+    The caller checked that ``width``, ``transform``, ``max_candidates``,
+    ``num_candidates``, ``rng`` and the stream have their defaults; ``prior``
+    (None or a scalar :class:`rcc.Normal`) and ``tail_mass`` (a float in
+    ``[0, 1)``) are checked here, and anything else returns None for the
+    checked path.  The kernel gets the values the checked path computes, by
+    the same IEEE operations (so the same bits), without its per-call
+    checks.  Returns None where the target cannot be encoded, so that the
+    checked path raises its error.
     """
+    if prior is None or prior is _STANDARD_NORMAL:
+        prior_loc, prior_scale = 0.0, 1.0
+    elif type(prior) is Normal and not prior.mean.shape:
+        prior_loc, prior_scale = float(prior.mean), float(prior.std)
+    else:
+        return None
+    if tail_mass is DEFAULT_TAIL_MASS:
+        half_width, log_normalizer = _DEFAULT_HALF_WIDTH, _DEFAULT_LOG_NORMALIZER
+    elif type(tail_mass) is float and 0.0 <= tail_mass < 1.0:
+        last = _LAST_TAIL[0]
+        if last[0] == tail_mass:
+            half_width, log_normalizer = last[1], last[2]
+        else:
+            half_width = normal_half_width(tail_mass)
+            log_normalizer = 0.0 if tail_mass == 0 else math.log1p(-tail_mass)
+            _LAST_TAIL[0] = (tail_mass, half_width, log_normalizer)
+    else:
+        return None
+    # The transform coding_transform builds: the prior widened (hybrid), or the prior itself.
+    transform_scale = DEFAULT_TRANSFORM_SCALE * prior_scale if hybrid else prior_scale
+    if not math.isfinite(transform_scale):
+        return None  # the checked path says why
     mean, std = float(target.mean), float(target.std)
-    transform_scale = DEFAULT_TRANSFORM_SCALE if hybrid else 1.0
+    if tail_mass == 0:
+        low, high = -math.inf, math.inf
+    else:
+        low, high = mean - half_width * std, mean + half_width * std
     (prep_status, race_status, index, factor, sample, examined, width_used, log_w_max, kl) = kernels.encode_one(
-        np.uint64(seed), _NO_KEY, True, _STREAM_ZERO, NORMAL_FAMILY, mean, std,
-        mean - _DEFAULT_HALF_WIDTH * std, mean + _DEFAULT_HALF_WIDTH * std, _DEFAULT_LOG_NORMALIZER,
-        NORMAL_FAMILY, 0.0, 1.0, NORMAL_FAMILY, 0.0, transform_scale, kernels.WIDTH_GAUSSIAN, 1,
-        _DEFAULT_HALF_WIDTH, hybrid, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
+        np.uint64(seed), _NO_KEY, True, _STREAM_ZERO, NORMAL_FAMILY, mean, std, low, high, log_normalizer,
+        NORMAL_FAMILY, prior_loc, prior_scale, NORMAL_FAMILY, prior_loc, transform_scale, kernels.WIDTH_GAUSSIAN, 1,
+        half_width, hybrid, DEFAULT_MAX_CANDIDATES, _LOG_DEFAULT_MAX_CANDIDATES,
     )
     if prep_status != kernels.PREP_OK or race_status != kernels.STATUS_OK or log_w_max > _LOG_DEFAULT_MAX_CANDIDATES:
         return None
     encoded = object.__new__(EncodedSample)
     encoded.__dict__.update(index=index, factor=factor, sample=sample, candidates=examined, width=width_used,
-                            tail_mass=DEFAULT_TAIL_MASS, kl_bits=kl / _LOG2,
+                            tail_mass=tail_mass, kl_bits=kl / _LOG2,
                             method="hybrid" if hybrid else "pfr", num_candidates=None, seed=seed)
     return encoded
 
@@ -384,14 +419,14 @@ def encode_sample(
     >>> z == enc.sample
     True
     """
-    if (type(target) is Normal and type(seed) is int and prior is None and width is None and transform is None
+    if (type(target) is Normal and type(seed) is int and width is None and transform is None
             and rng is None and num_threads is None and num_candidates is None and out is None
-            and tail_mass is DEFAULT_TAIL_MASS
             and max_candidates is DEFAULT_MAX_CANDIDATES and type(stream_offset) is int and stream_offset == 0
             and type(method) is str and (method == "hybrid" or method == "pfr") and not target.mean.shape
             and 0 <= seed <= MAX_SEED):
-        # The most common call (a scalar Normal target, every option at its default): one kernel call.
-        encoded = _encode_default_normal(target, seed, method == "hybrid")
+        # The most common call (a scalar Normal target, a scalar Normal prior, the other options at their
+        # defaults): one kernel call.
+        encoded = _encode_plain_normal(target, seed, method == "hybrid", prior, tail_mass)
         if encoded is not None:
             return encoded
     if out is not None and (isinstance(target, GeneralTarget) or isinstance(method, str) and method in _TREE_METHODS):
@@ -471,9 +506,11 @@ def encode_sample(
     threads = _Threads(num_threads)
     log_max_candidates = math.log(max_candidates)
 
+    encoder = _batch_encoder(mode, dims)
+
     def run(begin, end):
-        # One pass per element: parameters, bound, KL and the race (kernels.encode_fused).
-        threads.kernel("encode_fused", end - begin)(
+        # One pass per element: parameters, bound, KL and the selection (kernels.encode_fused and its siblings).
+        threads.kernel(encoder, end - begin)(
             begin, end, seed_u64, key, stream_offset, inputs.columns, inputs.steps, inputs.width_mode,
             inputs.half_width, hybrid, mode, 0 if num_candidates is None else num_candidates, max_candidates,
             log_max_candidates, index, factor, sample, examined, widths, kl_bits, counts, status,

@@ -25,10 +25,14 @@ transform for hybrid coding, the prior itself for the prior-proposal methods.
 
 Inlining: helpers of the candidate loop and of decoding (the inverse CDF, the
 log weight, the dither) are inlined by numba (``inline="always"``); the
-once-per-element preparation (``_prepare_row`` and what it calls, the batch
-blocks) are ordinary compiled functions that numba types and compiles once and
-every kernel links.  Inlining those too measured within 5% of the throughput
-but doubled the first-run compilation of the batch encoder.
+once-per-element preparation (``_prepare_element``, ``_prepare_row`` and what
+they call), the searches (the races, ORC/MRC) and the winner's write-out are
+ordinary compiled functions that numba types and compiles once and every
+kernel links.  Inlining the preparation too
+measured within 5% of the throughput but doubled the first-run compilation of
+the batch encoder.  The batch encoders' block and element functions take their
+search as an argument and are inlined into each entry point (see
+:func:`encode_fused`).
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ __all__ = [
     "select_one",
     "encode_fused",
     "encode_fused_serial",
+    "encode_fused_product",
+    "encode_fused_product_serial",
+    "encode_fused_fixed_count",
+    "encode_fused_fixed_count_serial",
     "encode_one",
     "encode_one_fixed_count",
     "decode_batch_serial",
@@ -236,8 +244,11 @@ def _row_state(row, hybrid):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates):
-    """ORC (sorted arrivals, stopping rule) or MRC (i.i.d. arrivals) over a fixed count (:ref:`race-baselines`)."""
+def _fixed_count(shared, private, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
+    """ORC (sorted arrivals, stopping rule) or MRC (i.i.d. arrivals) over ``num_candidates`` (:ref:`race-baselines`).
+
+    A search of :func:`_select` (``max_candidates`` unused: the count is fixed).
+    """
     best = np.inf
     best_n = 0
     arrival = 0.0
@@ -268,6 +279,36 @@ def _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates
     return best_n, examined, STATUS_OK
 
 
+# The searches of :func:`_select`: (shared, private, params, hybrid, log_w_max, mode, num_candidates,
+# max_candidates) -> (index, examined, status), each compiled once and linked into the entry points
+# that use it, so a first hybrid batch of scalar targets compiles neither ORC/MRC nor the
+# d-dimensional race.  The functions that take a search as an argument (_select, _encode_element,
+# _encode_block) are inlined into each entry point, which names its search: a function passed
+# across a compiled call becomes a run-time pointer, and numba cannot cache machine code holding one.
+@numba.njit(cache=True, error_model="numpy")
+def _race_row(shared, private, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
+    """The race of a 1-D target, its parameters unpacked (:func:`_row_log_weight`)."""
+    return race(_row_log_weight, _row_state(params[0], hybrid), shared, private, log_w_max, max_candidates)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _race_packed(shared, private, params, hybrid, log_w_max, mode, num_candidates, max_candidates):
+    """The race of a d-dimensional target (:func:`_packed_log_weight`)."""
+    return race(_packed_log_weight, (params, hybrid), shared, private, log_w_max, max_candidates)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _select(search, seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates, factor_out,
+            sample_out):
+    """:func:`select_one` by the search ``search`` (:func:`_race_row`, :func:`_race_packed` or :func:`_fixed_count`)."""
+    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
+    private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
+    n, examined, status = search(shared, private, params, hybrid, log_w_max, mode, num_candidates, max_candidates)
+    if status == STATUS_OK:
+        _write_winner(shared, n, params, hybrid, factor_out, sample_out)
+    return n, examined, status
+
+
 @numba.njit(cache=True, error_model="numpy")
 def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidates, max_candidates, factor_out,
                sample_out):
@@ -275,24 +316,21 @@ def select_one(seed, key, stream, params, hybrid, log_w_max, mode, num_candidate
 
     On success the winner's factor and sample of each dimension are written
     to ``factor_out`` and ``sample_out`` (length d): exactly what
-    :func:`decode_batch` computes from the index.
+    :func:`decode_batch` computes from the index.  The search follows
+    ``mode`` and d, as the batch encoders' choice between :func:`encode_fused`,
+    :func:`encode_fused_product` and :func:`encode_fused_fixed_count` does.
     """
-    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
-    private = _stream_prefix(DOMAIN_PRIVATE, key, stream)
     if mode == RACE and params.shape[0] == 1:
-        n, examined, status = race(_row_log_weight, _row_state(params[0], hybrid), shared, private, log_w_max,
-                                   max_candidates)
-    elif mode == RACE:
-        n, examined, status = race(_packed_log_weight, (params, hybrid), shared, private, log_w_max,
-                                   max_candidates)
-    else:
-        n, examined, status = _importance(shared, private, params, hybrid, log_w_max, mode, num_candidates)
-    if status == STATUS_OK:
-        _write_winner(shared, n, params, hybrid, factor_out, sample_out)
-    return n, examined, status
+        return _select(_race_row, seed, key, stream, params, hybrid, log_w_max, mode, num_candidates,
+                       max_candidates, factor_out, sample_out)
+    if mode == RACE:
+        return _select(_race_packed, seed, key, stream, params, hybrid, log_w_max, mode, num_candidates,
+                       max_candidates, factor_out, sample_out)
+    return _select(_fixed_count, seed, key, stream, params, hybrid, log_w_max, mode, num_candidates,
+                   max_candidates, factor_out, sample_out)
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _write_winner(shared, n, params, hybrid, factor_out, sample_out):
     """Candidate ``n``'s factor and sample in each dimension: exactly what :func:`decode_batch` computes."""
     for j in range(params.shape[0]):
@@ -578,7 +616,7 @@ def _column(columns, steps, c, i, j):
     return columns[c][i * steps[c, 0] + j * steps[c, 1]]
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, memo):
     """Race parameters of element ``i`` into ``params`` (d, NUM_FIELDS); returns (bound, kl, status).
 
@@ -646,10 +684,10 @@ _LOG2 = math.log(2.0)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _encode_element(i, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
+def _encode_element(search, i, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
                     num_candidates, max_candidates, log_max_candidates, params, memo, index_out, factor_out,
                     sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out):
-    """Prepare and encode element ``i`` (stream ``stream_offset + i``); write its outputs."""
+    """Prepare and encode element ``i`` (stream ``stream_offset + i``) by ``search``; write its outputs."""
     bound, kl, problem = _prepare_element(i, columns, steps, width_mode, half_width, hybrid, params, memo)
     dims = params.shape[0]
     for j in range(dims):
@@ -670,36 +708,41 @@ def _encode_element(i, seed, key, stream_offset, columns, steps, width_mode, hal
         else:
             count = np.int64(min(np.exp2(np.ceil(kl_bits + 4.0)), np.float64(max_candidates)))
         counts_out[i] = count  # ORC/MRC only: the race passes an empty array
-    n, examined, status = select_one(seed, key, stream_offset + np.uint64(i), params, hybrid, bound, mode,
-                                     count, max_candidates, factor_out[i], sample_out[i])
+    n, examined, status = _select(search, seed, key, stream_offset + np.uint64(i), params, hybrid, bound, mode,
+                                  count, max_candidates, factor_out[i], sample_out[i])
     index_out[i] = n
     examined_out[i] = examined
     status_out[i] = status
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _encode_block(block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid,
-                  mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
-                  examined_out, width_out, kl_bits_out, counts_out, status_out):
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _encode_block(search, block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width,
+                  hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out,
+                  sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out):
     dims = width_out.shape[1]
     params = np.empty((dims, NUM_FIELDS))
     memo = new_memo()
     first = begin + block * _BLOCK
     for i in range(first, min(end, first + _BLOCK)):
-        _encode_element(i, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
+        _encode_element(search, i, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
                         num_candidates, max_candidates, log_max_candidates, params, memo, index_out, factor_out,
                         sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
-# The batch loops exist twice, threaded and serial (waking the thread pool
-# costs more than a small batch).  They must be distinct Python functions:
-# numba's on-disk cache is keyed by the function, so two dispatchers of one
-# function would load each other's machine code.
+# The batch encoders: one block function (_encode_block), inlined with its search
+# into six entry points that only loop over blocks:
+# the 1-D race (encode_fused), the d-dimensional race (encode_fused_product) and
+# ORC/MRC (encode_fused_fixed_count), each threaded and serial (waking the thread
+# pool costs more than a small batch).  The Python layer picks one by the method and
+# d, so a first batch compiles only its own search.  They must be distinct Python
+# functions without function arguments: numba's on-disk cache is keyed by the
+# function, so two dispatchers of one function would load each other's machine code,
+# and a function passed from Python is typed by its identity, which no cache can key.
 @numba.njit(cache=True, error_model="numpy", parallel=True)
 def encode_fused(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
                  num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
                  examined_out, width_out, kl_bits_out, counts_out, status_out):
-    """Prepare and encode elements ``begin:end`` of a batch in one pass.
+    """Prepare and encode elements ``begin:end`` of a batch of 1-D targets by the race, in one pass.
 
     Element ``i`` uses stream ``stream_offset + i`` (uint64), so a batch
     encoded in parts with matching offsets equals one call.
@@ -707,12 +750,13 @@ def encode_fused(begin, end, seed, key, stream_offset, columns, steps, width_mod
     Outputs are indexed by the element (shape (B,) or (B, d)) and written in
     place: index, factor, sample, candidates examined, width, KL in bits,
     the ORC/MRC candidate count and a status (``STATUS_*``, or
-    ``STATUS_PREP + PREP_*``).  ``num_candidates <= 0`` gives ORC/MRC
-    ``2**ceil(KL_bits + 4)`` candidates, capped at ``max_candidates``; the race
-    is skipped where its bound exceeds ``log_max_candidates``.
+    ``STATUS_PREP + PREP_*``).  The race is skipped where its bound exceeds
+    ``log_max_candidates``.  :func:`encode_fused_product` (d > 1) and
+    :func:`encode_fused_fixed_count` (ORC/MRC) take the same arguments.
     """
     for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
-        _encode_block(np.int64(block), begin, end, seed, key, stream_offset, columns, steps, width_mode,
+        # np.int64: prange's index is unsigned, the serial loop's signed; one type, one compiled block.
+        _encode_block(_race_row, np.int64(block), begin, end, seed, key, stream_offset, columns, steps, width_mode,
                       half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out,
                       factor_out, sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
@@ -723,9 +767,58 @@ def encode_fused_serial(begin, end, seed, key, stream_offset, columns, steps, wi
                         examined_out, width_out, kl_bits_out, counts_out, status_out):
     """:func:`encode_fused` on the calling thread."""
     for block in range((end - begin + _BLOCK - 1) // _BLOCK):
-        _encode_block(block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width,
+        _encode_block(_race_row, block, begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width,
                       hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out,
                       sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def encode_fused_product(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid, mode,
+                         num_candidates, max_candidates, log_max_candidates, index_out, factor_out, sample_out,
+                         examined_out, width_out, kl_bits_out, counts_out, status_out):
+    """:func:`encode_fused` for targets of d > 1 dimensions (products): the race over the packed rows."""
+    for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
+        _encode_block(_race_packed, np.int64(block), begin, end, seed, key, stream_offset, columns, steps,
+                      width_mode, half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates,
+                      index_out, factor_out, sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def encode_fused_product_serial(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid,
+                                mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out,
+                                sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out):
+    """:func:`encode_fused_product` on the calling thread."""
+    for block in range((end - begin + _BLOCK - 1) // _BLOCK):
+        _encode_block(_race_packed, block, begin, end, seed, key, stream_offset, columns, steps, width_mode,
+                      half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out,
+                      factor_out, sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def encode_fused_fixed_count(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width, hybrid,
+                             mode, num_candidates, max_candidates, log_max_candidates, index_out, factor_out,
+                             sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out):
+    """:func:`encode_fused` for ORC and MRC (``mode``), any d.
+
+    ``num_candidates <= 0`` gives each element ``2**ceil(KL_bits + 4)``
+    candidates, capped at ``max_candidates``.
+    """
+    for block in numba.prange((end - begin + _BLOCK - 1) // _BLOCK):
+        _encode_block(_fixed_count, np.int64(block), begin, end, seed, key, stream_offset, columns, steps,
+                      width_mode, half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates,
+                      index_out, factor_out, sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def encode_fused_fixed_count_serial(begin, end, seed, key, stream_offset, columns, steps, width_mode, half_width,
+                                    hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out,
+                                    factor_out, sample_out, examined_out, width_out, kl_bits_out, counts_out,
+                                    status_out):
+    """:func:`encode_fused_fixed_count` on the calling thread."""
+    for block in range((end - begin + _BLOCK - 1) // _BLOCK):
+        _encode_block(_fixed_count, block, begin, end, seed, key, stream_offset, columns, steps, width_mode,
+                      half_width, hybrid, mode, num_candidates, max_candidates, log_max_candidates, index_out,
+                      factor_out, sample_out, examined_out, width_out, kl_bits_out, counts_out, status_out)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -763,13 +856,10 @@ def encode_one(seed, key, derive_key, stream, family, loc, scale, low, high, log
         transform_family, transform_loc, transform_scale, width_mode, width_given, half_width, hybrid)
     if prep_status != PREP_OK or bound > log_max_candidates:
         return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
-    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
-    n, examined, status = race(_row_log_weight, _row_state(params[0], hybrid), shared,
-                               _stream_prefix(DOMAIN_PRIVATE, key, stream), bound, max_candidates)
     factor = np.zeros(1, dtype=np.int64)
     sample = np.full(1, np.nan)
-    if status == STATUS_OK:
-        _write_winner(shared, n, params, hybrid, factor, sample)
+    n, examined, status = _select(_race_row, seed, key, stream, params, hybrid, bound, RACE, 0, max_candidates,
+                                  factor, sample)
     return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl
 
 
@@ -788,11 +878,8 @@ def encode_one_fixed_count(seed, key, derive_key, stream, family, loc, scale, lo
         return prep_status, STATUS_OK, 0, 0, np.nan, 0, width, bound, kl
     if num_candidates <= 0:
         num_candidates = np.int64(min(np.exp2(np.ceil(kl / _LOG2 + 4.0)), np.float64(max_candidates)))
-    shared = _stream_prefix(DOMAIN_SHARED, seed, stream)
-    n, examined, status = _importance(shared, _stream_prefix(DOMAIN_PRIVATE, key, stream), params, hybrid, bound,
-                                      mode, num_candidates)
     factor = np.zeros(1, dtype=np.int64)
     sample = np.full(1, np.nan)
-    if status == STATUS_OK:
-        _write_winner(shared, n, params, hybrid, factor, sample)
+    n, examined, status = _select(_fixed_count, seed, key, stream, params, hybrid, bound, mode, num_candidates,
+                                  max_candidates, factor, sample)
     return prep_status, status, n, factor[0], sample[0], examined, width, bound, kl

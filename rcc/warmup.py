@@ -83,9 +83,10 @@ def warm_up():
             enc = rcc.encode_sample(target, seed=3, method=method)
             rcc.decode_sample(enc.index, enc.factor, seed=3, width=enc.width, method=method)
         target.logpdf(0.1)
-    batch = general.Laplace(np.linspace(-0.5, 0.5, general._SERIAL_BELOW), 0.1)  # the threaded kernel
-    enc = rcc.encode_sample(batch, seed=3)
-    rcc.decode_sample(enc.index, enc.factor, seed=3, width=enc.width)
+    for count in (4, general._SERIAL_BELOW):  # the serial and the threaded kernel
+        batch = general.Laplace(np.linspace(-0.5, 0.5, count), 0.1)
+        enc = rcc.encode_sample(batch, seed=3)
+        rcc.decode_sample(enc.index, enc.factor, seed=3, width=enc.width)
 
 
 def main(argv=None):

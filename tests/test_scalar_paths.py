@@ -79,6 +79,19 @@ ENCODE_CASES = [
     (rcc.Normal(0.1, 1e-9), {"method": "pfr"}),
     (rcc.Normal(60.0, 0.1), {}),
     (rcc.Normal(0.0, 50.0), {}),
+    # a scalar Normal prior and a float tail mass, explicit (the one-kernel-call path too)
+    (NEAR, {"prior": rcc.Normal(0.0, 1.0)}),
+    (NEAR, {"prior": None, "tail_mass": rcc.DEFAULT_TAIL_MASS}),
+    (NEAR, {"prior": rcc.Normal(0.0, 1.0), "tail_mass": float(rcc.DEFAULT_TAIL_MASS), "method": "pfr"}),
+    (NEAR, {"prior": rcc.Normal(-0.4, 0.7), "tail_mass": 1e-4}),
+    (rcc.Normal(0.7, 0.2), {"prior": rcc.Normal(0.5, 3.0), "tail_mass": 0.25, "method": "pfr"}),
+    (NEAR, {"tail_mass": -0.0}),
+    (NEAR, {"tail_mass": 0.0}),
+    (NEAR, {"tail_mass": np.float64(1e-3)}),
+    (NEAR, {"prior": rcc.Normal(0.0, 1e308)}),
+    (rcc.Normal(0.0, 1e-300), {"prior": rcc.Normal(0.0, 1e300), "method": "pfr"}),
+    (NEAR, {"tail_mass": float("nan")}),
+    (NEAR, {"tail_mass": -1e-3}),
 ]
 
 
@@ -90,12 +103,13 @@ def _without_scalar_path(monkeypatch, names, function, *args, **kwargs):
         return _outcome(function, *args, **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")  # prior std 1e308
 @pytest.mark.parametrize("target, kwargs", ENCODE_CASES)
 def test_scalar_encode_equals_a_batch_of_one(target, kwargs, monkeypatch):
     kwargs = {"seed": 11, **kwargs}
     single = _outcome(rcc.encode_sample, target, **kwargs)
     # The same arguments through the batch path: the same result or the same error, word for word.
-    reference = _without_scalar_path(monkeypatch, "_encode_scalar _encode_default_normal", rcc.encode_sample,
+    reference = _without_scalar_path(monkeypatch, "_encode_scalar _encode_plain_normal", rcc.encode_sample,
                                      target, **kwargs)
     assert single == reference
     batch = _outcome(rcc.encode_sample, _as_batch_of_one(target), **kwargs)
@@ -113,6 +127,20 @@ def test_scalar_encode_equals_a_batch_of_one(target, kwargs, monkeypatch):
     assert single == rcc.EncodedSample(**{f.name: getattr(single, f.name) for f in dataclasses.fields(single)})
     with pytest.raises(dataclasses.FrozenInstanceError):
         single.index = 2
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"prior": rcc.Normal(0.0, 1.0)}, {"tail_mass": rcc.DEFAULT_TAIL_MASS}, {"tail_mass": 1e-4},
+    {"prior": rcc.Normal(0.2, 2.0), "tail_mass": 1e-3, "method": "pfr"}, {"prior": None, "method": "hybrid"},
+])
+def test_an_explicit_scalar_normal_prior_or_float_tail_mass_takes_the_one_call_path(kwargs, monkeypatch):
+    def checked_path(*args, **kw):
+        raise AssertionError("took the checked scalar path")
+
+    monkeypatch.setattr(rcc.coding, "_encode_scalar", checked_path)
+    # Twice: the second call reuses the cached half-width of a non-default tail mass.
+    for _ in range(2):
+        assert rcc.encode_sample(NEAR, seed=4, **kwargs).index >= 1
 
 
 DECODE_CASES = [

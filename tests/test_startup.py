@@ -70,7 +70,8 @@ def test_other_packages_compilations_are_not_announced():
 # in a process that compiled them, not in one that loaded its callers from the
 # cache, and tests of the kernels call some of those directly with other types.)
 ENTRY_POINTS = {f"rcc.kernels.{name}" for name in (
-    "encode_one", "encode_one_fixed_count", "encode_fused", "encode_fused_serial", "decode_one", "decode_batch",
+    "encode_one", "encode_one_fixed_count", "encode_fused", "encode_fused_serial", "encode_fused_product",
+    "encode_fused_product_serial", "encode_fused_fixed_count", "encode_fused_fixed_count_serial", "decode_one", "decode_batch",
     "decode_batch_serial",
     "prepare_batch", "prepare_batch_serial")} | {"rcc.axis_kernels.gaussian_width_array"} | {
     "rcc.general._encode_general_batch", "rcc.general._encode_general_batch_serial", "rcc.general._encode_general_one",
@@ -91,3 +92,13 @@ def test_warm_up_leaves_every_kernel_the_api_calls_with_one_signature():
     counts = warmup.specialisations()
     assert ENTRY_POINTS <= set(counts)
     assert {name: counts[name] for name in ENTRY_POINTS if counts[name] != 1} == {}
+
+
+def test_no_kernel_the_api_calls_holds_a_run_time_address():
+    # Machine code holding a Python object's address (a function passed across a compiled call)
+    # cannot be cached on disk: numba would recompile that kernel in every process.
+    warmup.warm_up()
+    holding = [f"{module}.{name}" for module, name, dispatcher in warmup._dispatchers()
+               if f"{module}.{name}" in ENTRY_POINTS
+               and any(overload.library.has_dynamic_globals for overload in dispatcher.overloads.values())]
+    assert holding == []

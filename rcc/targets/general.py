@@ -509,8 +509,16 @@ class GeneralTarget:
         self._params_flat = None
         self._tables: dict[int, tuple] = {}  # per element: its quadrature table (the target is immutable)
         self._per_prior_values: dict[tuple, Any] = {}
-        # Normalise now: this also checks that logpdf is finite somewhere on the support.
-        self.log_normalizer, _ = self._quadrature(Normal(0.0, 1.0))
+        known = self._closed_form_log_normalizer()
+        if known is None:
+            # Normalise now: this also checks that logpdf is finite somewhere on the support.
+            self.log_normalizer, _ = self._quadrature(Normal(0.0, 1.0))
+        else:
+            self.log_normalizer = known
+
+    def _closed_form_log_normalizer(self):
+        """``log Z`` per element where a subclass knows it exactly (its logpdf is finite on the support), else None."""
+        return None
 
     # ----------------------------------------------------------------- structure
 

@@ -58,6 +58,10 @@ class Laplace(GeneralTarget):
         super().__init__(_laplace_logpdf, loc - half, loc + half, np.stack([loc, scale, log_norm], axis=-1),
                          mode=loc, lipschitz=1.0 / scale, tail_mass=np.full(loc.shape, eps), name="Laplace")
 
+    def _closed_form_log_normalizer(self):
+        # params carry -log(2 scale (1 - tail_mass)), the exact log mass of exp(-|z - loc| / scale) on the support.
+        return np.zeros(self.batch_shape)
+
     def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF of the truncated Laplace."""
         x = np.clip(_real_array(x, "x"), self.low, self.high)
@@ -119,6 +123,10 @@ class GaussianMixture(GeneralTarget):
                          tail_mass=1.0 - mass,
                          name="GaussianMixture")
 
+    def _closed_form_log_normalizer(self):
+        # params carry -log(sqrt(2 pi) mass), mass the mixture's probability of [low, high] (ndtr, closed form).
+        return np.zeros(self.batch_shape)
+
     def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF of the truncated mixture."""
         x = np.clip(_real_array(x, "x"), self.low, self.high)
@@ -166,6 +174,10 @@ class ScaledBeta(GeneralTarget):
         self.a, self.b = a, b
         super().__init__(_beta_logpdf, low, high, np.stack([a, b, low, high, log_norm], axis=-1),
                          mode=low + (high - low) * mode_t, log_concavity=log_concavity, name="ScaledBeta")
+
+    def _closed_form_log_normalizer(self):
+        # params carry -log B(a, b) - log(high - low), the Beta density's exact normaliser on [low, high].
+        return np.zeros(self.batch_shape)
 
     def cdf(self, x: ArrayLike) -> Any:
         """Closed-form CDF (regularised incomplete beta function)."""
