@@ -268,9 +268,9 @@ class ZipfIndexCode(IndexCode):
     def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            # The C library's exp2 and log2 per element: both coder sides build their tables
+            # The C library's pow and log2 per element: both coder sides build their tables
             # from this, and numpy's vectorised ones round differently on different CPUs.
-            pmf = _libm(lambda v: math.exp2(-self.exponent * math.log2(v) - self._log2_zeta), np.maximum(n, 1.0))
+            pmf = _libm(lambda v: 2.0 ** (-self.exponent * math.log2(v) - self._log2_zeta), np.maximum(n, 1.0))
             return np.where(n >= 1.0, pmf, 0.0)
 
     def bits(self, n: ArrayLike) -> np.ndarray | float:
