@@ -42,6 +42,7 @@ from .coding import (DEFAULT_MAX_CANDIDATES, DEFAULT_TAIL_MASS, EncodedSample, _
 from .entropy import (_DECODE_ERRORS, _FACTORS_PER_BYTE, _FREE_FACTORS, ConditionedIndexCode, FactorCode, IndexCode,
                       ZipfIndexCode, _bytes_to_words, _constriction, _parse_header, _read_varint, _varint,
                       _words_to_bytes, decode_messages, encode_messages)
+from .entropy._checks import _libm
 from .targets import Normal, Uniform
 
 __all__ = ["CONTAINER_VERSION", "compress", "decompress"]
@@ -73,7 +74,7 @@ def _default_index_kl(enc):
         return 0.0
     if enc.method == "hybrid":
         width = np.asarray(enc.width, dtype=np.float64).reshape(kl.size, -1)
-        kl = kl - np.log2(width).sum(axis=1)
+        kl = kl - _libm(math.log2, width).sum(axis=1)  # the C library's log2: the same D on every CPU
     value = float(np.mean(np.maximum(kl, 0.0)))
     return min(value, float(_MAX_KL_BITS)) if math.isfinite(value) else 0.0
 

@@ -22,6 +22,25 @@ _LN2 = math.log(2.0)
 _INT64_MAX = 2**63 - 1
 
 
+def _libm(function, x):
+    """``function`` (a scalar ``math`` function) applied to each element of ``x``, as float64.
+
+    Quantities that an encoder and a decoder both compute must not depend on the CPU:
+    numpy's (and torch's) vectorised ``exp``/``log``/``log2``/``expm1``/``power`` take
+    SIMD paths chosen at run time (AVX2, AVX-512) that round differently in the last
+    bit, whereas the C library's double functions that :mod:`math` calls give the same
+    result on every CPU.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    flat = [function(v) for v in arr.reshape(-1).tolist()]
+    return np.array(flat, dtype=np.float64).reshape(arr.shape)
+
+
+def _log2(value):
+    """``math.log2`` with ``log2(0) = -inf`` (as numpy has it), for :func:`_libm`."""
+    return math.log2(value) if value > 0.0 else -math.inf
+
+
 def _check_int(value, name, minimum):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._checks import _check_real, _int_array
+from ._checks import _check_real, _int_array, _libm
 from .index_codes import _CODE_TYPES, CODE_FORMAT_VERSION, IndexCode, _bit_length, _check_head_bits
 
 __all__ = [
@@ -92,13 +92,14 @@ class BucketIndexCode(IndexCode):
         top = int(buckets.max())
         weights = counts + pseudo_count
         above = np.arange(63) > top
-        weights[above] = pseudo_count * tail_ratio ** (np.arange(63)[above] - top)
+        # The C library's pow per bucket (numpy's vectorised power rounds differently on different CPUs).
+        weights[above] = pseudo_count * _libm(lambda e: tail_ratio ** e, np.arange(63)[above] - top)
         return cls(weights, head_bits=head_bits)
 
     def sf(self, n: ArrayLike) -> np.ndarray:
         n = np.floor(np.asarray(n, dtype=np.float64))
         safe = np.clip(n, 1.0, 2.0**63 - 1.0)
-        bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
+        bucket = np.clip(np.frexp(safe)[1] - 1, 0, 62).astype(np.int64)  # floor(log2), exactly
         start = np.exp2(bucket.astype(np.float64))
         bucket = np.where(start > safe, bucket - 1, bucket)
         start = np.exp2(bucket.astype(np.float64))
@@ -109,7 +110,7 @@ class BucketIndexCode(IndexCode):
     def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         safe = np.clip(n, 1.0, 2.0**63 - 1.0)
-        bucket = np.clip(np.floor(np.log2(safe)), 0, 62).astype(np.int64)
+        bucket = np.clip(np.frexp(safe)[1] - 1, 0, 62).astype(np.int64)  # floor(log2), exactly
         bucket = np.where(np.exp2(bucket.astype(np.float64)) > safe, bucket - 1, bucket)
         mass = self.bucket_probabilities[bucket] * np.exp2(-bucket.astype(np.float64))
         return np.where(n >= 1.0, mass, 0.0)

@@ -36,7 +36,7 @@ from .. import kernels
 from ..coding import coding_transform
 from ..random import shared_uniform
 from ..targets import Normal, NORMAL_FAMILY, TruncatedNormal, Uniform, UNIFORM_FAMILY
-from ._checks import _load_code, _to_factor_shape
+from ._checks import _libm, _load_code, _log2, _to_factor_shape
 from .streams import _constriction, _decode_uniform, _encode_uniform
 
 __all__ = [
@@ -155,14 +155,14 @@ class MarginalFactorCode(FactorCode):
     def __repr__(self):
         return f"MarginalFactorCode(marginal={self.marginal!r}, prior={self.prior!r}, transform={self.transform!r})"
 
-    def _log2_probs(self, lowest, dither, width):
-        """``log2 P(K = lowest + t | u)`` for ``t = 0 .. M-1``, rows of one width ``M <= exact_max_width``."""
+    def _probs(self, lowest, dither, width):
+        """``P(K = lowest + t | u)`` for ``t = 0 .. M-1``, rows of one width ``M <= exact_max_width``."""
         out = np.empty((lowest.size, width), dtype=np.float64)
         family, loc, scale, low, high = self._marginal_args
         kernels.factor_table_exact(np.ascontiguousarray(lowest, dtype=np.int64),
                                    np.ascontiguousarray(dither, dtype=np.float64), width, family, loc, scale,
                                    low, high, *self._transform_args, out)
-        return np.log2(out)
+        return out
 
     def block_table(self, width: int) -> Any:
         """``(block length L, block probabilities)`` of the code for widths above ``exact_max_width``.
@@ -324,15 +324,15 @@ class TabulatedFactorCode(FactorCode):
     def __repr__(self):
         return f"TabulatedFactorCode(contexts={self.num_contexts}, widths={self.widths.tolist()})"
 
-    def _log2_probs_table(self, context, lowest, dither):
-        """``log2 P(K = lowest + t | u)``, ``t = 0 .. M-1``, for rows of one context."""
+    def _probs_table(self, context, lowest, dither):
+        """``P(K = lowest + t | u)``, ``t = 0 .. M-1``, for rows of one context."""
         table = self.tables[context]
         width = int(self.widths[context])
         cell = width / table.size
         centres = (np.arange(table.size, dtype=np.float64) + 0.5) * cell
         position = lowest[:, None] + np.arange(width, dtype=np.float64)[None, :] + dither[:, None]
         density = np.interp(position, centres, table)
-        return np.log2(density / density.sum(axis=1, keepdims=True))
+        return density / density.sum(axis=1, keepdims=True)
 
     def _check_contexts(self, context, width):
         """Every coded factor's context exists and its table has the factor's width."""
@@ -411,21 +411,26 @@ def _context_groups(context, width):
         yield int(value), np.flatnonzero(coded & (context == value))
 
 
-def _factor_log2_probs(factor_code, width, lowest, dither, context=None):
-    """``(rows, log2 P(K = lowest + t | u))`` for the factors coded with a per-row table: those
+def _factor_probs(factor_code, width, lowest, dither, context=None):
+    """``(rows, P(K = lowest + t | u))`` for the factors coded with a per-row table: those
     of a :class:`MarginalFactorCode` of width ``1 < M <= exact_max_width`` (grouped by width) or
     of a :class:`TabulatedFactorCode` (grouped by context), in parts small enough for one
-    probability table each."""
+    probability table each.
+
+    Both coder sides hand these tables to the range coder as they are: they come from
+    IEEE arithmetic (and the C library's double functions in the kernels) only, never
+    from numpy's vectorised transcendentals, whose rounding depends on the CPU.
+    """
     if isinstance(factor_code, TabulatedFactorCode):
         for c, rows in _context_groups(context, width):
             for part in _row_chunks(rows, int(factor_code.widths[c])):
-                yield part, factor_code._log2_probs_table(c, lowest[part], dither[part])
+                yield part, factor_code._probs_table(c, lowest[part], dither[part])
         return
     for value, rows in _width_groups(width):
         if value > factor_code.exact_max_width:
             break
         for part in _row_chunks(rows, value):
-            yield part, factor_code._log2_probs(lowest[part], dither[part], value)
+            yield part, factor_code._probs(lowest[part], dither[part], value)
 
 
 def _factor_blocks(factor_code, width):
@@ -450,8 +455,8 @@ def _encode_factors_given_dither(encoder, factor_code, factor, width, lowest, di
         _encode_uniform(encoder, offset, width)
         return
     cons = _constriction()
-    for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
-        encoder.encode(offset[part].astype(np.int32), cons.stream.model.Categorical(perfect=False), np.exp2(log2p))
+    for part, probs in _factor_probs(factor_code, width, lowest, dither, context):
+        encoder.encode(offset[part].astype(np.int32), cons.stream.model.Categorical(perfect=False), probs)
     for rows, value, length, probs in _factor_blocks(factor_code, width):
         block = offset[rows] // length
         encoder.encode(block.astype(np.int32), cons.stream.model.Categorical(probs, perfect=False))
@@ -463,8 +468,8 @@ def _decode_factors_given_dither(decoder, factor_code, width, lowest, dither, co
         return lowest + _decode_uniform(decoder, width)
     cons = _constriction()
     offset = np.zeros(width.size, dtype=np.int64)
-    for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
-        offset[part] = np.asarray(decoder.decode(cons.stream.model.Categorical(perfect=False), np.exp2(log2p)),
+    for part, probs in _factor_probs(factor_code, width, lowest, dither, context):
+        offset[part] = np.asarray(decoder.decode(cons.stream.model.Categorical(perfect=False), probs),
                                   dtype=np.int64)
     for rows, value, length, probs in _factor_blocks(factor_code, width):
         block = np.asarray(decoder.decode(cons.stream.model.Categorical(probs, perfect=False), rows.size),
@@ -479,11 +484,11 @@ def _factor_bits(factor_code, factor, width, lowest, dither, context=None):
         return np.log2(width.astype(np.float64))
     bits = np.zeros(factor.size)
     offset = factor - lowest
-    for part, log2p in _factor_log2_probs(factor_code, width, lowest, dither, context):
-        bits[part] = -log2p[np.arange(part.size), offset[part]]
+    for part, probs in _factor_probs(factor_code, width, lowest, dither, context):
+        bits[part] = -_libm(_log2, probs[np.arange(part.size), offset[part]])
     for rows, value, length, probs in _factor_blocks(factor_code, width):
         block = offset[rows] // length
-        bits[rows] = -np.log2(probs[block]) + np.log2(_block_sizes(block, value, length).astype(np.float64))
+        bits[rows] = -_libm(_log2, probs[block]) + _libm(_log2, _block_sizes(block, value, length))
     return bits
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
-from ._checks import _check_int, _check_real, _int_array, _load_code, _normalise
+from ._checks import _check_int, _check_real, _int_array, _libm, _load_code, _normalise
 from .streams import _constriction, _decode_bits, _encode_bits
 
 if TYPE_CHECKING:  # these codes are built on this module's, so they are imported for type checkers only:
@@ -268,7 +268,10 @@ class ZipfIndexCode(IndexCode):
     def pmf(self, n: ArrayLike) -> np.ndarray:
         n = np.asarray(n, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            return np.where(n >= 1.0, np.exp2(-self.exponent * np.log2(np.maximum(n, 1.0)) - self._log2_zeta), 0.0)
+            # The C library's pow and log2 per element: both coder sides build their tables
+            # from this, and numpy's vectorised ones round differently on different CPUs.
+            pmf = _libm(lambda v: 2.0 ** (-self.exponent * math.log2(v) - self._log2_zeta), np.maximum(n, 1.0))
+            return np.where(n >= 1.0, pmf, 0.0)
 
     def bits(self, n: ArrayLike) -> np.ndarray | float:
         arr = _int_array(n, "n", minimum=1)
@@ -428,7 +431,8 @@ class EmpiricalIndexCode(IndexCode):
         n0 = self.n0
         index = np.clip(n, 1.0, float(n0)).astype(np.int64) - 1
         with np.errstate(divide="ignore"):
-            tail = self._tail_mass * np.exp(-self.tail_exponent * np.log(np.maximum(n, 1.0))) / self._zeta_n0
+            power = _libm(lambda v: math.exp(-self.tail_exponent * math.log(v)), np.maximum(n, 1.0))
+            tail = self._tail_mass * power / self._zeta_n0
         return np.where(n < 1.0, 0.0, np.where(n <= n0, self._head_pmf[index], tail))
 
     def bits(self, n: ArrayLike) -> np.ndarray | float:
@@ -523,11 +527,11 @@ class _IndexTables:
         self.head_probs = _normalise(head)
         self.head_model = cons.stream.model.Categorical(self.head_probs, perfect=False)
         buckets = np.arange(h, _MAX_BUCKET + 1)
-        low = np.exp2(buckets.astype(np.float64))
+        low = np.ldexp(1.0, buckets)  # exact powers of two
         self.bucket_probs = _normalise(code.interval_probability(low, 2.0 * low))
         self.bucket_model = cons.stream.model.Categorical(self.bucket_probs, perfect=False)
         sub = np.arange(1 << _SUB_BITS, dtype=np.float64)
-        step = np.exp2((buckets - _SUB_BITS).astype(np.float64))[:, None]
+        step = np.ldexp(1.0, buckets - _SUB_BITS)[:, None]
         starts = low[:, None] + sub[None, :] * step
         self.sub_probs = _normalise(code.interval_probability(starts, starts + step))
 

@@ -14,6 +14,7 @@ import torch
 
 from ..coding import _hybrid_bounds
 from ..entropy import IndexCode
+from ..entropy._checks import _libm
 from ..targets import Normal
 from ._common import _LN2
 
@@ -105,7 +106,9 @@ def _fit_factor_tables(mean64, std64, widths, prior_scales):
             fitted = [np.maximum(table(_cell_mass_sum(mu[h], wide[h], edges), mu[h].size), 1e-300)
                       for h in halves]
             # Code length of each half's exact cell masses under the other half's table.
-            cost = -(exact[0] @ np.log2(fitted[1]) + exact[1] @ np.log2(fitted[0]))
+            # numpy's summation (not BLAS's dot, whose order follows the CPU's kernels) of the
+            # C library's log2 (not numpy's vectorised one, whose rounding follows the CPU).
+            cost = -(np.sum(exact[0] * _libm(math.log2, fitted[1])) + np.sum(exact[1] * _libm(math.log2, fitted[0])))
             if cost < best - 1e-9:
                 best, best_h = cost, bandwidth
         wide = np.sqrt(sd**2 + (best_h * spread) ** 2)
@@ -119,14 +122,15 @@ def _gaussian_kl_bits_torch(mean, log_scale):
 
 
 def _gaussian_kl_bits_np(mean, log_scale):
-    """float64 numpy version of :func:`_gaussian_kl_bits_torch`."""
-    return (0.5 * (np.expm1(2.0 * log_scale) + mean * mean) - log_scale) / _LN2
+    """float64 numpy version of :func:`_gaussian_kl_bits_torch` (the C library's expm1 per element:
+    calibration must not depend on the rounding of numpy's vectorised transcendentals)."""
+    return (0.5 * (_libm(math.expm1, 2.0 * log_scale) + mean * mean) - log_scale) / _LN2
 
 
 def _gaussian_kl_to_prior_bits_np(mean, log_scale, prior_scale):
     """``D_KL[N(mean, exp(log_scale)**2) || N(0, prior_scale**2)]`` in bits (float64)."""
-    variance_ratio = np.exp(2.0 * log_scale) / prior_scale**2
-    kl = np.log(prior_scale) - log_scale + 0.5 * (variance_ratio + mean * mean / prior_scale**2 - 1.0)
+    variance_ratio = _libm(math.exp, 2.0 * log_scale) / prior_scale**2
+    kl = _libm(math.log, prior_scale) - log_scale + 0.5 * (variance_ratio + mean * mean / prior_scale**2 - 1.0)
     return kl / _LN2
 
 
@@ -179,7 +183,7 @@ def _widths_and_coding_priors(mean64, std64, log_scale64, tail_mass, coverage, w
         reference = np.quantile(length, coverage, axis=0, method="higher")
         widths = np.clip(np.floor((1.0 - _FIT_MARGIN) / reference), 1, _MAX_WIDTH).astype(np.int64)
         kl_to_prior = _gaussian_kl_to_prior_bits_np(mean64, log_scale64, prior_scale).mean(axis=0)
-        return widths, np.maximum(kl_to_prior - np.log2(widths), 0.0)
+        return widths, np.maximum(kl_to_prior - _libm(math.log2, widths), 0.0)
 
     widths, index_kl = widths_and_index_kl(1.0)
     prior_scales = np.ones(d)
@@ -188,7 +192,7 @@ def _widths_and_coding_priors(mean64, std64, log_scale64, tail_mass, coverage, w
         # N(0, 1) only where it carries no factor and its index costs no more than the wide
         # transform's index and factor (the factor about log2 M - D[N(0, 1) || N(0, wide^2)]).
         divergence = (math.log(wide) + 0.5 / wide**2 - 0.5) / _LN2
-        wide_factor_bits = np.maximum(np.log2(wide_widths) - divergence, 0.0)
+        wide_factor_bits = np.maximum(_libm(math.log2, wide_widths) - divergence, 0.0)
         unit = (widths == 1) & (index_kl <= wide_index_kl + wide_factor_bits)
         widths = np.where(unit, widths, wide_widths)
         index_kl = np.where(unit, index_kl, wide_index_kl)

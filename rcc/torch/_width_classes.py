@@ -32,6 +32,7 @@ import numpy as np
 
 from ..coding import _hybrid_bounds
 from ..entropy import BucketIndexCode
+from ..entropy._checks import _libm
 from ..targets import Normal, Product
 from ._calibration import _PRIOR
 from ._common import _constriction
@@ -219,6 +220,18 @@ def decode_classes(decoder, block_widths, block_dims):
     return modes, shifts
 
 
+def _geomspace(lo, hi, num):
+    """``np.geomspace(lo, hi, num)`` with the C library's ``log10`` and ``pow``: both coder sides
+    derive the bucket codes from these points, and numpy's vectorised ``power`` rounds
+    differently on different CPUs."""
+    lo, hi = float(lo), float(hi)
+    points = _libm(lambda e: math.pow(10.0, e), np.linspace(math.log10(lo), math.log10(hi), num))
+    points[0] = lo
+    if num > 1:
+        points[-1] = hi
+    return points
+
+
 def _bucket_masses(code):
     """Mass of each ``log2`` bucket of the index under ``code``."""
     if isinstance(code, BucketIndexCode):
@@ -227,10 +240,8 @@ def _bucket_masses(code):
     for b in range(_BUCKETS):
         lo, hi = 2**b, 2 ** (b + 1) - 1
         # The top bucket ends at 2**63 - 1, which float64 rounds up to 2**63 (outside int64).
-        points = np.geomspace(lo, hi, num=min(64, hi - lo + 1))
-        points = np.unique(np.minimum(points, _LARGEST_FLOAT_INDEX).astype(np.int64))
-        with np.errstate(over="ignore"):
-            density = np.mean(2.0 ** -np.asarray(code.bits(points), dtype=np.float64))
+        points = np.unique(np.minimum(_geomspace(lo, hi, min(64, hi - lo + 1)), _LARGEST_FLOAT_INDEX).astype(np.int64))
+        density = np.mean(np.asarray(code.pmf(points.astype(np.float64)), dtype=np.float64))
         masses[b] = density * 2**b
     return masses
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..entropy import BucketIndexCode
+from ..entropy._checks import _libm
 from ..targets import Normal, Product
 from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
 from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _blocks_within_candidates
@@ -386,9 +387,15 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         d = self.num_latents
         mean64 = mean.detach().to(device="cpu", dtype=torch.float64).reshape(-1, d).numpy()
         log_scale64 = log_scale.detach().to(device="cpu", dtype=torch.float64).reshape(-1, d).numpy()
-        std64 = np.exp(log_scale64)
+        message = "log_scale must lie in about [-700, 700] (exp(log_scale) under/overflows float64)"
+        try:
+            # The C library's exp per element: both coder sides derive the standard deviations,
+            # and numpy's vectorised exp rounds differently on different CPUs.
+            std64 = _libm(math.exp, log_scale64)
+        except OverflowError:
+            raise ValueError(message) from None
         if std64.size and not (np.all(std64 > 0) and np.all(np.isfinite(std64))):
-            raise ValueError("log_scale must lie in about [-700, 700] (exp(log_scale) under/overflows float64)")
+            raise ValueError(message)
         return np.ascontiguousarray(mean64), np.ascontiguousarray(std64), log_scale64
 
     # -- training-time rate ----------------------------------------------------------

@@ -206,9 +206,12 @@ class UniformNoiseChannel(nn.Module):
         scale_t = self._initial_param(scale, "scale")
         if bool((scale_t <= 0).any()):
             raise ValueError("scale must be positive")
-        # The log in float64, rounded once to the parameter's dtype: torch's float32 log
-        # is not correctly rounded on every CPU, and the streams must not depend on it.
-        log_scale_t = torch.log(scale_t.to(torch.float64)).to(scale_t.dtype)
+        # The C library's double log per element, rounded once to the parameter's dtype:
+        # torch's float32 log is not correctly rounded on every CPU, its vectorised float64
+        # log rounds differently on different CPUs, and the streams must not depend on either.
+        log_scale64 = scale_t.to(torch.float64).reshape(-1).tolist()
+        log_scale_t = torch.tensor([math.log(v) for v in log_scale64],
+                                   dtype=torch.float64).reshape(scale_t.shape).to(scale_t.dtype)
         if learnable:
             self.loc = nn.Parameter(loc_t)
             self.log_scale = nn.Parameter(log_scale_t)
