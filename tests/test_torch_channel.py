@@ -425,3 +425,23 @@ def test_bad_constructor_arguments(kwargs, error):
     kwargs = {"latent_shape": LATENTS, **kwargs}
     with pytest.raises(error):
         RCCChannel(**kwargs)
+
+
+def test_coding_calls_keep_torch_thread_count():
+    """rcc's parallel kernels share torch's OpenMP runtime; a coding call must not leave torch on
+    more threads than the caller set (without the restore, one compress switched a 1-thread torch
+    to every core of the machine)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(3)
+        channel = RCCChannel(4)
+        channel.calibrate(torch.randn(300, 4, generator=g), torch.full((300, 4), -2.0))
+        assert torch.get_num_threads() == 1
+        mean, log_scale = torch.randn(50_000, 4, generator=g), torch.full((50_000, 4), -2.0)
+        data, _ = channel.compress(mean, log_scale, seed=5)
+        assert torch.get_num_threads() == 1
+        channel.decompress(data, seed=5, shape=mean.shape)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

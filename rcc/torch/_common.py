@@ -131,3 +131,24 @@ def _constriction():
     import constriction
 
     return constriction
+
+
+def _keeps_torch_threads(method):
+    """Run ``method`` and then restore torch's intra-op thread count.
+
+    rcc's parallel numba kernels run on the OpenMP runtime torch loaded, and launching them
+    sets that runtime's thread count, which is also torch's: after one coding call a model
+    that trains with ``torch.set_num_threads(1)`` would run its ops on every core.
+    """
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+    return wrapper

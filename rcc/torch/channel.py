@@ -15,7 +15,7 @@ from torch import nn
 from ..entropy import BucketIndexCode
 from ..entropy._checks import _libm
 from ..targets import Normal, Product
-from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor
+from ._common import _DTYPE_CODES, _LN2, _check_positive_real, _check_seed, _check_shape, _check_tensor, _keeps_torch_threads
 from ._calibration import _PRIOR, _widths_and_coding_priors, _balanced_blocks, _blocks_within_candidates
 from ._calibration import _dimension_log2_candidates, _code_from_buffer, _code_to_buffer, _factor_table_lengths, _fit_factor_tables, _gaussian_kl_bits_np, _gaussian_kl_bits_torch, _gaussian_kl_to_prior_bits_np
 from ._fallback import _FallbackCoding
@@ -464,6 +464,7 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
 
     # -- calibration ---------------------------------------------------------------------
 
+    @_keeps_torch_threads
     def calibrate(self, mean: torch.Tensor, log_scale: torch.Tensor, *, seed: int = 0,
                   progress: bool = False) -> dict[str, Any]:
         """Fix the widths, the block layout and the index code from representative posteriors.
@@ -657,6 +658,7 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         kl = kl_divergence_bits(Product(Normal(mean64, std64)), tail_mass=self.tail_mass)
         return np.asarray(kl, dtype=np.float64).reshape(-1)
 
+    @_keeps_torch_threads
     def compress(self, mean: torch.Tensor, log_scale: torch.Tensor, seed: int, *, return_stats: bool = False,
                  progress: bool = False, per_item: bool = False) -> Any:
         """Code exact samples of the posteriors into bytes: one stream for the batch, or one per item.
@@ -770,6 +772,7 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         }
         return data, item_bits_t, stats
 
+    @_keeps_torch_threads
     def decompress(self, data: bytes | Sequence[bytes], seed: int, shape: Sequence[int] | int, *,
                    device: torch.device | str | None = None) -> torch.Tensor:
         """Decode :meth:`compress`'s bytes into the encoder's latents, bit for bit.
