@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..entropy import _bytes_to_words, _words_to_bytes
+from ..entropy._checks import _libm
 from ._common import _CODE_DTYPES, _DTYPE_CODES, _LN2, _check_seed, _check_shape, _check_tensor
 from .soft_round import soft_round, soft_round_conditional_mean
 
@@ -209,9 +210,7 @@ class UniformNoiseChannel(nn.Module):
         # The C library's double log per element, rounded once to the parameter's dtype:
         # torch's float32 log is not correctly rounded on every CPU, its vectorised float64
         # log rounds differently on different CPUs, and the streams must not depend on either.
-        log_scale64 = scale_t.to(torch.float64).reshape(-1).tolist()
-        log_scale_t = torch.tensor([math.log(v) for v in log_scale64],
-                                   dtype=torch.float64).reshape(scale_t.shape).to(scale_t.dtype)
+        log_scale_t = torch.from_numpy(_libm(math.log, scale_t.to(torch.float64).numpy())).to(scale_t.dtype)
         if learnable:
             self.loc = nn.Parameter(loc_t)
             self.log_scale = nn.Parameter(log_scale_t)
@@ -298,8 +297,7 @@ class UniformNoiseChannel(nn.Module):
         # exp per channel with the C library's double exp: torch's vectorised exp differs
         # between CPUs in the last bit, and both coder sides must derive the same scale.
         log_scale = self.log_scale.detach().to(device="cpu", dtype=torch.float64)
-        scale = torch.tensor([math.exp(v) for v in log_scale.reshape(-1).tolist()],
-                             dtype=torch.float64).reshape(log_scale.shape)
+        scale = torch.from_numpy(_libm(math.exp, log_scale.numpy()))
         ndim = len(shape)
         loc = self._param_view(loc, ndim).expand(shape).reshape(-1).numpy()
         scale = self._param_view(scale, ndim).expand(shape).reshape(-1).numpy()
