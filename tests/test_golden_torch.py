@@ -152,19 +152,24 @@ def test_rcc_channel_streams_are_pinned(name):
     assert (digest(batch), digest(items)) == RCC_DIGESTS[name]
 
 
-@pytest.mark.parametrize("name", sorted(RCC_CASES))
-def test_rcc_channel_reads_the_earlier_item_format(name, monkeypatch):
+def compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch):
+    """Per-item streams as the earlier format wrote them: each payload padded to whole 32-bit words."""
     from rcc.torch import streams
 
+    writer = streams._item_payload
+    with monkeypatch.context() as patch:
+        patch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
+                      writer(encoder, has_fallback, words=True))
+        return channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+
+
+@pytest.mark.parametrize("name", sorted(RCC_CASES))
+def test_rcc_channel_reads_the_earlier_item_format(name, monkeypatch):
     channel = rcc_channel(name)
     mean, log_scale = rcc_items(name)
     current = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
-    writer = streams._item_payload
-    monkeypatch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
-                        writer(encoder, has_fallback, words=True))
-    earlier = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    earlier = compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch)
     assert digest(earlier) == RCC_WORD_ITEM_DIGESTS[name]
-    monkeypatch.setattr(streams, "_item_payload", writer)
     assert torch.equal(channel.decompress(earlier, 77, mean.shape), channel.decompress(current, 77, mean.shape))
     # Each item is as short as its format allows: one byte less no longer decodes.
     for i, blob in enumerate(current):

@@ -16,7 +16,7 @@ pytest.importorskip("constriction")
 from rcc.torch import RCCChannel  # noqa: E402
 
 # The pinned-stream helpers of the in-distribution golden tests, shared.
-from test_golden_torch import digest, posteriors  # noqa: E402
+from test_golden_torch import compress_items_in_earlier_format, digest, posteriors  # noqa: E402
 
 
 def narrow_posteriors(count, seed, latents=8):
@@ -108,16 +108,10 @@ def test_fallback_streams_are_pinned(name):
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_the_earlier_item_formats_decode(name, monkeypatch):
-    from rcc.torch import streams
-
     channel, mean, log_scale = drifted_case(name)
     current, _, stats = channel.compress(mean, log_scale, seed=77, per_item=True, return_stats=True)
-    writer = streams._item_payload
-    monkeypatch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
-                        writer(encoder, has_fallback, words=True))
-    earlier = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    earlier = compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch)
     assert digest(earlier) == WORD_ITEM_DIGESTS[name]
-    monkeypatch.setattr(streams, "_item_payload", writer)
     assert torch.equal(channel.decompress(earlier, 77, mean.shape), stats["latents"])
 
 
