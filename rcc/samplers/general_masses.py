@@ -47,10 +47,10 @@ from numba import types
 from .. import kernels as base_kernels
 from ..random import DOMAIN_PRIVATE, DOMAIN_SHARED, _private_uniform, _shared_dither, _stream_prefix
 from ..targets.general import _GL_NODES, _GL_WEIGHTS, _HALF_LOG_2PI, _LOGPDF_TYPE, _typed_kernel
-
 from .kernels import (_GL_W, _GL_X, _S_GRID, _S_MAX, MAX_DEPTH, NORMAL, OK, RULE_GPRS, STATUS_NAN,
                       STATUS_DEPTH, STATUS_MAX_STEPS, STATUS_NO_MASS, STATUS_QUEUE, _QUEUE, _cut, _dither, _mass,
-                      _normal_mass, _pair_ppf, _piece_of, _pop, _private_coin, _push, _splits_at_point)
+                      _cell_of, _normal_mass, _pair_ppf, _piece_of, _pop, _private_coin, _push,
+                      _splits_at_point)
 
 __all__ = ["TABLE_CELLS", "general_masses_batch", "general_sigma"]
 
@@ -170,19 +170,6 @@ def _setup(logpdf, row, low, high, breaks, mode, use_mode, pf, ploc, pscale, edg
     if math.isnan(g[G_LOG_RMAX]) or g[G_LOG_RMAX] == -np.inf:
         return STATUS_NAN
     return OK
-
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def _cell_of(x, edges, n):
-    """The cell ``k`` with ``edges[k] <= x < edges[k + 1]`` (clamped to ``0 .. n - 2``)."""
-    lo, hi = 0, n - 1
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if edges[mid] <= x:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 @numba.njit(cache=True, error_model="numpy")

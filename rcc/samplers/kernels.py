@@ -460,16 +460,23 @@ def _sigma_setup(p, table, kinks):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _piece_of(s):
-    """The piece ``k`` of ``_S_GRID`` holding ``0 <= s < _S_MAX``: ``_S_GRID[k] <= s < _S_GRID[k + 1]``."""
-    lo, hi = 0, _S_GRID.shape[0] - 1
+def _cell_of(x, edges, n):
+    """The cell ``k`` with ``edges[k] <= x < edges[k + 1]`` of the first ``n`` sorted edges (clamped to
+    ``0 .. n - 2``), by bisection."""
+    lo, hi = 0, n - 1
     while hi - lo > 1:
         mid = (lo + hi) >> 1
-        if _S_GRID[mid] <= s:
+        if edges[mid] <= x:
             lo = mid
         else:
             hi = mid
     return lo
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _piece_of(s):
+    """The piece ``k`` of ``_S_GRID`` holding ``0 <= s < _S_MAX``: ``_S_GRID[k] <= s < _S_GRID[k + 1]``."""
+    return _cell_of(s, _S_GRID, _S_GRID.shape[0])
 
 
 @numba.njit(cache=True, error_model="numpy")
