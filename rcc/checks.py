@@ -191,8 +191,16 @@ def _prior_arrays(prior, shape):
             scale = np.broadcast_to(prior.high - prior.low, shape)
             family = UNIFORM_FAMILY
     except ValueError as exc:
-        raise ValueError(f"prior parameters of shape {prior.batch_shape} do not broadcast to {shape}") from exc
+        raise ValueError(_prior_shape_message(prior.batch_shape, shape)) from exc
     return np.broadcast_to(np.int64(family), shape), loc, scale
+
+
+def _prior_shape_message(prior_shape, shape):
+    """The error for a prior whose parameters do not broadcast to the target's batch shape."""
+    return (f"prior has parameters of shape {tuple(prior_shape)}, which do not broadcast to the target's shape "
+            f"{tuple(shape)}: the prior describes each element of the target, so give it scalar parameters or "
+            f"parameters of a shape that broadcasts to {tuple(shape)} (for a target of shape () and a prior of "
+            f"shape (1,), pass the target with shape (1,) or the prior with scalar parameters)")
 
 
 class _Threads:

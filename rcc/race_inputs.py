@@ -59,7 +59,9 @@ def _raise_prepare_error(problem, where, width=None, length=None):
     if problem == kernels.PREP_NO_MASS:
         raise ValueError(
             f"the target's support carries no mass under the prior in double precision{where}: "
-            "it lies too far in the prior's tail; use a wider prior"
+            "it lies too far in the prior's tail (use a wider prior), or it is too narrow beside the "
+            "prior for double precision to resolve (about 2**-50 of the prior's std or less: use a "
+            "narrower prior)"
         )
     if problem == kernels.PREP_TOO_WIDE:
         raise ValueError(

@@ -19,6 +19,9 @@ from .checks import _STANDARD_NORMAL, _check_prior, _check_tail_mass, _prior_arr
 from .encoded import DEFAULT_TAIL_MASS, DEFAULT_TRANSFORM_SCALE
 from .targets import Normal, Uniform, normal_half_width
 
+#: The largest prior std whose default coding transform has a finite std.
+_LARGEST_PRIOR_STD = float(np.finfo(np.float64).max) / DEFAULT_TRANSFORM_SCALE
+
 __all__ = ["coding_transform", "gaussian_width"]
 
 _STANDARD_TRANSFORM = Normal(0.0, DEFAULT_TRANSFORM_SCALE * 1.0)
@@ -70,7 +73,15 @@ def coding_transform(prior: Normal | Uniform | Any | None = None,
             last_prior, last_transform = _LAST_DEFAULT_TRANSFORM[0]
             if last_prior is prior:
                 return last_transform
-            transform = Normal(prior.mean, DEFAULT_TRANSFORM_SCALE * np.asarray(prior.std))
+            std = np.asarray(prior.std)
+            if np.any(std > _LARGEST_PRIOR_STD):
+                # The default transform is DEFAULT_TRANSFORM_SCALE times wider than the prior; its
+                # std must stay a finite float.
+                raise ValueError(
+                    f"prior.std must be at most {_LARGEST_PRIOR_STD:.3g} for the default coding transform (which is "
+                    f"{DEFAULT_TRANSFORM_SCALE:g} times wider), got {float(np.max(std)):.3g}; rescale the target and "
+                    "the prior by a common factor, or pass transform='prior'")
+            transform = Normal(prior.mean, DEFAULT_TRANSFORM_SCALE * std)
             _LAST_DEFAULT_TRANSFORM[0] = (prior, transform)
             return transform
         return prior

@@ -350,7 +350,9 @@ def _prior_arrays(prior, shape):
     try:
         loc, scale = np.broadcast_to(loc, shape), np.broadcast_to(scale, shape)
     except ValueError as exc:
-        raise ValueError(f"prior parameters of shape {np.shape(loc)} do not broadcast to {shape}") from exc
+        raise ValueError(f"prior has parameters of shape {np.shape(loc)}, which do not broadcast to the target's "
+                         f"shape {tuple(shape)}: give the prior scalar parameters or parameters of a shape that "
+                         f"broadcasts to {tuple(shape)}") from exc
     return np.full(shape, family, dtype=np.int64), loc, scale
 
 
