@@ -98,20 +98,28 @@ RCC_CASES = {
     "narrow8": dict(kwargs=dict(block_budget_bits=12.0), data=narrow_posteriors),
 }
 
-#: name: (batch stream, per-item streams).  The per-item streams are format 3 (each payload
-#: ends at its shortest decodable byte string); the batch streams' layout is unchanged since
-#: format 2.  The digests were refreshed, without a format change, when the standard
-#: deviations and the calibration stopped using numpy's vectorised exp/log (whose rounding
-#: depends on the CPU): streams written before still decode bit for bit, and the other way round.
+#: name: (batch stream, per-item streams).  The batch streams are format 4 (one payload ending at
+#: its shortest decodable byte string, one check); the per-item streams are format 3 (each payload
+#: ends at its shortest decodable byte string).  The digests were refreshed, without a format
+#: change, when the standard deviations and the calibration stopped using numpy's vectorised
+#: exp/log (whose rounding depends on the CPU): streams written before still decode bit for bit.
 RCC_DIGESTS = {
-    "default": (("f230d8d70314a7a7275aaf112db5163584bfa06a01b0eeca6c2af5e4e9e77c5f", 45),
+    "default": (("ad2d6bc8e5949441027f5de5ba466a5e87b15cdd18bf6f08cb928218a03dbc37", 26),
                 ('2fd875533a08358a9fdb8291a410243154547adb72be193dd2d20b3bcc5d8772', 45, [5, 5, 4, 4, 5, 4, 5, 5, 4, 4])),
-    "empirical": (("a94ed1883983a7647ab3499ef4966a3affafbace702ef123454ff4e4ac8a825e", 45),
+    "empirical": (("70773ae4e1f0d1b7ed90842f872e8d2c68804e6fce81e08e319dabe6101b7923", 26),
                   ('6f3345707a3fec493e813774c6ae3dd6e073ed60c9a4320221a1f2c1bb945c7e', 46, [5, 5, 5, 5, 4, 5, 4, 5, 4, 4])),
-    "narrow8": (("7b812e5286031c63c28c3c7daa111406d64f8b7a0656adf80a5072e91db58a34", 53),
+    "narrow8": (("4f5d4a806a7e46c2e4a54f0ae2477229085ce6e4d582299366e757521c811a43", 35),
                 ('77792d3a224ca917574aa07ba00002ce8e1e4f456d7f9953592ea339abd2b6cf', 55, [6, 6, 5, 5, 6, 5, 5, 5, 6, 6])),
-    "prior_zipf": (("af0e89d9cc91d193ecf89d9fe0c49501cff751e605a7b15cbd539d0e0ce4fb96", 96),
+    "prior_zipf": (("9390fac1a3993b81b44819b99a57b2cee8c1d2fe5b96d6b9819a53aaf47c085f", 78),
                    ('1c4b95ec9e7d2ddf909f7648a3fd0cf6db790d4b81f15ac96b894e0ed6fc0776', 90, [6, 11, 10, 7, 7, 12, 7, 7, 13, 10])),
+}
+#: The batch streams of the earlier format 2 (a complete rcc.entropy message stream inside the
+#: channel's header), which this rcc still reads and can still write (``earlier_format=True``).
+RCC_EARLIER_BATCH_DIGESTS = {
+    "default": ("f230d8d70314a7a7275aaf112db5163584bfa06a01b0eeca6c2af5e4e9e77c5f", 45),
+    "empirical": ("a94ed1883983a7647ab3499ef4966a3affafbace702ef123454ff4e4ac8a825e", 45),
+    "narrow8": ("7b812e5286031c63c28c3c7daa111406d64f8b7a0656adf80a5072e91db58a34", 53),
+    "prior_zipf": ("af0e89d9cc91d193ecf89d9fe0c49501cff751e605a7b15cbd539d0e0ce4fb96", 96),
 }
 #: The per-item streams of the earlier format 1 (payload = the range coder's whole words), which
 #: this rcc still reads and can still write (``_item_payload(..., words=True)``).
@@ -161,6 +169,31 @@ def compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch):
         patch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
                       writer(encoder, has_fallback, words=True))
         return channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+
+
+def compress_batch_in_earlier_format(channel, mean, log_scale, monkeypatch, seed=77):
+    """The batch stream as formats 2 and 3 wrote it (an rcc.entropy message stream inside)."""
+    import functools
+
+    from rcc.torch import streams
+
+    writer = streams._StreamCoding._compress_batch
+    with monkeypatch.context() as patch:
+        patch.setattr(streams._StreamCoding, "_compress_batch", functools.partialmethod(writer, earlier_format=True))
+        return channel.compress(mean, log_scale, seed=seed)[0]
+
+
+@pytest.mark.parametrize("name", sorted(RCC_CASES))
+def test_rcc_channel_reads_the_earlier_batch_format(name, monkeypatch):
+    channel = rcc_channel(name)
+    mean, log_scale = rcc_items(name)
+    current = channel.compress(mean, log_scale, seed=77)[0]
+    earlier = compress_batch_in_earlier_format(channel, mean, log_scale, monkeypatch)
+    assert digest(earlier) == RCC_EARLIER_BATCH_DIGESTS[name]
+    assert torch.equal(channel.decompress(earlier, 77, mean.shape), channel.decompress(current, 77, mean.shape))
+    # The current format is as short as it allows: one byte less no longer decodes.
+    with pytest.raises(ValueError):
+        channel.decompress(current[:-1], 77, mean.shape)
 
 
 @pytest.mark.parametrize("name", sorted(RCC_CASES))

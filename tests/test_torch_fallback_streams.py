@@ -16,7 +16,8 @@ pytest.importorskip("constriction")
 from rcc.torch import RCCChannel  # noqa: E402
 
 # The pinned-stream helpers of the in-distribution golden tests, shared.
-from test_golden_torch import compress_items_in_earlier_format, digest, posteriors  # noqa: E402
+from test_golden_torch import (compress_batch_in_earlier_format, compress_items_in_earlier_format, digest,  # noqa: E402
+                               posteriors)
 
 
 def narrow_posteriors(count, seed, latents=8):
@@ -58,27 +59,35 @@ def drifted_case(name):
 
 
 #: name: ((batch stream), (per-item streams), decoded latents); modes of the fallback blocks in a comment.
+#: The batch streams are format 4 (one payload ending at its shortest decodable bytes);
+#: EARLIER_BATCH_DIGESTS holds the same batches in the earlier format 3, which this rcc still reads.
 #: The per-item streams are format 3 (shortest payloads); WORD_ITEM_DIGESTS holds the same items
 #: in the earlier formats 1 and 2 (whole range-coder words), which this rcc still reads.  The
 #: digests were refreshed (same lengths, same decoded latents) when calibration stopped using
 #: numpy's vectorised exp, whose rounding depends on the CPU.
 DIGESTS = {
     "classes_one_block": (
-        ("ca63d9919bb51b3d9bfa58dd96a85b47c78b49fa47d804e15d53dda853dafb87", 170),
+        ("02f6c641d0c26a15aadec442d9a5268d0f44663b8d980ac3af80aee29d9ae45a", 146),
         ("7ae93847945371f47b1b1094076481473b1c822846cb301a47881630c408293c", 247, [6, 5, 7, 5, 7, 6, 6, 14, 6, 5, 6, 7, 6, 6, 7, 7, 7, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 5, 6, 5, 6, 5, 7, 6, 6, 6, 7, 6]),
         ("6c201508d88f25ebdc726d784609720771e8a5d2e14b64f5c743c26f25276680", 1280)),
     "classes_blocks": (
-        ("fa12306460515321985ea2e5b0558fe4283aca5de1f60fd0726b81227cebe537", 102),
+        ("bb09c28268ce11c3d129f637200ba01b8d1461be478b3c90e6f65348525a276e", 80),
         ("09ed65fae89f0fcbc031a936e14cf697d530720385bf8fcc8803397c168fd448", 160, [6, 5, 5, 6, 6, 4, 8, 4, 4, 6, 5, 3, 8, 4, 5, 8, 5, 5, 6, 4, 5, 7, 5, 5, 6, 4, 5, 8, 4, 4]),
         ("e48b90dcb527a9c332d395eb500924ddfc8a155e58cf1cc7e75dab0f8fd0548d", 720)),
     "prior_factors_zipf": (
-        ("9182ae8edfb8b07eedf4ee353a746a81ae39252539442f44f3763acaca479830", 146),
+        ("2a9d7f5070dba136afda71a9c1e664fc24bfe7b3a76b37d6728f22d0793b7b8a", 123),
         ("2fe5be3f007fef2335cffb056c382eec23c3eff3026398298bde9f561c6edb3b", 162, [9, 8, 9, 5, 10, 8, 6, 5, 6, 7, 10, 9, 8, 12, 11, 7, 10, 6, 10, 6]),
         ("e199cd982a3e5c817b9305241d3dd58cc66c7b0347c434f91c4e7bdf821b12a0", 480)),
     "padded_blocks": (
-        ("a134d128f37bf2faee2351bb2065ae0a0fb9fa49721798443dc689f780ca024f", 436),
+        ("e5833a6f238b15c41d612997a94fa196525526507efa696a20e8079eaa3412ec", 409),
         ("5a9b062b9aba0baaf8b5d83391ca42e38b273b42603ce2f2ec3576147c6b312f", 700, [5, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 6, 6, 7, 6, 9, 6, 6, 5, 5, 7, 7, 8, 5, 5, 8, 6, 6, 6, 5, 6, 6, 5, 5, 6, 5, 6, 6, 6, 5, 6, 6, 5, 7, 5, 6, 7, 6, 7, 6, 6, 6, 6, 8, 6, 6, 6, 6, 8, 5, 6, 7, 5, 5, 6, 5, 6, 6, 5, 6, 7, 6, 5, 6, 6, 6, 6, 5, 5, 7, 5, 5, 7, 6, 5, 6, 6, 6, 6, 4, 5, 6, 6, 5, 6, 6, 5, 5, 5, 5, 7, 5, 5, 6, 5, 5, 5, 6, 5, 7, 6, 6, 6, 6, 5, 6, 5, 5]),
         ("ecafaa6ea45b26eab7d1c30e38473f00436ae8a8d10131588865eb991e222f8c", 3360)),
+}
+EARLIER_BATCH_DIGESTS = {
+    "classes_one_block": ("ca63d9919bb51b3d9bfa58dd96a85b47c78b49fa47d804e15d53dda853dafb87", 170),
+    "classes_blocks": ("fa12306460515321985ea2e5b0558fe4283aca5de1f60fd0726b81227cebe537", 102),
+    "prior_factors_zipf": ("9182ae8edfb8b07eedf4ee353a746a81ae39252539442f44f3763acaca479830", 146),
+    "padded_blocks": ("a134d128f37bf2faee2351bb2065ae0a0fb9fa49721798443dc689f780ca024f", 436),
 }
 WORD_ITEM_DIGESTS = {
     "classes_one_block": ("dced76fc4acdf08c7d8b769bc015100a05aa1926634d9c6634aaba1579528dc2", 293, [10, 6, 10, 6, 10, 7, 10, 14, 6, 6, 6, 10, 6, 6, 10, 10, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 10, 6]),
@@ -107,6 +116,16 @@ def test_fallback_streams_are_pinned(name):
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_the_earlier_batch_format_decodes(name, monkeypatch):
+    channel, mean, log_scale = drifted_case(name)
+    current, _, stats = channel.compress(mean, log_scale, seed=77, return_stats=True)
+    earlier = compress_batch_in_earlier_format(channel, mean, log_scale, monkeypatch)
+    assert digest(earlier) == EARLIER_BATCH_DIGESTS[name]
+    assert torch.equal(channel.decompress(earlier, 77, mean.shape), stats["latents"])
+    assert len(current) < len(earlier)
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_the_earlier_item_formats_decode(name, monkeypatch):
     channel, mean, log_scale = drifted_case(name)
     current, _, stats = channel.compress(mean, log_scale, seed=77, per_item=True, return_stats=True)
@@ -127,12 +146,14 @@ def _earlier_channel():
     return channel.eval()
 
 
-def test_the_earlier_coders_stream_decodes():
+def test_the_earlier_coders_stream_decodes(monkeypatch):
     _, mean, log_scale = drifted_case("padded_blocks")
     channel = _earlier_channel()
     z = channel.decompress(EARLIER_STREAM, 5, (6, 7))
     assert digest(z.numpy().tobytes()) == EARLIER_DECODED
-    assert channel.compress(mean[:6], log_scale[:6], seed=5)[0] == EARLIER_STREAM
+    assert compress_batch_in_earlier_format(channel, mean[:6], log_scale[:6], monkeypatch, seed=5) == EARLIER_STREAM
+    current = channel.compress(mean[:6], log_scale[:6], seed=5)[0]
+    assert torch.equal(channel.decompress(current, 5, (6, 7)), z)
 
 
 # ----------------------------------------------------------------------------------

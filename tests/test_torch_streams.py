@@ -190,9 +190,22 @@ def test_fuzz_uniform_noise_channel(shape):
     assert zlib.crc32(data) == zlib.crc32(ch.compress(y, 9))  # deterministic
 
 
-def test_message_streams_inside_torch_checked(channel):
-    """The joint message stream's own header is version 2 and checked."""
+def test_batch_stream_is_one_checked_payload(channel):
+    """Format 4: a header byte, one 4-byte check over everything, then the range coder's payload."""
     mean, log_scale = posteriors(5, seed=11)
     data, _ = channel.compress(mean, log_scale, seed=2)
+    assert data[0] >> 4 == 4
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        channel.decompress(data[:5] + bytes([data[5] ^ 0x01]) + data[6:], 2, mean.shape)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        channel.decompress(data + b"\x00", 2, mean.shape)
+
+
+def test_message_streams_inside_torch_checked(channel, monkeypatch):
+    """In the earlier batch format the joint message stream's own header is version 2 and checked."""
+    from test_golden_torch import compress_batch_in_earlier_format
+
+    mean, log_scale = posteriors(5, seed=11)
+    data = compress_batch_in_earlier_format(channel, mean, log_scale, monkeypatch, seed=2)
     header = E._parse_header(data[5:])
     assert header["version"] == E.STREAM_VERSION and header["intact"]

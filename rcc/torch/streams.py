@@ -22,6 +22,12 @@ __all__ = []
 _FORMAT_VERSION = 2
 #: Format of batch streams with fallback blocks (2 coded them dimension by dimension with width 1).
 _FALLBACK_FORMAT_VERSION = 3
+#: Format of batch streams written now, with or without fallback blocks: a header byte, one
+#: CRC32 over the header, seed, shape, channel state and payload, and one range-coded payload
+#: (fallback mask, joint messages, fallback sections) ending at its shortest decodable bytes.
+#: Formats 2 and 3 (a complete rcc.entropy message stream inside, a separate fallback section
+#: with its own check) are still read; they cost 20-30 bytes more per stream.
+_SINGLE_PAYLOAD_FORMAT_VERSION = 4
 
 
 _HAS_FALLBACK = 0x08
@@ -215,8 +221,52 @@ class _StreamCoding:
 
     # -- batch stream --------------------------------------------------------------------
 
-    def _compress_batch(self, plan, dtype_code, seed, batch_shape, latents, item_bits, candidates, progress):
-        """One stream for the whole batch (see :meth:`compress`); fills the per-item outputs."""
+    def _compress_batch(self, plan, dtype_code, seed, batch_shape, latents, item_bits, candidates, progress,
+                        earlier_format=False):
+        """One stream for the whole batch (see :meth:`compress`); fills the per-item outputs.
+
+        Writes format 4 (:data:`_SINGLE_PAYLOAD_FORMAT_VERSION`), or with ``earlier_format`` the
+        layout of formats 2 and 3, which this rcc still reads.
+        """
+        if earlier_format:
+            return self._compress_batch_earlier(plan, dtype_code, seed, batch_shape, latents, item_bits, candidates,
+                                                progress)
+        from .. import entropy
+
+        block_code, fallback_code = self._index_codes()
+        codes = (block_code, fallback_code, None)
+        joint, fallback = plan["positions_joint"], plan["positions_fallback"]
+        encoder = _RecordingEncoder()
+        if fallback.size:
+            # Which item-blocks fall back comes first: the receiver needs it to find the joint ones.
+            mask = np.zeros(plan["items"] * self.num_blocks, dtype=np.int64)
+            mask[fallback] = 1
+            mask_bits = encode_fallback_mask(encoder, mask)
+            np.add.at(item_bits, np.arange(mask.size) // self.num_blocks, mask_bits)
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            enc = self._encode_joint(plan, joint, seed_joint, progress)
+            widths = plan["block_widths"][joint % self.num_blocks]
+            factor_code = entropy._check_factor_code(self._factor_code())
+            context = self._factor_context(plan, joint)
+            entropy._encode_symbols(encoder, enc, seed_joint, block_code, widths, factor_code, context)
+            self._scatter(latents, plan, joint, np.asarray(enc.sample))
+            items = joint // self.num_blocks
+            np.add.at(item_bits, items, _message_bits(enc, seed_joint, block_code, widths, factor_code, context))
+            np.add.at(candidates, items, np.asarray(enc.candidates, dtype=np.int64))
+        if fallback.size:
+            section = self._encode_section(plan, fallback, seed, progress)
+            bits = self._write_section(encoder, plan, section, codes)
+            items = fallback // self.num_blocks
+            np.add.at(item_bits, items, bits)
+            np.add.at(candidates, items, self._section_samples(plan, section, latents, decode=False))
+        payload = _shortest_payload(encoder)
+        header = bytes([(_SINGLE_PAYLOAD_FORMAT_VERSION << 4) | (_HAS_FALLBACK if fallback.size else 0) | dtype_code])
+        check = zlib.crc32(payload, self._header_check(header, seed, batch_shape))
+        return header + check.to_bytes(4, "little") + payload
+
+    def _compress_batch_earlier(self, plan, dtype_code, seed, batch_shape, latents, item_bits, candidates, progress):
+        """The batch stream of formats 2 and 3 (see :meth:`_compress_batch`)."""
         from .. import entropy
 
         block_code, fallback_code = self._index_codes()
@@ -261,6 +311,8 @@ class _StreamCoding:
         if not data:
             raise ValueError("data is empty (not an RCCChannel bitstream)")
         flags = data[0]
+        if flags >> 4 == _SINGLE_PAYLOAD_FORMAT_VERSION:
+            return self._decompress_single_payload(data, seed, batch_shape, n, latents)
         if flags >> 4 == 1:
             raise ValueError("data is an RCCChannel stream of format 1 (without header checksums), which this "
                              "rcc no longer reads; compress the latents again")
@@ -334,6 +386,74 @@ class _StreamCoding:
                 raise ValueError(f"data is corrupted: its fallback section does not decode ({exc})") from None
             if entropy._words_to_bytes(encoder.get_compressed()) != payload:
                 raise ValueError("data is corrupted: its fallback section is not what the sender's coder writes")
+            self._section_samples(plan, section, latents)
+        return dtype
+
+    def _decompress_single_payload(self, data, seed, batch_shape, n, latents):
+        """Read a format-4 batch stream (:meth:`_compress_batch`); returns the dtype."""
+        from .. import entropy
+        from ..coding import decode_sample
+
+        flags = data[0]
+        if flags & 0x04:
+            raise ValueError("data is not an RCCChannel bitstream (bad header byte)")
+        if len(data) < 5:
+            raise ValueError("data is truncated inside its header")
+        header, payload = data[:1], data[5:]
+        if int.from_bytes(data[1:5], "little") != zlib.crc32(payload, self._header_check(header, seed, batch_shape)):
+            raise ValueError(
+                "RCCChannel checksum mismatch: the data is corrupted or truncated, or the seed, the shape or the "
+                "channel's state differs from the sender's"
+            )
+        dtype = _CODE_DTYPES[flags & 0x03]
+        total = n * self.num_blocks
+        block_code, fallback_code = self._index_codes()
+        codes = (block_code, fallback_code, None)
+        plan = self._layout()
+        cons = _constriction()
+        mask = None
+        try:
+            decoder = cons.stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
+            fallback = np.zeros(0, dtype=np.int64)
+            if flags & _HAS_FALLBACK:
+                mask = decode_fallback_mask(decoder, total)
+                fallback = np.flatnonzero(mask)
+                if fallback.size == 0:
+                    raise ValueError("data is corrupted: its header announces fallback blocks and it has none")
+            is_joint = np.ones(total, dtype=bool)
+            is_joint[fallback] = False
+            joint = np.flatnonzero(is_joint)
+            enc_joint = section = None
+            if joint.size:
+                seed_joint = _derive_seed(seed, _STREAM_JOINT)
+                widths = plan["block_widths"][joint % self.num_blocks]
+                factor_code = entropy._check_factor_code(self._factor_code())
+                context = self._factor_context(plan, joint)
+                entropy._check_marginal_widths(factor_code, widths, context)
+                index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid",
+                                                        block_code, factor_code, context)
+                enc_joint = _message_record(index, factor, widths, seed_joint)
+            if fallback.size:
+                section = self._read_section(decoder, plan, fallback, seed, codes)
+            # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
+            encoder = _RecordingEncoder()
+            if mask is not None:
+                encode_fallback_mask(encoder, mask)
+            if enc_joint is not None:
+                entropy._encode_symbols(encoder, enc_joint, seed_joint, block_code, widths, factor_code, context)
+            if section is not None:
+                self._write_section(encoder, plan, section, codes)
+            canonical = _shortest_payload(encoder)
+        except entropy._DECODE_ERRORS as exc:
+            raise ValueError(f"data is corrupted: its payload does not decode ({exc})") from None
+        if canonical != payload:
+            raise ValueError("data is corrupted: its payload is not what the sender's coder writes")
+        if enc_joint is not None:
+            transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
+            sample = decode_sample(enc_joint.index, np.reshape(enc_joint.factor, widths.shape), seed_joint,
+                                   prior=_PRIOR, width=widths, transform=transform)
+            self._scatter(latents, plan, joint, np.asarray(sample))
+        if section is not None:
             self._section_samples(plan, section, latents)
         return dtype
 
