@@ -392,7 +392,6 @@ class _StreamCoding:
     def _decompress_single_payload(self, data, seed, batch_shape, n, latents):
         """Read a format-4 batch stream (:meth:`_compress_batch`); returns the dtype."""
         from .. import entropy
-        from ..coding import decode_sample
 
         flags = data[0]
         if flags & 0x04:
@@ -408,7 +407,7 @@ class _StreamCoding:
         dtype = _CODE_DTYPES[flags & 0x03]
         total = n * self.num_blocks
         block_code, fallback_code = self._index_codes()
-        codes = (block_code, fallback_code, None)
+        codes = (block_code, fallback_code, entropy._check_factor_code(self._factor_code()))
         plan = self._layout()
         cons = _constriction()
         mask = None
@@ -423,24 +422,14 @@ class _StreamCoding:
             is_joint = np.ones(total, dtype=bool)
             is_joint[fallback] = False
             joint = np.flatnonzero(is_joint)
-            enc_joint = section = None
-            if joint.size:
-                seed_joint = _derive_seed(seed, _STREAM_JOINT)
-                widths = plan["block_widths"][joint % self.num_blocks]
-                factor_code = entropy._check_factor_code(self._factor_code())
-                context = self._factor_context(plan, joint)
-                entropy._check_marginal_widths(factor_code, widths, context)
-                index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid",
-                                                        block_code, factor_code, context)
-                enc_joint = _message_record(index, factor, widths, seed_joint)
-            if fallback.size:
-                section = self._read_section(decoder, plan, fallback, seed, codes)
+            enc_joint, section = self._read_messages(decoder, plan, joint, fallback, seed, codes)
             # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
             encoder = _RecordingEncoder()
             if mask is not None:
                 encode_fallback_mask(encoder, mask)
             if enc_joint is not None:
-                entropy._encode_symbols(encoder, enc_joint, seed_joint, block_code, widths, factor_code, context)
+                entropy._encode_symbols(encoder, enc_joint, enc_joint.seed, block_code, enc_joint.width, codes[2],
+                                        self._factor_context(plan, joint))
             if section is not None:
                 self._write_section(encoder, plan, section, codes)
             canonical = _shortest_payload(encoder)
@@ -448,14 +437,40 @@ class _StreamCoding:
             raise ValueError(f"data is corrupted: its payload does not decode ({exc})") from None
         if canonical != payload:
             raise ValueError("data is corrupted: its payload is not what the sender's coder writes")
+        self._decode_messages(plan, joint, enc_joint, section, latents)
+        return dtype
+
+    def _read_messages(self, decoder, plan, joint, fallback, seed, codes):
+        """Read the joint messages of item-blocks ``joint`` (as an :class:`rcc.EncodedSample` record, or
+        None) and the fallback section of ``fallback`` (or None) from ``decoder``; every payload stores them
+        in this order, with the joint seed derived from ``seed``."""
+        from .. import entropy
+
+        block_code, _, factor_code = codes
+        enc_joint = section = None
+        if joint.size:
+            seed_joint = _derive_seed(seed, _STREAM_JOINT)
+            widths = plan["block_widths"][joint % self.num_blocks]
+            context = self._factor_context(plan, joint)
+            entropy._check_marginal_widths(factor_code, widths, context)
+            index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid", block_code,
+                                                    factor_code, context)
+            enc_joint = _message_record(index, factor, widths, seed_joint)
+        if fallback.size:
+            section = self._read_section(decoder, plan, fallback, seed, codes)
+        return enc_joint, section
+
+    def _decode_messages(self, plan, joint, enc_joint, section, latents):
+        """Decode what :meth:`_read_messages` read into ``latents`` (after the bytes were checked)."""
+        from ..coding import decode_sample
+
         if enc_joint is not None:
             transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
-            sample = decode_sample(enc_joint.index, np.reshape(enc_joint.factor, widths.shape), seed_joint,
-                                   prior=_PRIOR, width=widths, transform=transform)
+            sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=_PRIOR,
+                                   width=enc_joint.width, transform=transform)
             self._scatter(latents, plan, joint, np.asarray(sample))
         if section is not None:
             self._section_samples(plan, section, latents)
-        return dtype
 
     # -- per-item streams ----------------------------------------------------------------
 
@@ -513,7 +528,6 @@ class _StreamCoding:
 
     def _decompress_items(self, data, seed, n, latents):
         from .. import entropy
-        from ..coding import decode_sample
 
         if len(data) != n:
             raise ValueError(f"got {len(data)} per-item streams for a batch of {n} items")
@@ -556,17 +570,7 @@ class _StreamCoding:
                     if is_joint.all():
                         raise ValueError("a fallback flag without fallback blocks")
                 joint, fallback = positions[is_joint], positions[~is_joint]
-                enc_joint = section = None
-                if joint.size:
-                    seed_joint = _derive_seed(item_seed, _STREAM_JOINT)
-                    widths = plan["block_widths"][joint % self.num_blocks]
-                    context = self._factor_context(plan, joint)
-                    entropy._check_marginal_widths(factor_code, widths, context)
-                    index, factor = entropy._decode_payload(decoder, joint.size, widths, seed_joint, "hybrid",
-                                                            block_code, factor_code, context)
-                    enc_joint = _message_record(index, factor, widths, seed_joint)
-                if fallback.size:
-                    section = self._read_section(decoder, plan, fallback, item_seed, codes)
+                enc_joint, section = self._read_messages(decoder, plan, joint, fallback, item_seed, codes)
                 # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
                 encoder = _RecordingEncoder()
                 self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, section)
@@ -576,11 +580,5 @@ class _StreamCoding:
                 raise ValueError(f"data[{item}] is corrupted: its payload does not decode ({exc})") from None
             if canonical != payload:
                 raise ValueError(f"data[{item}] is corrupted: its payload is not what the sender's coder writes")
-            if enc_joint is not None:
-                transform = Normal(0.0, plan["block_scales"][joint % self.num_blocks])
-                sample = decode_sample(enc_joint.index, enc_joint.factor, enc_joint.seed, prior=_PRIOR,
-                                       width=enc_joint.width, transform=transform)
-                self._scatter(latents, plan, joint, np.asarray(sample))
-            if section is not None:
-                self._section_samples(plan, section, latents)
+            self._decode_messages(plan, joint, enc_joint, section, latents)
         return _CODE_DTYPES[0 if dtype_code is None else dtype_code]
