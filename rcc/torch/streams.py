@@ -70,66 +70,56 @@ _STREAM_FALLBACK = 2
 _STREAM_CLASSED = 0
 
 
-class _RecordingEncoder:
-    """A range encoder that also remembers every ``encode`` call, to replay them as decodes."""
-
-    def __init__(self):
-        self._encoder = _constriction().stream.queue.RangeEncoder()
-        self.calls = []
-
-    def encode(self, symbols, model, *params):
-        self._encoder.encode(symbols, model, *params)
-        self.calls.append((np.array(symbols, dtype=np.int64, copy=True), model, params))
-
-    def get_compressed(self):
-        return self._encoder.get_compressed()
+def _range_encoder():
+    return _constriction().stream.queue.RangeEncoder()
 
 
-def _replays(payload, calls):
-    """Whether a range decoder over ``payload`` (zero-padded to whole words) returns every recorded symbol."""
-    from .. import entropy
+def _final_interval(encoder, bits):
+    """``[low, high)``: the values (``bits``-bit integers, the stream's bytes zero-padded) that
+    decode every symbol written to ``encoder``.
 
-    try:
-        decoder = _constriction().stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
-        for symbols, model, params in calls:
-            if params:
-                decoded = decoder.decode(model, *params)
-            elif symbols.ndim == 0:
-                decoded = decoder.decode(model)
-            else:
-                decoded = decoder.decode(model, symbols.size)
-            if not np.array_equal(np.asarray(decoded, dtype=np.int64).reshape(symbols.shape), symbols):
-                return False
-    except entropy._DECODE_ERRORS:
-        return False
-    return True
+    After ``position`` emitted words the coder's state ``(lower, range)`` is a 64-bit window below
+    them; a carry out of ``lower + range`` runs into the emitted words, which big integers absorb.
+    """
+    words = np.asarray(encoder.get_compressed(), dtype=np.uint32)
+    position, (lower, size) = encoder.pos()
+    emitted = int.from_bytes(words[:position].astype(">u4").tobytes(), "big")
+    low = (emitted << 64) + int(lower)
+    shift = bits - (32 * position + 64)
+    return low << shift, (low + int(size)) << shift
 
 
 def _shortest_payload(encoder):
     """The shortest bytes from which a range decoder reads back all of ``encoder``'s symbols.
 
-    The range coder ends its output with whole 32-bit words that name a point inside the final
+    The range coder ends its output with whole 32-bit words that name a point inside its final
     interval; any shorter string whose zero-padded value lies inside that interval decodes the
     same symbols.  On the grid of ``m``-byte strings the candidates are the point rounded down
     and rounded up (if the interval holds an ``m``-byte point, it holds one of these two), and
     an interval that holds an ``m``-byte point holds an ``m + 1``-byte one, so the search walks
-    down from the full length and stops at the first length where neither candidate replays.
-    Saves about 2.6 of the last word's 4 bytes: what a one-item stream pays for termination.
-    A deterministic function of the symbols and their models, so the receiver, re-encoding what
-    it decoded, obtains the same bytes.
+    down from the full length and stops at the first length where neither candidate lies in
+    the interval.  The interval comes from the coder's final state, so the cost does not grow
+    with the number of symbols.  Saves about 2.6 of the last word's 4 bytes: what a one-item
+    stream pays for termination.  A deterministic function of the symbols and their models, so
+    the receiver, re-encoding what it decoded, obtains the same bytes.
     """
     from .. import entropy
 
     full = best = entropy._words_to_bytes(encoder.get_compressed())
+    bits = max(32 * encoder.pos()[0] + 64, 8 * len(full))
+    low, high = _final_interval(encoder, bits)
+    point = int.from_bytes(full, "big") << (bits - 8 * len(full))
+    if not low <= point < high:
+        raise AssertionError("the range coder's output lies outside its final interval")
     for length in range(len(full) - 1, -1, -1):
-        down = int.from_bytes(full[:length], "big")
+        scale = bits - 8 * length
+        down = point >> scale
         found = None
         for value in (down, down + 1):
             if value >> (8 * length):
                 continue  # rounding up overflowed the m-byte grid
-            candidate = value.to_bytes(length, "big")
-            if _replays(candidate, encoder.calls):
-                found = candidate
+            if low <= value << scale < high:
+                found = value.to_bytes(length, "big")
                 break
         if found is None:
             break
@@ -236,7 +226,7 @@ class _StreamCoding:
         block_code, fallback_code = self._index_codes()
         codes = (block_code, fallback_code, None)
         joint, fallback = plan["positions_joint"], plan["positions_fallback"]
-        encoder = _RecordingEncoder()
+        encoder = _range_encoder()
         if fallback.size:
             # Which item-blocks fall back comes first: the receiver needs it to find the joint ones.
             mask = np.zeros(plan["items"] * self.num_blocks, dtype=np.int64)
@@ -424,7 +414,7 @@ class _StreamCoding:
             joint = np.flatnonzero(is_joint)
             enc_joint, section = self._read_messages(decoder, plan, joint, fallback, seed, codes)
             # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
-            encoder = _RecordingEncoder()
+            encoder = _range_encoder()
             if mask is not None:
                 encode_fallback_mask(encoder, mask)
             if enc_joint is not None:
@@ -517,7 +507,7 @@ class _StreamCoding:
             if fallback.size:
                 section = self._encode_section(plan, fallback, item_seed)
                 candidates[item] += int(self._section_samples(plan, section, latents, decode=False).sum())
-            encoder = _RecordingEncoder()
+            encoder = _range_encoder()
             item_bits[item] += float(np.sum(self._item_symbols(encoder, plan, item, item_seed, codes, is_joint,
                                                                enc_joint, section)))
             version, payload = _item_payload(encoder, bool(fallback.size))
@@ -572,7 +562,7 @@ class _StreamCoding:
                 joint, fallback = positions[is_joint], positions[~is_joint]
                 enc_joint, section = self._read_messages(decoder, plan, joint, fallback, item_seed, codes)
                 # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
-                encoder = _RecordingEncoder()
+                encoder = _range_encoder()
                 self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, section)
                 canonical = _item_payload(encoder, bool(flags & _ITEM_HAS_FALLBACK),
                                           words=flags >> 6 != _ITEM_FORMAT_VERSION)[1]
