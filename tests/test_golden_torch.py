@@ -122,7 +122,7 @@ RCC_EARLIER_BATCH_DIGESTS = {
     "prior_zipf": ("af0e89d9cc91d193ecf89d9fe0c49501cff751e605a7b15cbd539d0e0ce4fb96", 96),
 }
 #: The per-item streams of the earlier format 1 (payload = the range coder's whole words), which
-#: this rcc still reads and can still write (``_item_payload(..., words=True)``).
+#: this rcc still reads and can still write (``_compress_items(..., item_format=1)``).
 RCC_WORD_ITEM_DIGESTS = {
     "default": ("cdd3ea850f429516b4bd7f6a77bdb2ffa2ca8ea12f78eb516641db5edbf7df6d", 60, [6] * 10),
     "empirical": ("920116ee988ddddd2ed5bb4ee622dfc0fd66f9c745f3e6ec86ffe415db219abd", 60, [6] * 10),
@@ -160,15 +160,22 @@ def test_rcc_channel_streams_are_pinned(name):
     assert (digest(batch), digest(items)) == RCC_DIGESTS[name]
 
 
-def compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch):
-    """Per-item streams as the earlier format wrote them: each payload padded to whole 32-bit words."""
+def compress_items_in_format(channel, mean, log_scale, monkeypatch, item_format):
+    """Per-item streams in an earlier format (``item_format``, see ``streams._item_version``)."""
+    import functools
+
     from rcc.torch import streams
 
-    writer = streams._item_payload
+    writer = streams._StreamCoding._compress_items
     with monkeypatch.context() as patch:
-        patch.setattr(streams, "_item_payload", lambda encoder, has_fallback, words=False:
-                      writer(encoder, has_fallback, words=True))
+        patch.setattr(streams._StreamCoding, "_compress_items",
+                      functools.partialmethod(writer, item_format=item_format))
         return channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+
+
+def compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch):
+    """Per-item streams as the word formats 1 and 2 wrote them: each payload padded to whole 32-bit words."""
+    return compress_items_in_format(channel, mean, log_scale, monkeypatch, 1)
 
 
 def compress_batch_in_earlier_format(channel, mean, log_scale, monkeypatch, seed=77):

@@ -16,8 +16,8 @@ pytest.importorskip("constriction")
 from rcc.torch import RCCChannel  # noqa: E402
 
 # The pinned-stream helpers of the in-distribution golden tests, shared.
-from test_golden_torch import (compress_batch_in_earlier_format, compress_items_in_earlier_format, digest,  # noqa: E402
-                               posteriors)
+from test_golden_torch import (compress_batch_in_earlier_format, compress_items_in_earlier_format,  # noqa: E402
+                               compress_items_in_format, digest, posteriors)
 
 
 def narrow_posteriors(count, seed, latents=8):
@@ -61,26 +61,27 @@ def drifted_case(name):
 #: name: ((batch stream), (per-item streams), decoded latents); modes of the fallback blocks in a comment.
 #: The batch streams are format 4 (one payload ending at its shortest decodable bytes);
 #: EARLIER_BATCH_DIGESTS holds the same batches in the earlier format 3, which this rcc still reads.
-#: The per-item streams are format 3 (shortest payloads); WORD_ITEM_DIGESTS holds the same items
-#: in the earlier formats 1 and 2 (whole range-coder words), which this rcc still reads.  The
+#: The per-item streams are format 3 without fallback blocks and format 0 with them (shortest
+#: payloads; the fallback mask and classes under one item's fixed models); ADAPTIVE_ITEM_DIGESTS
+#: and WORD_ITEM_DIGESTS hold the same items in the earlier formats 3 and 1-2.  The
 #: digests were refreshed (same lengths, same decoded latents) when calibration stopped using
 #: numpy's vectorised exp, whose rounding depends on the CPU.
 DIGESTS = {
     "classes_one_block": (
         ("02f6c641d0c26a15aadec442d9a5268d0f44663b8d980ac3af80aee29d9ae45a", 146),
-        ("7ae93847945371f47b1b1094076481473b1c822846cb301a47881630c408293c", 247, [6, 5, 7, 5, 7, 6, 6, 14, 6, 5, 6, 7, 6, 6, 7, 7, 7, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 5, 6, 5, 6, 5, 7, 6, 6, 6, 7, 6]),
+        ("2a5402791870ebc37abc973869410f8854653cf3fc044b6e604b832c1a5a51d0", 241, [6, 5, 6, 5, 6, 6, 6, 14, 6, 5, 6, 7, 6, 6, 6, 7, 6, 5, 5, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 5, 6, 5, 6, 5, 6, 6, 6, 6, 7, 6]),
         ("6c201508d88f25ebdc726d784609720771e8a5d2e14b64f5c743c26f25276680", 1280)),
     "classes_blocks": (
         ("bb09c28268ce11c3d129f637200ba01b8d1461be478b3c90e6f65348525a276e", 80),
-        ("09ed65fae89f0fcbc031a936e14cf697d530720385bf8fcc8803397c168fd448", 160, [6, 5, 5, 6, 6, 4, 8, 4, 4, 6, 5, 3, 8, 4, 5, 8, 5, 5, 6, 4, 5, 7, 5, 5, 6, 4, 5, 8, 4, 4]),
+        ("6b45aacbab494a028e9267022e0d2bd8b66397baf5b795f26869b3532879b316", 151, [5, 5, 5, 5, 6, 4, 7, 4, 4, 5, 5, 3, 7, 4, 5, 7, 5, 5, 5, 4, 5, 7, 5, 5, 5, 4, 5, 7, 4, 4]),
         ("e48b90dcb527a9c332d395eb500924ddfc8a155e58cf1cc7e75dab0f8fd0548d", 720)),
     "prior_factors_zipf": (
         ("2a9d7f5070dba136afda71a9c1e664fc24bfe7b3a76b37d6728f22d0793b7b8a", 123),
-        ("2fe5be3f007fef2335cffb056c382eec23c3eff3026398298bde9f561c6edb3b", 162, [9, 8, 9, 5, 10, 8, 6, 5, 6, 7, 10, 9, 8, 12, 11, 7, 10, 6, 10, 6]),
+        ("31ef81533227adbe6a4034c1a188fec4208884ffeddbe7523affa57f894807ab", 159, [9, 8, 9, 4, 10, 8, 6, 4, 6, 7, 10, 9, 8, 12, 11, 7, 10, 6, 10, 5]),
         ("e199cd982a3e5c817b9305241d3dd58cc66c7b0347c434f91c4e7bdf821b12a0", 480)),
     "padded_blocks": (
         ("e5833a6f238b15c41d612997a94fa196525526507efa696a20e8079eaa3412ec", 409),
-        ("5a9b062b9aba0baaf8b5d83391ca42e38b273b42603ce2f2ec3576147c6b312f", 700, [5, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 6, 6, 7, 6, 9, 6, 6, 5, 5, 7, 7, 8, 5, 5, 8, 6, 6, 6, 5, 6, 6, 5, 5, 6, 5, 6, 6, 6, 5, 6, 6, 5, 7, 5, 6, 7, 6, 7, 6, 6, 6, 6, 8, 6, 6, 6, 6, 8, 5, 6, 7, 5, 5, 6, 5, 6, 6, 5, 6, 7, 6, 5, 6, 6, 6, 6, 5, 5, 7, 5, 5, 7, 6, 5, 6, 6, 6, 6, 4, 5, 6, 6, 5, 6, 6, 5, 5, 5, 5, 7, 5, 5, 6, 5, 5, 5, 6, 5, 7, 6, 6, 6, 6, 5, 6, 5, 5]),
+        ("6992f5e8c9fe58fbebbcb978af875d8d6bf5b97d1be6099ae8f047aa2df959ed", 689, [5, 5, 6, 5, 6, 6, 5, 5, 6, 6, 6, 5, 6, 6, 6, 7, 6, 9, 5, 6, 5, 5, 7, 7, 8, 5, 5, 8, 6, 6, 6, 5, 6, 5, 5, 5, 6, 5, 6, 6, 6, 5, 6, 6, 5, 6, 5, 6, 7, 6, 7, 6, 6, 5, 6, 8, 6, 6, 6, 6, 8, 5, 6, 6, 5, 5, 6, 5, 6, 5, 5, 6, 7, 6, 5, 6, 6, 6, 6, 5, 5, 7, 5, 5, 6, 6, 5, 6, 6, 6, 6, 4, 5, 5, 6, 5, 6, 6, 5, 6, 5, 5, 7, 5, 5, 6, 5, 5, 5, 6, 5, 6, 6, 6, 6, 6, 5, 5, 5, 5]),
         ("ecafaa6ea45b26eab7d1c30e38473f00436ae8a8d10131588865eb991e222f8c", 3360)),
 }
 EARLIER_BATCH_DIGESTS = {
@@ -88,6 +89,14 @@ EARLIER_BATCH_DIGESTS = {
     "classes_blocks": ("fa12306460515321985ea2e5b0558fe4283aca5de1f60fd0726b81227cebe537", 102),
     "prior_factors_zipf": ("9182ae8edfb8b07eedf4ee353a746a81ae39252539442f44f3763acaca479830", 146),
     "padded_blocks": ("a134d128f37bf2faee2351bb2065ae0a0fb9fa49721798443dc689f780ca024f", 436),
+}
+#: The same per-item streams in format 3 with the fallback flag (the fallback mask and width classes
+#: under a batch stream's adaptive models), which this rcc still reads and can still write.
+ADAPTIVE_ITEM_DIGESTS = {
+    "classes_blocks": ("09ed65fae89f0fcbc031a936e14cf697d530720385bf8fcc8803397c168fd448", 160, [6, 5, 5, 6, 6, 4, 8, 4, 4, 6, 5, 3, 8, 4, 5, 8, 5, 5, 6, 4, 5, 7, 5, 5, 6, 4, 5, 8, 4, 4]),
+    "classes_one_block": ("7ae93847945371f47b1b1094076481473b1c822846cb301a47881630c408293c", 247, [6, 5, 7, 5, 7, 6, 6, 14, 6, 5, 6, 7, 6, 6, 7, 7, 7, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 5, 6, 5, 6, 5, 7, 6, 6, 6, 7, 6]),
+    "padded_blocks": ("5a9b062b9aba0baaf8b5d83391ca42e38b273b42603ce2f2ec3576147c6b312f", 700, [5, 5, 6, 6, 6, 6, 6, 5, 6, 6, 6, 5, 6, 6, 6, 7, 6, 9, 6, 6, 5, 5, 7, 7, 8, 5, 5, 8, 6, 6, 6, 5, 6, 6, 5, 5, 6, 5, 6, 6, 6, 5, 6, 6, 5, 7, 5, 6, 7, 6, 7, 6, 6, 6, 6, 8, 6, 6, 6, 6, 8, 5, 6, 7, 5, 5, 6, 5, 6, 6, 5, 6, 7, 6, 5, 6, 6, 6, 6, 5, 5, 7, 5, 5, 7, 6, 5, 6, 6, 6, 6, 4, 5, 6, 6, 5, 6, 6, 5, 5, 5, 5, 7, 5, 5, 6, 5, 5, 5, 6, 5, 7, 6, 6, 6, 6, 5, 6, 5, 5]),
+    "prior_factors_zipf": ("2fe5be3f007fef2335cffb056c382eec23c3eff3026398298bde9f561c6edb3b", 162, [9, 8, 9, 5, 10, 8, 6, 5, 6, 7, 10, 9, 8, 12, 11, 7, 10, 6, 10, 6]),
 }
 WORD_ITEM_DIGESTS = {
     "classes_one_block": ("dced76fc4acdf08c7d8b769bc015100a05aa1926634d9c6634aaba1579528dc2", 293, [10, 6, 10, 6, 10, 7, 10, 14, 6, 6, 6, 10, 6, 6, 10, 10, 10, 6, 6, 6, 6, 6, 10, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 10, 6, 6, 6, 10, 6]),
@@ -132,6 +141,13 @@ def test_the_earlier_item_formats_decode(name, monkeypatch):
     earlier = compress_items_in_earlier_format(channel, mean, log_scale, monkeypatch)
     assert digest(earlier) == WORD_ITEM_DIGESTS[name]
     assert torch.equal(channel.decompress(earlier, 77, mean.shape), stats["latents"])
+    adaptive = compress_items_in_format(channel, mean, log_scale, monkeypatch, 3)
+    assert digest(adaptive) == ADAPTIVE_ITEM_DIGESTS[name]
+    assert torch.equal(channel.decompress(adaptive, 77, mean.shape), stats["latents"])
+    # Items with fallback blocks are written in format 0 now, and cost less in all.
+    versions = {blob[0] >> 6 for blob, old in zip(current, adaptive) if blob[0] & 0x08}
+    assert versions == {0}
+    assert sum(map(len, current)) < sum(map(len, adaptive))
 
 
 def _earlier_channel():

@@ -24,6 +24,7 @@ from ..entropy.factor_codes import (_check_marginal_widths, _decode_factors_give
 from ..entropy.index_codes import _decode_indices, _encode_indices
 from ..targets import Normal, Product
 from ._calibration import _PRIOR
+from ._item_classes import decode_item_classes, encode_item_classes
 from ._width_classes import (_CLASS_EXTRA_LOG2_CANDIDATES, _MODE_CLASSES, _MODE_WIDTH_ONE, choose_width_classes,
                              class_widths, decode_classes, encode_classes, shifted_index_code)
 from .streams import _STREAM_CLASSED, _STREAM_FALLBACK, _derive_seed, _message_bits, _message_record
@@ -193,15 +194,21 @@ class _FallbackCoding:
                                                          progress)
         return section
 
-    def _write_section(self, encoder, plan, section, codes):
-        """Write a fallback section (modes, classes, then the messages); returns its bits per block."""
+    def _write_section(self, encoder, plan, section, codes, per_item=False):
+        """Write a fallback section (modes, classes, then the messages); returns its bits per block.
+
+        The modes and classes are coded adaptively (:func:`encode_classes`), or with ``per_item``
+        under the fixed models of one item (:func:`encode_item_classes`)."""
         from .. import entropy
 
         block_code, fallback_code, _ = codes
         positions = section["positions"]
         block_widths = plan["block_widths"][positions % self.num_blocks]
-        bits = encode_classes(encoder, block_widths, plan["safe"][positions % self.num_blocks], section["modes"],
-                              section["shifts"])
+        if per_item:
+            bits = encode_item_classes(encoder, block_widths, section["modes"], section["shifts"])
+        else:
+            bits = encode_classes(encoder, block_widths, plan["safe"][positions % self.num_blocks], section["modes"],
+                                  section["shifts"])
         classed = np.flatnonzero(section["modes"] == _MODE_CLASSES)
         if section["classed"] is not None:
             enc = section["classed"]
@@ -219,13 +226,16 @@ class _FallbackCoding:
                       _message_bits(enc, section["seed_width_one"], fallback_code, 1))
         return bits
 
-    def _read_section(self, decoder, plan, positions, seed, codes):
+    def _read_section(self, decoder, plan, positions, seed, codes, per_item=False):
         """Inverse of :meth:`_write_section` (messages only; :meth:`_section_samples` decodes them)."""
         from .. import entropy
 
         block_code, fallback_code, _ = codes
         block_widths = plan["block_widths"][positions % self.num_blocks]
-        modes, shifts = decode_classes(decoder, block_widths, plan["safe"][positions % self.num_blocks])
+        if per_item:
+            modes, shifts = decode_item_classes(decoder, block_widths)
+        else:
+            modes, shifts = decode_classes(decoder, block_widths, plan["safe"][positions % self.num_blocks])
         section = {"positions": positions, "modes": modes, "shifts": shifts,
                    "seed_classed": _derive_seed(seed, _STREAM_CLASSED),
                    "seed_width_one": _derive_seed(seed, _STREAM_FALLBACK), "classed": None, "width_one": None}

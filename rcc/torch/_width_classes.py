@@ -15,7 +15,8 @@ The classes are sent in the stream, before the messages: each fallback block's m
 (width classes, or width 1 per dimension), then for every dimension with ``M_j > 1`` its
 class, starting from the model ``P(0) = r / (r + 1)`` (``r`` such dimensions in the block)
 and ``P(c) ~ 2**-c`` above, adapted to the classes already sent in the same stream
-(a batch stream pays for a systematically drifting latent only in its first items).  The index of a block with classes summing to ``s`` is coded
+(a batch stream pays for a systematically drifting latent only in its first items;
+a per-item stream codes them under fixed models, :mod:`rcc.torch._item_classes`).  The index of a block with classes summing to ``s`` is coded
 with the block index code shifted up by ``s`` log2 buckets (its index is about ``2**s``
 times larger); its factors with the coding prior's ``N(0, 1)`` marginal
 (:class:`rcc.entropy.MarginalFactorCode`), since the fitted tables are per calibrated width.

@@ -687,12 +687,15 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         range-coded payload (which blocks fall back, if any; the joint messages; the
         fallback blocks' modes, width classes and messages), ended at the shortest byte
         string that decodes (about 3 bits of termination per item where whole 32-bit
-        words cost up to 32).  Everything shared lives in the ``state_dict``.  The
+        words cost up to 32).  An item's fallback mask and width classes are coded under
+        fixed models made for one item (format 0: one latent in eight drifting costs about
+        4.6 bits of classes, 3 of them naming it); items without fallback blocks are format 3.  Everything shared lives in the ``state_dict``.  The
         receiver also re-encodes what it decoded and requires the same bytes, so bytes
         appended to a payload are rejected even where the short check would pass them;
         the payload itself has no redundancy, so damage inside it that the 11-bit check
         misses (about 1 in 2048) decodes to other latents.  Per-item streams of the
-        earlier format (whole words) are still read.
+        earlier formats (whole words; format 3 with the batch stream's adaptive classes)
+        are still read.
 
         Parameters
         ----------

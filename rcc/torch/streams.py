@@ -14,6 +14,7 @@ from ..entropy import _read_varint, _varint
 from ._common import _CODE_DTYPES, _constriction
 from ..targets import Normal
 from ._calibration import _PRIOR
+from ._item_classes import decode_item_mask, encode_item_mask
 from ._width_classes import decode_fallback_mask, encode_fallback_mask
 
 __all__ = []
@@ -33,10 +34,14 @@ _SINGLE_PAYLOAD_FORMAT_VERSION = 4
 _HAS_FALLBACK = 0x08
 
 
-#: Format of RCCChannel's per-item streams, and their header: 2 bits version, 2 bits dtype,
-#: 1 bit fallback flag and an 11-bit check.  Version 3 (with or without fallback blocks) ends
-#: the payload at the shortest byte string that decodes (:func:`_shortest_payload`).
+#: Format of RCCChannel's per-item streams without fallback blocks, and their header: 2 bits
+#: version, 2 bits dtype, 1 bit fallback flag and an 11-bit check.  Version 3 ends the payload
+#: at the shortest byte string that decodes (:func:`_shortest_payload`).
 _ITEM_FORMAT_VERSION = 3
+#: Format of per-item streams with fallback blocks: version 3's payload, with the fallback mask
+#: and width classes under the fixed models of :mod:`rcc.torch._item_classes`.  Version 3 with
+#: the fallback flag (the adaptive models of a batch stream) is still read.
+_ITEM_CLASSES_FORMAT_VERSION = 0
 #: Earlier formats, still read: payload = the range coder's words, trailing zero bytes dropped;
 #: version 1 without fallback blocks, 2 with them (width classes).
 _ITEM_WORD_FORMAT_VERSION = 1
@@ -169,15 +174,24 @@ def _message_bits(enc, seed, index_code, width, factor_code=None, factor_context
     return np.asarray(bits.total, dtype=np.float64)
 
 
-def _item_payload(encoder, has_fallback, words=False):
-    """``(format version, payload)`` of a per-item stream: the shortest payload (the current
-    format), or with ``words`` the range coder's words as the earlier formats wrote them."""
+def _item_version(has_fallback, item_format=None):
+    """The format version of a per-item stream: the current one (``item_format`` None), version 3
+    for every item (``item_format=3``), or the word formats 1 and 2 (``item_format=1``)."""
+    if item_format == _ITEM_WORD_FORMAT_VERSION:
+        return _ITEM_WORD_FALLBACK_FORMAT_VERSION if has_fallback else _ITEM_WORD_FORMAT_VERSION
+    if has_fallback and item_format is None:
+        return _ITEM_CLASSES_FORMAT_VERSION
+    return _ITEM_FORMAT_VERSION
+
+
+def _item_payload(encoder, version):
+    """The payload of a per-item stream of format ``version``: the shortest one, or the range
+    coder's words as the word formats wrote them."""
     from .. import entropy
 
-    if words:
-        version = _ITEM_WORD_FALLBACK_FORMAT_VERSION if has_fallback else _ITEM_WORD_FORMAT_VERSION
-        return version, entropy._words_to_bytes(encoder.get_compressed())
-    return _ITEM_FORMAT_VERSION, _shortest_payload(encoder)
+    if version in (_ITEM_WORD_FORMAT_VERSION, _ITEM_WORD_FALLBACK_FORMAT_VERSION):
+        return entropy._words_to_bytes(encoder.get_compressed())
+    return _shortest_payload(encoder)
 
 
 class _StreamCoding:
@@ -430,10 +444,10 @@ class _StreamCoding:
         self._decode_messages(plan, joint, enc_joint, section, latents)
         return dtype
 
-    def _read_messages(self, decoder, plan, joint, fallback, seed, codes):
+    def _read_messages(self, decoder, plan, joint, fallback, seed, codes, per_item=False):
         """Read the joint messages of item-blocks ``joint`` (as an :class:`rcc.EncodedSample` record, or
         None) and the fallback section of ``fallback`` (or None) from ``decoder``; every payload stores them
-        in this order, with the joint seed derived from ``seed``."""
+        in this order, with the joint seed derived from ``seed`` (``per_item``: see :meth:`_read_section`)."""
         from .. import entropy
 
         block_code, _, factor_code = codes
@@ -447,7 +461,7 @@ class _StreamCoding:
                                                     factor_code, context)
             enc_joint = _message_record(index, factor, widths, seed_joint)
         if fallback.size:
-            section = self._read_section(decoder, plan, fallback, seed, codes)
+            section = self._read_section(decoder, plan, fallback, seed, codes, per_item)
         return enc_joint, section
 
     def _decode_messages(self, plan, joint, enc_joint, section, latents):
@@ -464,14 +478,17 @@ class _StreamCoding:
 
     # -- per-item streams ----------------------------------------------------------------
 
-    def _item_symbols(self, encoder, plan, item, seed, codes, is_joint, enc_joint, section):
-        """Write item ``item``'s symbols (fallback mask, joint messages, fallback section) to ``encoder``;
-        returns the fallback section's bits per block (empty without one)."""
+    def _item_symbols(self, encoder, plan, item, seed, codes, is_joint, enc_joint, section, version):
+        """Write item ``item``'s symbols (fallback mask, joint messages, fallback section) to ``encoder``
+        as format ``version`` codes them; returns the fallback section's bits per block (empty without one)."""
         from .. import entropy
 
         block_code, fallback_code, factor_code = codes
         positions = item * self.num_blocks + np.arange(self.num_blocks)
-        if not is_joint.all():
+        per_item = version == _ITEM_CLASSES_FORMAT_VERSION
+        if per_item:
+            encode_item_mask(encoder, is_joint)
+        elif not is_joint.all():
             encoder.encode(np.where(is_joint, 0, 1).astype(np.int32), _constriction().stream.model.Uniform(2))
         if enc_joint is not None:
             joint = positions[is_joint]
@@ -479,11 +496,14 @@ class _StreamCoding:
                                     plan["block_widths"][joint % self.num_blocks], factor_code,
                                     self._factor_context(plan, joint))
         if section is not None:
-            return self._write_section(encoder, plan, section, codes)
+            return self._write_section(encoder, plan, section, codes, per_item)
         return np.zeros(0)
 
-    def _compress_items(self, plan, dtype_code, seed, latents, item_bits, candidates):
-        """One ``bytes`` per item (see :meth:`compress`); fills the per-item outputs."""
+    def _compress_items(self, plan, dtype_code, seed, latents, item_bits, candidates, item_format=None):
+        """One ``bytes`` per item (see :meth:`compress`); fills the per-item outputs.
+
+        Writes the current formats, or with ``item_format`` an earlier one this rcc still reads
+        (:func:`_item_version`)."""
         from .. import entropy
 
         block_code, fallback_code = self._index_codes()
@@ -507,10 +527,11 @@ class _StreamCoding:
             if fallback.size:
                 section = self._encode_section(plan, fallback, item_seed)
                 candidates[item] += int(self._section_samples(plan, section, latents, decode=False).sum())
+            version = _item_version(bool(fallback.size), item_format)
             encoder = _range_encoder()
             item_bits[item] += float(np.sum(self._item_symbols(encoder, plan, item, item_seed, codes, is_joint,
-                                                               enc_joint, section)))
-            version, payload = _item_payload(encoder, bool(fallback.size))
+                                                               enc_joint, section, version)))
+            payload = _item_payload(encoder, version)
             flags = (version << 6) | (dtype_code << 4) | (_ITEM_HAS_FALLBACK if fallback.size else 0)
             check = self._item_check(flags, seed, item, payload, fingerprint)
             out.append(bytes([flags | (check >> 8), check & 0xFF]) + payload)
@@ -536,8 +557,10 @@ class _StreamCoding:
             if len(blob) < 2:
                 raise ValueError(f"data[{item}] is too short ({len(blob)} bytes) to be an RCCChannel item")
             flags = blob[0] & 0xF8
-            old = _ITEM_WORD_FALLBACK_FORMAT_VERSION if flags & _ITEM_HAS_FALLBACK else _ITEM_WORD_FORMAT_VERSION
-            if flags >> 6 not in (_ITEM_FORMAT_VERSION, old):
+            version = flags >> 6
+            readable = ((_ITEM_CLASSES_FORMAT_VERSION, _ITEM_FORMAT_VERSION, _ITEM_WORD_FALLBACK_FORMAT_VERSION)
+                        if flags & _ITEM_HAS_FALLBACK else (_ITEM_FORMAT_VERSION, _ITEM_WORD_FORMAT_VERSION))
+            if version not in readable:
                 raise ValueError(f"data[{item}] is not an RCCChannel item stream this rcc reads (format "
                                  f"{flags >> 6}{' with fallback blocks' if flags & _ITEM_HAS_FALLBACK else ''})")
             payload = blob[2:]
@@ -555,17 +578,19 @@ class _StreamCoding:
             try:
                 decoder = cons.stream.queue.RangeDecoder(entropy._bytes_to_words(payload))
                 is_joint = np.ones(self.num_blocks, dtype=bool)
-                if flags & _ITEM_HAS_FALLBACK:
+                per_item = version == _ITEM_CLASSES_FORMAT_VERSION
+                if per_item:
+                    is_joint = decode_item_mask(decoder, self.num_blocks)
+                elif flags & _ITEM_HAS_FALLBACK:
                     is_joint = np.asarray(decoder.decode(cons.stream.model.Uniform(2), self.num_blocks)) == 0
                     if is_joint.all():
                         raise ValueError("a fallback flag without fallback blocks")
                 joint, fallback = positions[is_joint], positions[~is_joint]
-                enc_joint, section = self._read_messages(decoder, plan, joint, fallback, item_seed, codes)
+                enc_joint, section = self._read_messages(decoder, plan, joint, fallback, item_seed, codes, per_item)
                 # Canonical bytes: what the sender's coder writes for these symbols, and nothing else.
                 encoder = _range_encoder()
-                self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, section)
-                canonical = _item_payload(encoder, bool(flags & _ITEM_HAS_FALLBACK),
-                                          words=flags >> 6 != _ITEM_FORMAT_VERSION)[1]
+                self._item_symbols(encoder, plan, item, item_seed, codes, is_joint, enc_joint, section, version)
+                canonical = _item_payload(encoder, version)
             except entropy._DECODE_ERRORS as exc:
                 raise ValueError(f"data[{item}] is corrupted: its payload does not decode ({exc})") from None
             if canonical != payload:
