@@ -150,7 +150,7 @@ def test_hostile_per_item_payloads_raise_value_errors(channel):
                 continue
             assert torch.isfinite(out).all()
             appended_decoded += junk
-    assert appended > 90 and appended_decoded == 0
+    assert appended > 60 and appended_decoded == 0
 
 
 def test_batch_stream_overhead_for_256_items(channel):

@@ -689,7 +689,7 @@ class RCCChannel(_StreamCoding, _FallbackCoding, nn.Module):
         string that decodes (about 3 bits of termination per item where whole 32-bit
         words cost up to 32).  An item's fallback mask and width classes are coded under
         fixed models made for one item (format 0: one latent in eight drifting costs about
-        4.6 bits of classes, 3 of them naming it); items without fallback blocks are format 3.  Everything shared lives in the ``state_dict``.  The
+        4.8 bits of classes, 3 of them naming it, and all eight about 6.4); items without fallback blocks are format 3.  Everything shared lives in the ``state_dict``.  The
         receiver also re-encodes what it decoded and requires the same bytes, so bytes
         appended to a payload are rejected even where the short check would pass them;
         the payload itself has no redundancy, so damage inside it that the 11-bit check
