@@ -76,7 +76,10 @@ ENTRY_POINTS = {f"rcc.kernels.{name}" for name in (
     "prepare_batch", "prepare_batch_serial")} | {"rcc.axis_kernels.gaussian_width_array"} | {
     "rcc.general._encode_general_batch", "rcc.general._encode_general_batch_serial", "rcc.general._encode_general_one",
     "rcc.targets.general._certify_batch",
-    "rcc.targets.general._quadrature_batch", "rcc.random._uniform_array", "rcc.random._exponential_array"}
+    "rcc.targets.general._quadrature_batch", "rcc.random._uniform_array", "rcc.random._exponential_array"} | {
+    f"rcc.samplers.kernels.{name}" for name in ("encode_batch", "decode_batch", "decode_candidates_batch",
+                                                "_fill_params_batch")} | {
+    "rcc.samplers.general_masses.general_masses_batch", "rcc.samplers.general_search.general_astar_batch"}
 
 
 def test_warm_up_leaves_every_kernel_the_api_calls_with_one_signature():
@@ -89,6 +92,12 @@ def test_warm_up_leaves_every_kernel_the_api_calls_with_one_signature():
         rcc.decode_sample(np.array([1, 2]), np.broadcast_to(np.int32(3), (2,)), seed=seed, width=8)
     rcc.gaussian_width(0.1)
     rcc.gaussian_width(np.array([0.1, 0.2]))
+    for method in ("gprs", "gprs-dyadic", "astar"):  # scalar, read-only and writable targets and indices
+        for target in (rcc.Normal(0.1, 0.3), rcc.Normal(np.broadcast_to(0.1, (3,)), np.array([0.2, 0.3, 0.4]))):
+            enc = rcc.encode_sample(target, seed=3, method=method, rng=2)
+            rcc.decode_sample(enc.index, enc.factor, seed=3, method=method)
+            rcc.decode_sample(np.broadcast_to(np.asarray(enc.index), (2,) + np.shape(enc.index)), enc.factor, seed=3,
+                              method=method)
     counts = warmup.specialisations()
     assert ENTRY_POINTS <= set(counts)
     assert {name: counts[name] for name in ENTRY_POINTS if counts[name] != 1} == {}

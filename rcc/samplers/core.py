@@ -38,6 +38,13 @@ __all__ = [
 # --------------------------------------------------------------------------- Python side
 
 
+def _kernel_column(value, dtype, shape):
+    """``value`` broadcast to ``shape`` as a flat, C-contiguous, writable array of ``dtype``: a read-only
+    view (a broadcast scalar) would make numba compile a second version of the kernel."""
+    column = np.broadcast_to(np.asarray(value, dtype=dtype), shape)
+    return np.require(column, requirements=("C", "W")).reshape(-1)
+
+
 def _check_method(method):
     if method not in SAMPLER_METHODS:
         raise ValueError(f"method must be one of {SAMPLER_METHODS}, got {method!r}")
@@ -65,8 +72,7 @@ def _params(target, prior, tail_mass):
     _check_prior_support(prior, spec, loc, scale)
     values = (spec["family"], spec["loc"], spec["scale"], spec["low"], spec["high"], spec["log_normalizer"],
               family, loc, scale)
-    columns = tuple(np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), shape)).reshape(-1)
-                    for v in values)
+    columns = tuple(_kernel_column(v, np.float64, shape) for v in values)
     count = columns[0].size
     params = np.empty((count, NUM_PARAMS), dtype=np.float64)
     log_rmax = np.empty(count, dtype=np.float64)
@@ -406,10 +412,8 @@ def decode_tree_sample(index, seed, *, prior=None, method="gprs-dyadic", num_thr
     out = np.empty(index.size, dtype=np.float64)
     with _Threads(num_threads):
         if index.size:
-            columns = (np.ascontiguousarray(index.reshape(-1)),
-                       np.ascontiguousarray(family, dtype=np.int64).reshape(-1),
-                       np.ascontiguousarray(loc, dtype=np.float64).reshape(-1),
-                       np.ascontiguousarray(scale, dtype=np.float64).reshape(-1))
+            columns = (_kernel_column(index, np.int64, index.shape), _kernel_column(family, np.int64, index.shape),
+                       _kernel_column(loc, np.float64, index.shape), _kernel_column(scale, np.float64, index.shape))
             if method == "gprs":  # global GPRS: the n-th prior-proposal candidate of the unsplit process
                 decode_candidates_batch(seed_u64, offset, *columns, out)
             else:
