@@ -16,7 +16,8 @@ import numpy as np
 
 from . import kernels
 from .encoded import METHODS
-from .targets import NORMAL_FAMILY, UNIFORM_FAMILY, Distribution, Normal, Uniform, _convert_scipy
+from .targets import Distribution, Normal, Uniform, _convert_scipy
+from .targets.distributions import _prior_arrays  # noqa: F401 (the coders import it from here)
 
 __all__: list[str] = []  # internal helpers only; the public API is rcc.coding's
 
@@ -178,29 +179,6 @@ def _check_prior_support(prior, spec, prior_loc, prior_scale, what="prior", has_
                 f"the target's support must lie inside the Uniform {what}'s support [low, high]; "
                 f"{int(np.sum(outside))} element(s) do not{where}"
             )
-
-
-def _prior_arrays(prior, shape):
-    """Family, location and scale of the prior (or transform) broadcast to ``shape``."""
-    try:
-        if isinstance(prior, Normal):
-            loc, scale = np.broadcast_to(prior.mean, shape), np.broadcast_to(prior.std, shape)
-            family = NORMAL_FAMILY
-        else:
-            loc = np.broadcast_to(prior.low, shape)
-            scale = np.broadcast_to(prior.high - prior.low, shape)
-            family = UNIFORM_FAMILY
-    except ValueError as exc:
-        raise ValueError(_prior_shape_message(prior.batch_shape, shape)) from exc
-    return np.broadcast_to(np.int64(family), shape), loc, scale
-
-
-def _prior_shape_message(prior_shape, shape):
-    """The error for a prior whose parameters do not broadcast to the target's batch shape."""
-    return (f"prior has parameters of shape {tuple(prior_shape)}, which do not broadcast to the target's shape "
-            f"{tuple(shape)}: the prior describes each element of the target, so give it scalar parameters or "
-            f"parameters of a shape that broadcasts to {tuple(shape)} (for a target of shape () and a prior of "
-            f"shape (1,), pass the target with shape (1,) or the prior with scalar parameters)")
 
 
 class _Threads:

@@ -457,6 +457,29 @@ class Uniform(Distribution):
         }
 
 
+def _prior_arrays(prior, shape):
+    """Family code, location and scale of the prior (or transform) broadcast to ``shape`` (read-only views)."""
+    try:
+        if isinstance(prior, Normal):
+            loc, scale = np.broadcast_to(prior.mean, shape), np.broadcast_to(prior.std, shape)
+            family = NORMAL_FAMILY
+        else:
+            loc = np.broadcast_to(prior.low, shape)
+            scale = np.broadcast_to(prior.high - prior.low, shape)
+            family = UNIFORM_FAMILY
+    except ValueError as exc:
+        raise ValueError(_prior_shape_message(prior.batch_shape, shape)) from exc
+    return np.broadcast_to(np.int64(family), shape), loc, scale
+
+
+def _prior_shape_message(prior_shape, shape):
+    """The error for a prior whose parameters do not broadcast to the target's batch shape."""
+    return (f"prior has parameters of shape {tuple(prior_shape)}, which do not broadcast to the target's shape "
+            f"{tuple(shape)}: the prior describes each element of the target, so give it scalar parameters or "
+            f"parameters of a shape that broadcasts to {tuple(shape)} (for a target of shape () and a prior of "
+            f"shape (1,), pass the target with shape (1,) or the prior with scalar parameters)")
+
+
 class Product(Distribution):
     """A diagonal d-dimensional target: the last axis of ``base`` is the event.
 

@@ -53,7 +53,7 @@ from numba import types
 from numpy.typing import ArrayLike
 from scipy import special
 
-from .distributions import NORMAL_FAMILY, UNIFORM_FAMILY, Normal, Uniform
+from .distributions import NORMAL_FAMILY, Normal, Uniform, _prior_arrays
 
 __all__ = ["LOGPDF_SIGNATURE", "GeneralTarget"]
 
@@ -339,21 +339,6 @@ def _check_prior(prior):
     if not isinstance(prior, (Normal, Uniform)):
         raise TypeError(f"prior must be rcc.Normal or rcc.Uniform, got {type(prior).__name__}")
     return prior
-
-
-def _prior_arrays(prior, shape):
-    """Family code, location and scale of the prior, broadcast to ``shape``."""
-    if isinstance(prior, Normal):
-        loc, scale, family = prior.mean, prior.std, NORMAL_FAMILY
-    else:
-        loc, scale, family = prior.low, prior.high - prior.low, UNIFORM_FAMILY
-    try:
-        loc, scale = np.broadcast_to(loc, shape), np.broadcast_to(scale, shape)
-    except ValueError as exc:
-        raise ValueError(f"prior has parameters of shape {np.shape(loc)}, which do not broadcast to the target's "
-                         f"shape {tuple(shape)}: give the prior scalar parameters or parameters of a shape that "
-                         f"broadcasts to {tuple(shape)}") from exc
-    return np.full(shape, family, dtype=np.int64), loc, scale
 
 
 def _scalar_prior_key(prior):
