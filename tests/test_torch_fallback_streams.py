@@ -248,3 +248,19 @@ def test_width_class_coder_writes_the_reference_bytes(seed):
     decoded_modes, decoded_shifts = decode_classes(constriction.stream.queue.RangeDecoder(reference.get_compressed()),
                                                    block_widths, block_dims)
     assert np.array_equal(decoded_modes, modes) and np.array_equal(decoded_shifts, shifts)
+
+
+def test_a_forged_item_header_is_refused_by_name():
+    """Format 0 exists only with the fallback flag, and the word formats only with their own flag."""
+    channel, mean, log_scale = drifted_case("classes_one_block")
+    items = channel.compress(mean, log_scale, seed=77, per_item=True)[0]
+    fingerprint = channel._state_fingerprint()
+    position = next(i for i, blob in enumerate(items) if blob[0] & 0x08)
+    assert items[position][0] >> 6 == 0
+    for flags in (items[position][0] & 0xF0, 0x40 | (items[position][0] & 0x38)):  # no flag; word format 1 + flag
+        payload = items[position][2:]
+        check = channel._item_check(flags, 77, position, payload, fingerprint)
+        forged = list(items)
+        forged[position] = bytes([flags | (check >> 8), check & 0xFF]) + payload
+        with pytest.raises(ValueError, match=rf"data\[{position}\] is not an RCCChannel item stream this rcc reads"):
+            channel.decompress(forged, 77, mean.shape)
