@@ -11,7 +11,7 @@ import os
 
 collect_ignore = []
 if importlib.util.find_spec("torch") is None:
-    collect_ignore.append("rcc/torch.py")
+    collect_ignore.append("rcc/torch")  # the PyTorch adapter, a package: its doctests need torch
 if importlib.util.find_spec("dask") is None or importlib.util.find_spec("distributed") is None:
     collect_ignore.append("rcc/dask.py")
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+pytest.importorskip("torch")  # rcc.torch, the adapter these coders belong to, needs it
 constriction = pytest.importorskip("constriction")
 
 from rcc.torch._item_classes import (decode_item_classes, decode_item_mask, encode_item_classes,  # noqa: E402
